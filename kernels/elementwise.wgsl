@@ -1,0 +1,69 @@
+// Elementwise kernels: unary y = act(alpha * x + beta), and binary y = act(a op b) with
+// broadcasting through per-input strides (stride 0 along broadcast dimensions).
+#include "lib/activation.wgsl"
+
+const MAX_RANK: u32 = 8u;
+
+struct Params {
+  n: u32,          // output elements
+  rank: u32,       // dimensions used in out_shape / strides (broadcast path only)
+  alpha: f32,
+  beta: f32,
+  out_shape: array<vec4<u32>, 2>,
+  a_strides: array<vec4<u32>, 2>,
+  b_strides: array<vec4<u32>, 2>,
+}
+
+override OP: u32 = 0u;              // 0 add, 1 sub, 2 mul, 3 div
+override ACT: u32 = 0u;             // activation code, see lib/activation.wgsl
+override BROADCAST: bool = false;   // false: a, b and y share one contiguous shape
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<a_t>;
+@group(0) @binding(2) var<storage, read> b: array<b_t>;
+@group(0) @binding(3) var<storage, read> x: array<x_t>;
+@group(0) @binding(4) var<storage, read_write> y: array<y_t>;
+
+fn element_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+  return (wg.x + wg.y * nwg.x) * 64u + lid;
+}
+
+fn combine(u: f32, v: f32) -> f32 {
+  switch OP {
+    case 1u: { return u - v; }
+    case 2u: { return u * v; }
+    case 3u: { return u / v; }
+    default: { return u + v; }
+  }
+}
+
+@compute @workgroup_size(64)
+fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = element_index(wg, nwg, lid);
+  if (i >= p.n) { return; }
+  y_st(i, activate(p.alpha * x_ld(i) + p.beta, ACT));
+}
+
+@compute @workgroup_size(64)
+fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let i = element_index(wg, nwg, lid);
+  if (i >= p.n) { return; }
+  var ia = i;
+  var ib = i;
+  if (BROADCAST) {
+    ia = 0u;
+    ib = 0u;
+    var rest = i;
+    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+      let k = u32(d);
+      let extent = p.out_shape[k / 4u][k % 4u];
+      let coord = rest % extent;
+      rest = rest / extent;
+      ia += coord * p.a_strides[k / 4u][k % 4u];
+      ib += coord * p.b_strides[k / 4u][k % 4u];
+    }
+  }
+  y_st(i, activate(combine(a_ld(ia), b_ld(ib)), ACT));
+}

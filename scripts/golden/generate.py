@@ -1,0 +1,35 @@
+"""Regenerates every golden file: python3 scripts/golden/generate.py [module ...]
+
+Run through `npm run golden`. Each module of this folder that defines generate() contributes files.
+"""
+import importlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import common  # noqa: E402
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def main(argv):
+    here = os.path.dirname(__file__)
+    names = argv or sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py') and f not in ('common.py', 'generate.py'))
+    os.makedirs(common.GOLDEN_DIR, exist_ok=True)
+    for name in names:
+        module = importlib.import_module(name)
+        if not hasattr(module, 'generate'):
+            continue
+        start = time.time()
+        for stem, (tensors, metadata) in module.generate().items():
+            path = os.path.join(common.GOLDEN_DIR, stem + '.safetensors')
+            common.write_safetensors(path, tensors, metadata)
+            print(f'{name}: wrote {os.path.relpath(path)} ({os.path.getsize(path) / 1024:.0f} KiB)')
+        print(f'{name}: {time.time() - start:.1f} s')
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,166 @@
+/**
+ * Loads WGSL kernel families from kernels/*.wgsl and specialises them for one call's dtypes.
+ *
+ * WGSL has no generics, so a kernel names the element type of each tensor binding `<name>_t`
+ * (`var<storage, read> x: array<x_t>;`) and reads and writes through `x_ld(i) -> f32`,
+ * `x_ld2(i) -> vec2<f32>` (i even) and `y_st(i, v: f32)`. This module prepends, per binding, the
+ * alias and accessors for the dtype the caller binds: f32 directly; f16 read-only as packed u32
+ * pairs (half the loads, and no shader-f16 needed to read weights); f16 read-write as array<f16>;
+ * i32/u32 converted. Arithmetic therefore always happens in f32.
+ *
+ * `#include "lib/file.wgsl"` pastes a shared snippet; `{key}` in the path is replaced from the
+ * call's `includes` map, which is how a kernel picks e.g. the subgroup or shared-memory reduction.
+ * A source map remembers where each line came from, so compile errors name file and line.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DType } from './dtype.js';
+
+export interface SourceLine {
+  file: string;
+  line: number;
+}
+
+export interface SpecialisedSource {
+  code: string;
+  /** For each line of `code` (0-based), the kernel file and 1-based line it came from. */
+  lines: SourceLine[];
+  /** Tensor bindings whose element type the caller chose (`name` -> dtype). */
+  templated: Map<string, { dtype: DType; access: 'read' | 'read_write' }>;
+}
+
+export interface SourceFeatures {
+  f16: boolean;
+  subgroups: boolean;
+}
+
+let kernelsDir: string | null = null;
+
+/** The project's kernels/ folder, found from this module's location (works from src/ and dist/src/). */
+export function kernelDirectory(): string {
+  if (kernelsDir) return kernelsDir;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const candidate = path.join(dir, 'kernels');
+    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(candidate)) return (kernelsDir = candidate);
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`cannot find the kernels/ folder above ${fileURLToPath(import.meta.url)}`);
+    dir = parent;
+  }
+}
+
+const fileCache = new Map<string, string>();
+
+function readKernelFile(relative: string): string {
+  let text = fileCache.get(relative);
+  if (text === undefined) {
+    const full = path.join(kernelDirectory(), relative);
+    if (!fs.existsSync(full)) throw new Error(`kernel file not found: kernels/${relative}`);
+    text = fs.readFileSync(full, 'utf8');
+    fileCache.set(relative, text);
+  }
+  return text;
+}
+
+const INCLUDE = /^\s*#include\s+"([^"]+)"\s*$/;
+const DIRECTIVE = /^\s*(enable|requires|diagnostic)\b/;
+const TEMPLATED_BINDING = /var<storage,\s*(read|read_write)>\s+(\w+)\s*:\s*array<\s*(\w+)_t\s*>/g;
+
+/** Expands includes recursively, keeping track of each line's origin. */
+function expand(relative: string, includes: Record<string, string>, out: { text: string; at: SourceLine }[], depth = 0): void {
+  if (depth > 8) throw new Error(`kernels/${relative}: #include nested too deeply`);
+  readKernelFile(relative)
+    .split('\n')
+    .forEach((text, i) => {
+      const m = INCLUDE.exec(text);
+      if (!m) return void out.push({ text, at: { file: relative, line: i + 1 } });
+      const target = m[1]!.replace(/\{(\w+)\}/g, (_, key: string) => {
+        const value = includes[key];
+        if (value === undefined) throw new Error(`kernels/${relative}:${i + 1}: include placeholder {${key}} has no value`);
+        return value;
+      });
+      expand(target, includes, out, depth + 1);
+    });
+}
+
+/** The specialised source for `file` with tensor bindings of the given dtypes. */
+export function specialise(
+  file: string,
+  dtypes: Record<string, DType>,
+  includes: Record<string, string>,
+  features: SourceFeatures,
+): SpecialisedSource {
+  const body: { text: string; at: SourceLine }[] = [];
+  expand(file, includes, body);
+
+  const templated = new Map<string, { dtype: DType; access: 'read' | 'read_write' }>();
+  for (const { text, at } of body) {
+    for (const m of text.matchAll(TEMPLATED_BINDING)) {
+      const [, access, name, typeName] = m as unknown as [string, 'read' | 'read_write', string, string];
+      if (typeName !== name) throw new Error(`kernels/${at.file}:${at.line}: binding '${name}' must use element type '${name}_t'`);
+      // Bindings of other entry points in the same file need no dtype; the pipeline checks that
+      // every binding its entry point uses was given one.
+      const dtype = dtypes[name] ?? 'f32';
+      if (dtype === 'f16' && access === 'read_write' && !features.f16) {
+        throw new Error(`kernels/${file}: writing f16 tensor '${name}' needs the shader-f16 feature, which this adapter lacks`);
+      }
+      templated.set(name, { dtype, access });
+    }
+  }
+
+  const generated = 'generated';
+  const out: { text: string; at: SourceLine }[] = [];
+  const push = (text: string, at: SourceLine = { file: generated, line: 0 }) => out.push({ text, at });
+  if (features.f16) push('enable f16;');
+  if (features.subgroups) push('enable subgroups;');
+  const firstCode = body.findIndex((l) => l.text.trim() !== '' && !l.text.trim().startsWith('//') && !DIRECTIVE.test(l.text));
+  const split = firstCode < 0 ? body.length : firstCode;
+  out.push(...body.slice(0, split));
+  for (const [name, { dtype, access }] of templated) accessors(name, dtype, access).forEach((t) => push(t));
+  out.push(...body.slice(split));
+
+  return { code: out.map((l) => l.text).join('\n'), lines: out.map((l) => l.at), templated };
+}
+
+function accessors(name: string, dtype: DType, access: 'read' | 'read_write'): string[] {
+  const fns: string[] = [];
+  const ld = (expr: string) => fns.push(`fn ${name}_ld(i: u32) -> f32 { return ${expr}; }`);
+  const ld2 = (expr: string) => fns.push(`fn ${name}_ld2(i: u32) -> vec2<f32> { return ${expr}; }`);
+  const st = (expr: string) => access === 'read_write' && fns.push(`fn ${name}_st(i: u32, v: f32) { ${name}[i] = ${expr}; }`);
+  switch (dtype) {
+    case 'f32':
+      fns.unshift(`alias ${name}_t = f32;`);
+      ld(`${name}[i]`);
+      ld2(`vec2<f32>(${name}[i], ${name}[i + 1u])`);
+      st('v');
+      break;
+    case 'f16':
+      if (access === 'read') {
+        fns.unshift(`alias ${name}_t = u32;`);
+        ld(`unpack2x16float(${name}[i >> 1u])[i & 1u]`);
+        ld2(`unpack2x16float(${name}[i >> 1u])`);
+      } else {
+        fns.unshift(`alias ${name}_t = f16;`);
+        ld(`f32(${name}[i])`);
+        ld2(`vec2<f32>(f32(${name}[i]), f32(${name}[i + 1u]))`);
+        st('f16(v)');
+      }
+      break;
+    case 'i32':
+    case 'u32':
+      fns.unshift(`alias ${name}_t = ${dtype};`);
+      ld(`f32(${name}[i])`);
+      ld2(`vec2<f32>(f32(${name}[i]), f32(${name}[i + 1u]))`);
+      st(`${dtype}(v)`);
+      break;
+  }
+  return fns;
+}
+
+/** Rewrites "line N" references in a compiler message to the kernel file and line. */
+export function describeLine(lines: SourceLine[], lineNum: number): string {
+  const at = lines[lineNum - 1];
+  if (!at) return `line ${lineNum} of the specialised source`;
+  return at.line === 0 ? `generated prelude line ${lineNum}` : `kernels/${at.file}:${at.line}`;
+}

@@ -1,0 +1,123 @@
+/**
+ * Elementwise ops: activations and scaling (unary), and add/sub/mul/div with NumPy broadcasting.
+ * Arithmetic is f32 whatever the storage dtype. Mixed f32/f16 inputs give an f32 output.
+ */
+import type { DType } from '../engine/dtype.js';
+import { DTYPE_BYTES } from '../engine/dtype.js';
+import type { Tensor } from '../engine/tensor.js';
+import { activationCode, type Activation } from './activation.js';
+import { rowChunks } from './chunks.js';
+import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './shape.js';
+
+const KERNEL = 'elementwise.wgsl';
+const WG = 64;
+const MAX_RANK = 8;
+const NO_SHAPE = { rank: 0, out_shape: [], a_strides: [], b_strides: [] };
+
+export interface UnaryOptions {
+  /** y = act(alpha * x + beta) */
+  alpha?: number;
+  beta?: number;
+  dtype?: DType;
+}
+
+export function unary(x: Tensor, act: Activation, options: UnaryOptions = {}): Tensor {
+  const op = act === 'none' ? 'scale' : act;
+  expectDType(op, x, FLOAT_DTYPES);
+  const dtype = options.dtype ?? x.dtype;
+  const engine = x.engine;
+  const y = engine.empty(x.shape, dtype);
+  const flatX = x.reshape([x.size]);
+  const flatY = y.reshape([y.size]);
+  for (const [r0, r1] of rowChunks(engine, op, x.size, [DTYPE_BYTES[x.dtype], DTYPE_BYTES[dtype]])) {
+    const xs = flatX.rows(r0, r1);
+    const ys = flatY.rows(r0, r1);
+    engine.run(
+      { file: KERNEL, entry: 'unary', dtypes: { x: x.dtype, y: dtype }, overrides: { ACT: activationCode(op, act) } },
+      { x: xs, y: ys },
+      { n: r1 - r0, alpha: options.alpha ?? 1, beta: options.beta ?? 0, ...NO_SHAPE },
+      Math.ceil((r1 - r0) / WG),
+    );
+    xs.dispose();
+    ys.dispose();
+  }
+  flatX.dispose();
+  flatY.dispose();
+  return y;
+}
+
+export const relu = (x: Tensor) => unary(x, 'relu');
+/** GELU, exact erf form (PyTorch's default). */
+export const gelu = (x: Tensor) => unary(x, 'gelu');
+/** GELU, tanh approximation. */
+export const geluTanh = (x: Tensor) => unary(x, 'gelu_tanh');
+export const quickGelu = (x: Tensor) => unary(x, 'quick_gelu');
+export const silu = (x: Tensor) => unary(x, 'silu');
+export const sigmoid = (x: Tensor) => unary(x, 'sigmoid');
+export const scale = (x: Tensor, factor: number) => unary(x, 'none', { alpha: factor });
+
+const BINARY_OPS = { add: 0, sub: 1, mul: 2, div: 3 } as const;
+type BinaryOp = keyof typeof BINARY_OPS;
+
+export interface BinaryOptions {
+  /** Activation fused after the op. */
+  act?: Activation;
+  dtype?: DType;
+}
+
+export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOptions = {}): Tensor {
+  expectDType(op, a, FLOAT_DTYPES, 'first input');
+  expectDType(op, b, FLOAT_DTYPES, 'second input');
+  const shape = broadcastShapes(op, a.shape, b.shape);
+  if (shape.length > MAX_RANK) throw new RangeError(`${op}: rank ${shape.length} exceeds ${MAX_RANK}`);
+  const dtype = options.dtype ?? (a.dtype === b.dtype ? a.dtype : 'f32');
+  const engine = a.engine;
+  const y = engine.empty(shape, dtype);
+  const sameShape = a.size === y.size && b.size === y.size;
+  const spec = {
+    file: KERNEL,
+    entry: 'binary',
+    dtypes: { a: a.dtype, b: b.dtype, y: dtype },
+    overrides: { OP: BINARY_OPS[op], ACT: activationCode(op, options.act), BROADCAST: !sameShape },
+  };
+
+  if (sameShape) {
+    // One flat range; split only where a binding would be too large.
+    const [fa, fb, fy] = [a, b, y].map((t) => t.reshape([t.size])) as [Tensor, Tensor, Tensor];
+    const bytes = [fa, fb, fy].map((t) => DTYPE_BYTES[t.dtype]);
+    for (const [r0, r1] of rowChunks(engine, op, y.size, bytes)) {
+      const views = { a: fa.rows(r0, r1), b: fb.rows(r0, r1), y: fy.rows(r0, r1) };
+      engine.run(spec, views, { n: r1 - r0, alpha: 1, beta: 0, ...NO_SHAPE }, Math.ceil((r1 - r0) / WG));
+      Object.values(views).forEach((v) => v.dispose());
+    }
+    [fa, fb, fy].forEach((t) => t.dispose());
+    return y;
+  }
+
+  // Broadcasting: split along the output's first dimension; an input broadcast along it is bound whole.
+  const outer = shape[0] ?? 1;
+  const inner = outer === 0 ? 0 : y.size / outer;
+  const padded = (t: Tensor) => [...new Array<number>(shape.length - t.rank).fill(1), ...t.shape];
+  const splits = (t: Tensor) => shape.length > 0 && padded(t)[0] === outer && outer > 1;
+  const rowBytes = [a, b, y].map((t) => (t === y || splits(t) ? (t.size / outer) * DTYPE_BYTES[t.dtype] : 0));
+  const as = broadcastStrides(a.shape, shape);
+  const bs = broadcastStrides(b.shape, shape);
+  for (const [r0, r1] of rowChunks(engine, op, outer, rowBytes)) {
+    const part = (t: Tensor) => (splits(t) ? t.reshape([outer, -1]).rows(r0, r1) : t.reshape([t.size]));
+    const views = { a: part(a), b: part(b), y: y.reshape([outer, inner]).rows(r0, r1) };
+    const chunkShape = [r1 - r0, ...shape.slice(1)];
+    engine.run(
+      spec,
+      views,
+      { n: (r1 - r0) * inner, rank: shape.length, alpha: 1, beta: 0, out_shape: chunkShape, a_strides: as, b_strides: bs },
+      Math.ceil(((r1 - r0) * inner) / WG),
+    );
+    Object.values(views).forEach((v) => v.dispose());
+  }
+  return y;
+}
+
+export const add = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('add', a, b, options);
+export const sub = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('sub', a, b, options);
+export const mul = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('mul', a, b, options);
+export const div = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('div', a, b, options);

@@ -1,0 +1,127 @@
+/** Test helpers: one engine per test file, golden files, and tolerance checks that can fail. */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, expect } from 'vitest';
+import { bf16ArrayToF32, f16ArrayToF32 } from '../src/engine/dtype.js';
+import { Engine, type EngineOptions } from '../src/engine/engine.js';
+import type { Tensor } from '../src/engine/tensor.js';
+import { readSafetensors, type LoadedTensor } from '../src/io/safetensors.js';
+
+export const TEST_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const SHARED_DIR = path.resolve(TEST_DIR, '..', '..', 'shared');
+
+const engines: Engine[] = [];
+afterAll(() => {
+  for (const e of engines.splice(0)) e.dispose();
+});
+
+/** An engine disposed after the file's tests. */
+export async function testEngine(options: EngineOptions = {}): Promise<Engine> {
+  const engine = await Engine.create(options);
+  engines.push(engine);
+  return engine;
+}
+
+export class Golden {
+  constructor(
+    readonly file: string,
+    readonly tensors: Map<string, LoadedTensor>,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  entry(name: string): LoadedTensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.file}: no tensor '${name}'`);
+    return t;
+  }
+
+  shape(name: string): number[] {
+    return this.entry(name).shape;
+  }
+
+  /** Values as f32 (f16/bf16 widened), or int32 for integer tensors. */
+  values(name: string): Float32Array | Int32Array {
+    const t = this.entry(name);
+    const b = t.bytes;
+    switch (t.dtype) {
+      case 'F32': return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+      case 'F16': return f16ArrayToF32(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
+      case 'BF16': return bf16ArrayToF32(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
+      case 'I32': return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+      case 'I64': return Int32Array.from(new BigInt64Array(b.buffer, b.byteOffset, b.byteLength / 8), Number);
+      default: throw new Error(`${this.file}: tensor '${name}' has dtype ${t.dtype}`);
+    }
+  }
+
+  /** Uploads a golden tensor with its stored dtype (F32 -> f32, F16 -> f16, I32/I64 -> i32). */
+  upload(engine: Engine, name: string): Tensor {
+    const t = this.entry(name);
+    const b = t.bytes;
+    switch (t.dtype) {
+      case 'F32': return engine.tensor(new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4), t.shape);
+      case 'F16': return engine.tensor(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2), t.shape, 'f16');
+      case 'I32':
+      case 'I64': return engine.tensor(this.values(name), t.shape, 'i32');
+      default: throw new Error(`${this.file}: cannot upload '${name}' of dtype ${t.dtype}`);
+    }
+  }
+}
+
+export function loadGolden(stem: string): Golden {
+  const file = path.join(TEST_DIR, 'golden', `${stem}.safetensors`);
+  const { tensors, metadata } = readSafetensors(file);
+  return new Golden(file, tensors, metadata);
+}
+
+/** Tolerances relative to the reference's scale (its largest magnitude). */
+export const TOL = { f32: 1e-4, f16: 1e-2 } as const;
+
+export interface CloseOptions {
+  /** Maximum |actual - expected| as a fraction of max |expected|. */
+  rel: number;
+  label?: string;
+}
+
+/**
+ * Asserts shapes agree, every value is finite, the output is not trivially zero, and the largest
+ * error relative to the reference's scale is within `rel`. Returns that error for reporting.
+ */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, options: CloseOptions): number {
+  const label = options.label ?? 'output';
+  expect(actual.length, `${label}: element count`).toBe(expected.length);
+  let scale = 0;
+  let actualScale = 0;
+  let worst = 0;
+  let worstAt = -1;
+  for (let i = 0; i < expected.length; i++) {
+    const e = expected[i]!;
+    const a = actual[i]!;
+    if (!Number.isFinite(a)) throw new Error(`${label}: element ${i} is ${a} (expected ${e})`);
+    scale = Math.max(scale, Math.abs(e));
+    actualScale = Math.max(actualScale, Math.abs(a));
+    const err = Math.abs(a - e);
+    if (err > worst) [worst, worstAt] = [err, i];
+  }
+  if (scale > 0) expect(actualScale, `${label}: output is all zeros but the reference is not`).toBeGreaterThan(0);
+  const rel = scale > 0 ? worst / scale : worst;
+  expect(rel, `${label}: max error ${worst.toExponential(3)} at ${worstAt} (got ${actual[worstAt]}, want ${expected[worstAt]}), scale ${scale.toExponential(3)}`)
+    .toBeLessThanOrEqual(options.rel);
+  return rel;
+}
+
+/** Deterministic pseudo-random values in [-1, 1) (xorshift), for inputs built in the test itself. */
+export function randomArray(n: number, seed = 1): Float32Array {
+  let s = seed >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
