@@ -1,0 +1,52 @@
+// What every matmul variant shares: the parameter block, the bindings, strided element access and
+// the epilogue (bias, activation, store). C[b, m, n] = act(sum_k A[b, m, k] * B[b, k, n] + bias[n]).
+// B is addressed by strides, so PyTorch Linear weights [N, K] (B = W^T) need no transpose:
+// b_k_stride = 1, b_n_stride = K. The output may be a column block of a wider matrix
+// (c_col_offset, c_row_stride), which is how weights too big for one binding are split along N.
+#include "lib/activation.wgsl"
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+  a_batch_stride: u32,
+  a_row_stride: u32,
+  b_batch_stride: u32,
+  b_k_stride: u32,
+  b_n_stride: u32,
+  c_batch_stride: u32,
+  c_row_stride: u32,
+  c_col_offset: u32,
+}
+
+override ACT: u32 = 0u;
+override HAS_BIAS: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<a_t>;
+@group(0) @binding(2) var<storage, read> b: array<b_t>;
+@group(0) @binding(3) var<storage, read> bias: array<bias_t>;
+@group(0) @binding(4) var<storage, read_write> c: array<c_t>;
+
+fn a_at(batch: u32, m: u32, k: u32) -> f32 {
+  return a_ld(batch * p.a_batch_stride + m * p.a_row_stride + k);
+}
+
+fn b_at(batch: u32, k: u32, n: u32) -> f32 {
+  return b_ld(batch * p.b_batch_stride + k * p.b_k_stride + n * p.b_n_stride);
+}
+
+// Stores one output element if (m, n) is inside the matrix.
+fn store_c(batch: u32, m: u32, n: u32, acc: f32) {
+  if (m >= p.M || n >= p.N) { return; }
+  var v = acc;
+  if (HAS_BIAS) { v += bias_ld(n); }
+  c_st(batch * p.c_batch_stride + m * p.c_row_stride + p.c_col_offset + n, activate(v, ACT));
+}
+
+fn store_c4(batch: u32, m: u32, n: u32, acc: vec4<f32>) {
+  store_c(batch, m, n, acc.x);
+  store_c(batch, m, n + 1u, acc.y);
+  store_c(batch, m, n + 2u, acc.z);
+  store_c(batch, m, n + 3u, acc.w);
+}

@@ -1,0 +1,118 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Engine } from '../src/engine/engine.js';
+import { linear, matmul, type MatmulKernel } from '../src/ops/matmul.js';
+import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
+
+const golden = loadGolden('matmul');
+const tol = (a: string, b: string) => (a === 'f16' || b === 'f16' ? TOL.f16 : TOL.f32);
+
+let engine: Engine;
+beforeAll(async () => {
+  engine = await testEngine();
+});
+
+// Every kernel variant is checked on this adapter, whichever one the engine would pick.
+describe.each(['subgroup', 'tiled'] as MatmulKernel[])('matmul, %s kernel', (kernel) => {
+  describe.each([
+    ['f32', 'f32'],
+    ['f32', 'f16'],
+    ['f16', 'f16'],
+  ])('a %s, b %s (67x129x95)', (adt, bdt) => {
+    it('a @ b', async () => {
+      const a = golden.upload(engine, `a.${adt}`);
+      const b = golden.upload(engine, `b.${bdt}`);
+      const c = matmul(a, b, { kernel });
+      expect(c.shape).toEqual([67, 95]);
+      expectClose(await c.toArray(), golden.values(`ab.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'a@b' });
+      [a, b, c].forEach((t) => t.dispose());
+    });
+
+    it('linear: a @ wᵀ, and with bias + gelu fused', async () => {
+      const a = golden.upload(engine, `a.${adt}`);
+      const w = golden.upload(engine, `w.${bdt}`);
+      const bias = golden.upload(engine, `bias.${bdt}`);
+      const c = matmul(a, w, { transposeB: true, kernel });
+      expectClose(await c.toArray(), golden.values(`linear.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'a@wT' });
+      const d = matmul(a, w, { transposeB: true, bias, act: 'gelu', kernel });
+      expectClose(await d.toArray(), golden.values(`linear_bias_gelu.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'gelu(a@wT+b)' });
+      [a, w, bias, c, d].forEach((t) => t.dispose());
+    });
+  });
+
+  it.each(['f32', 'f16'])('even K with %s weights (paired f16 loads), bias + silu', async (dt) => {
+    const a = golden.upload(engine, 'even.a.f32');
+    const w = golden.upload(engine, `even.w.${dt}`);
+    const bias = golden.upload(engine, `even.bias.${dt}`);
+    const c = matmul(a, w, { transposeB: true, bias, act: 'silu', kernel });
+    expectClose(await c.toArray(), golden.values(`even.linear_bias_silu.f32.${dt}`), { rel: tol('f32', dt), label: 'even K' });
+    [a, w, bias, c].forEach((t) => t.dispose());
+  });
+
+  it.each(['f32', 'f16'] as const)('batched %s: [2,3,17,33] @ [2,3,33,29], transposed b, and a shared a', async (dt) => {
+    const a = golden.upload(engine, `batched.a.${dt}`);
+    const b = golden.upload(engine, `batched.b.${dt}`);
+    const bT = golden.upload(engine, `batched.bT.${dt}`);
+    const shared = golden.upload(engine, `batched.shared.${dt}`);
+    const c = matmul(a, b, { kernel });
+    expect(c.shape).toEqual([2, 3, 17, 29]);
+    expectClose(await c.toArray(), golden.values(`batched.ab.${dt}`), { rel: TOL[dt], label: 'batched' });
+    const cT = matmul(a, bT, { transposeB: true, kernel });
+    expectClose(await cT.toArray(), golden.values(`batched.ab.${dt}`), { rel: TOL[dt], label: 'batched transposed' });
+    const s = matmul(shared, b, { kernel });
+    expect(s.shape).toEqual([2, 3, 17, 29]);
+    expectClose(await s.toArray(), golden.values(`batched.shared_b.${dt}`), { rel: TOL[dt], label: 'shared a' });
+    [a, b, bT, shared, c, cT, s].forEach((t) => t.dispose());
+  });
+});
+
+describe.each(['gemv_rows', 'gemv_split'] as MatmulKernel[])('GEMV, %s kernel', (kernel) => {
+  describe.each(['odd', 'even'])('%s K', (tag) => {
+    it.each(['f32', 'f16'])('%s weights, bias + silu', async (dt) => {
+      const x = golden.upload(engine, `gemv.${tag}.x.f32`);
+      const w = golden.upload(engine, `gemv.${tag}.w.${dt}`);
+      const bias = golden.upload(engine, `gemv.${tag}.bias.${dt}`);
+      const y = matmul(x, w, { transposeB: true, bias, act: 'silu', kernel });
+      expectClose(await y.toArray(), golden.values(`gemv.${tag}.y.${dt}`), { rel: tol('f32', dt), label: 'gemv' });
+      [x, w, bias, y].forEach((t) => t.dispose());
+    });
+  });
+});
+
+describe('matmul beyond one binding', () => {
+  it('splits weights along N and activations along M', async () => {
+    const small = await testEngine({ maxBindingBytes: 4096 });
+    for (const bdt of ['f32', 'f16'] as const) {
+      const a = golden.upload(small, 'a.f32'); // 67 x 129 x 4 = 34 KB
+      const w = golden.upload(small, `w.${bdt}`); // 95 x 129: several bindings
+      const bias = golden.upload(small, `bias.${bdt}`);
+      const before = small.recorder.counters.dispatches;
+      const d = linear(a, w, bias, 'gelu');
+      expect(small.recorder.counters.dispatches - before).toBeGreaterThan(4);
+      expectClose(await d.toArray(), golden.values(`linear_bias_gelu.f32.${bdt}`), { rel: tol('f32', bdt), label: `chunked linear ${bdt}` });
+      const x = golden.upload(small, 'gemv.even.x.f32');
+      const gw = golden.upload(small, `gemv.even.w.${bdt}`); // 300 x 256 weights: 150-300 KB
+      const gb = golden.upload(small, `gemv.even.bias.${bdt}`);
+      const y = linear(x, gw, gb, 'silu');
+      expectClose(await y.toArray(), golden.values(`gemv.even.y.${bdt}`), { rel: tol('f32', bdt), label: `chunked gemv ${bdt}` });
+      [a, w, bias, d, x, gw, gb, y].forEach((t) => t.dispose());
+    }
+  });
+});
+
+describe('matmul checks', () => {
+  it('names both shapes when inner dimensions differ', () => {
+    const a = engine.tensor(new Float32Array(6), [2, 3]);
+    const b = engine.tensor(new Float32Array(8), [4, 2]);
+    expect(() => matmul(a, b)).toThrow(/\[2, 3\] x \[4, 2\]: inner dimensions differ \(3 vs 4\)/);
+    expect(() => linear(a, b)).toThrow(/inner dimensions differ \(3 vs 2\)/);
+    [a, b].forEach((t) => t.dispose());
+  });
+
+  it('names the bias shape that does not match N', () => {
+    const a = engine.tensor(new Float32Array(6), [2, 3]);
+    const w = engine.tensor(new Float32Array(12), [4, 3]);
+    const bias = engine.tensor(new Float32Array(3), [3]);
+    expect(() => linear(a, w, bias)).toThrow(/bias \[3\] must be \[4\]/);
+    [a, w, bias].forEach((t) => t.dispose());
+  });
+});
