@@ -115,9 +115,12 @@ export class GpuDevice {
     }
   }
 
-  /** Records an error found asynchronously (e.g. a shader compile error) so the next check throws it. */
+  /**
+   * Records an error found asynchronously (a shader compile error) so the next check throws it.
+   * It goes first: later "invalid due to a previous error" messages are its consequences.
+   */
   reportError(message: string): void {
-    this.errors.push(message);
+    this.errors.unshift(message);
   }
 
   /**

@@ -52,11 +52,12 @@ export function kernelDirectory(): string {
 
 const fileCache = new Map<string, string>();
 
+/** Reads a kernel file: a path relative to kernels/, or an absolute path (kernels kept elsewhere, test fixtures). */
 function readKernelFile(relative: string): string {
   let text = fileCache.get(relative);
   if (text === undefined) {
-    const full = path.join(kernelDirectory(), relative);
-    if (!fs.existsSync(full)) throw new Error(`kernel file not found: kernels/${relative}`);
+    const full = path.isAbsolute(relative) ? relative : path.join(kernelDirectory(), relative);
+    if (!fs.existsSync(full)) throw new Error(`kernel file not found: ${displayName(relative)}`);
     text = fs.readFileSync(full, 'utf8');
     fileCache.set(relative, text);
   }
@@ -69,7 +70,7 @@ const TEMPLATED_BINDING = /var<storage,\s*(read|read_write)>\s+(\w+)\s*:\s*array
 
 /** Expands includes recursively, keeping track of each line's origin. */
 function expand(relative: string, includes: Record<string, string>, out: { text: string; at: SourceLine }[], depth = 0): void {
-  if (depth > 8) throw new Error(`kernels/${relative}: #include nested too deeply`);
+  if (depth > 8) throw new Error(`${displayName(relative)}: #include nested too deeply`);
   readKernelFile(relative)
     .split('\n')
     .forEach((text, i) => {
@@ -77,7 +78,7 @@ function expand(relative: string, includes: Record<string, string>, out: { text:
       if (!m) return void out.push({ text, at: { file: relative, line: i + 1 } });
       const target = m[1]!.replace(/\{(\w+)\}/g, (_, key: string) => {
         const value = includes[key];
-        if (value === undefined) throw new Error(`kernels/${relative}:${i + 1}: include placeholder {${key}} has no value`);
+        if (value === undefined) throw new Error(`${displayName(relative)}:${i + 1}: include placeholder {${key}} has no value`);
         return value;
       });
       expand(target, includes, out, depth + 1);
@@ -98,12 +99,12 @@ export function specialise(
   for (const { text, at } of body) {
     for (const m of text.matchAll(TEMPLATED_BINDING)) {
       const [, access, name, typeName] = m as unknown as [string, 'read' | 'read_write', string, string];
-      if (typeName !== name) throw new Error(`kernels/${at.file}:${at.line}: binding '${name}' must use element type '${name}_t'`);
+      if (typeName !== name) throw new Error(`${displayName(at.file)}:${at.line}: binding '${name}' must use element type '${name}_t'`);
       // Bindings of other entry points in the same file need no dtype; the pipeline checks that
       // every binding its entry point uses was given one.
       const dtype = dtypes[name] ?? 'f32';
       if (dtype === 'f16' && access === 'read_write' && !features.f16) {
-        throw new Error(`kernels/${file}: writing f16 tensor '${name}' needs the shader-f16 feature, which this adapter lacks`);
+        throw new Error(`${displayName(file)}: writing f16 tensor '${name}' needs the shader-f16 feature, which this adapter lacks`);
       }
       templated.set(name, { dtype, access });
     }
@@ -144,7 +145,8 @@ function accessors(name: string, dtype: DType, access: 'read' | 'read_write'): s
         fns.unshift(`alias ${name}_t = f16;`);
         ld(`f32(${name}[i])`);
         ld2(`vec2<f32>(f32(${name}[i]), f32(${name}[i + 1u]))`);
-        st('f16(v)');
+        // WGSL leaves converting an out-of-range f32 to f16 undefined: saturate instead.
+        st('f16(clamp(v, -65504.0, 65504.0))');
       }
       break;
     case 'i32':
@@ -162,5 +164,10 @@ function accessors(name: string, dtype: DType, access: 'read' | 'read_write'): s
 export function describeLine(lines: SourceLine[], lineNum: number): string {
   const at = lines[lineNum - 1];
   if (!at) return `line ${lineNum} of the specialised source`;
-  return at.line === 0 ? `generated prelude line ${lineNum}` : `kernels/${at.file}:${at.line}`;
+  return at.line === 0 ? `generated prelude line ${lineNum}` : `${displayName(at.file)}:${at.line}`;
+}
+
+/** How a kernel file is named in messages: kernels/<file>, or the path as given when absolute. */
+export function displayName(file: string): string {
+  return path.isAbsolute(file) ? path.relative(process.cwd(), file) || file : `kernels/${file}`;
 }

@@ -10,7 +10,7 @@ import { WgslReflect, ResourceType } from 'wgsl_reflect/wgsl_reflect.module.js';
 import type { TypeInfo } from 'wgsl_reflect/wgsl_reflect.module.js';
 import type { DType } from './dtype.js';
 import { GpuDevice } from './device.js';
-import { describeLine, specialise, type SourceLine } from './kernel-source.js';
+import { describeLine, displayName, specialise, type SourceLine } from './kernel-source.js';
 
 export interface KernelSpec {
   /** File under kernels/, e.g. 'softmax.wgsl'. */
@@ -114,7 +114,7 @@ export class KernelCache {
     const features = { f16: this.gpu.features.has('shader-f16'), subgroups: this.gpu.features.has('subgroups') };
     const src = specialise(spec.file, spec.dtypes ?? {}, spec.includes ?? {}, features);
     const dtypeTag = Object.entries(spec.dtypes ?? {}).map(([k, v]) => `${k}:${v}`).join(',');
-    const label = `kernels/${spec.file}#${spec.entry}${dtypeTag ? `[${dtypeTag}]` : ''}`;
+    const label = `${displayName(spec.file)}#${spec.entry}${dtypeTag ? `[${dtypeTag}]` : ''}`;
 
     let reflect: WgslReflect;
     try {

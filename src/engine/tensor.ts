@@ -94,6 +94,20 @@ export class Tensor {
     return new Tensor(this.engine, this.storage, shape, this.dtype, this.byteOffset + elementOffset * DTYPE_BYTES[this.dtype]);
   }
 
+  /**
+   * A view of `shape` at an absolute byte offset in the storage, possibly outside this tensor's own
+   * range (within the buffer). For ops that must bind aligned windows around unaligned data.
+   */
+  window(byteOffset: number, shape: readonly number[]): Tensor {
+    this.assertAlive();
+    const end = byteOffset + numel(shape) * DTYPE_BYTES[this.dtype];
+    if (byteOffset < 0 || end > this.storage.buffer.size) {
+      throw new RangeError(`window at byte ${byteOffset} of ${formatShape(shape)} exceeds the ${this.storage.buffer.size}-byte buffer`);
+    }
+    this.storage.retain();
+    return new Tensor(this.engine, this.storage, shape, this.dtype, byteOffset);
+  }
+
   /** A view of rows [start, end) along the first dimension. */
   rows(start: number, end: number): Tensor {
     if (this.rank === 0) throw new RangeError('rows() needs a tensor of rank >= 1');

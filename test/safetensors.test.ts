@@ -1,0 +1,51 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { encodeSafetensors, parseHeader, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'st-'));
+
+function headerBytes(obj: unknown): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(obj));
+}
+
+describe('safetensors', () => {
+  it('round-trips tensors and metadata with an 8-byte aligned data section', () => {
+    const file = path.join(tmp, 'a.safetensors');
+    const f = new Float32Array([1, 2, 3, 4, 5, 6]);
+    const h = new Uint16Array([0x3c00, 0x4000, 0x4200]);
+    writeSafetensors(file, { f: { dtype: 'F32', shape: [2, 3], data: f }, h: { dtype: 'F16', shape: [3], data: h } }, { note: 'é ✓' });
+    const bytes = fs.readFileSync(file);
+    expect((8 + Number(bytes.readBigUInt64LE(0))) % 8).toBe(0);
+    const { tensors, metadata } = readSafetensors(file);
+    expect(metadata.note).toBe('é ✓');
+    expect(tensors.get('f')!.shape).toEqual([2, 3]);
+    expect(Array.from(new Float32Array(tensors.get('f')!.bytes.buffer))).toEqual(Array.from(f));
+    expect(Array.from(new Uint16Array(tensors.get('h')!.bytes.buffer))).toEqual(Array.from(h));
+  });
+
+  it('rejects inconsistent headers, naming the file and tensor', () => {
+    const entry = { dtype: 'F32', shape: [2], data_offsets: [0, 8] };
+    expect(() => parseHeader(headerBytes({ t: { ...entry, dtype: 'Q8' } }), 1000, 'x.st')).toThrow(/x\.st: tensor 't': unknown dtype "Q8"/);
+    expect(() => parseHeader(headerBytes({ t: { ...entry, shape: [3] } }), 1000, 'x.st')).toThrow(/F32\[3\] needs 12 bytes but data_offsets span 8/);
+    expect(() => parseHeader(headerBytes({ t: entry }), 8 + 20 + 4, 'x.st')).toThrow(/past the end of the file/);
+    expect(() => parseHeader(headerBytes({ t: entry, u: { ...entry, data_offsets: [4, 12] } }), 1000, 'x.st')).toThrow(/'t' and 'u' overlap/);
+    expect(() => parseHeader(new TextEncoder().encode('{"t": '), 1000, 'x.st')).toThrow(/not valid UTF-8 JSON/);
+  });
+
+  it('rejects a truncated file and an impossible header length', () => {
+    const good = encodeSafetensors({ t: { dtype: 'F32', shape: [4], data: new Float32Array(4) } });
+    const cut = path.join(tmp, 'cut.safetensors');
+    fs.writeFileSync(cut, good.subarray(0, good.byteLength - 4));
+    expect(() => readSafetensors(cut)).toThrow(/cut\.safetensors: tensor 't'.*past the end/);
+    const huge = path.join(tmp, 'huge.safetensors');
+    const buf = Buffer.alloc(16);
+    buf.writeBigUInt64LE(1n << 40n, 0);
+    fs.writeFileSync(huge, buf);
+    expect(() => readSafetensors(huge)).toThrow(/header length 1099511627776 exceeds/);
+    const tiny = path.join(tmp, 'tiny.safetensors');
+    fs.writeFileSync(tiny, Buffer.alloc(3));
+    expect(() => readSafetensors(tiny)).toThrow(/too short/);
+  });
+});
