@@ -14,7 +14,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { projectRoot } from '../paths.js';
 import type { DType } from './dtype.js';
 
 export interface SourceLine {
@@ -35,19 +35,9 @@ export interface SourceFeatures {
   subgroups: boolean;
 }
 
-let kernelsDir: string | null = null;
-
-/** The project's kernels/ folder, found from this module's location (works from src/ and dist/src/). */
+/** The project's kernels/ folder. */
 export function kernelDirectory(): string {
-  if (kernelsDir) return kernelsDir;
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = path.join(dir, 'kernels');
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(candidate)) return (kernelsDir = candidate);
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`cannot find the kernels/ folder above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
+  return path.join(projectRoot(), 'kernels');
 }
 
 const fileCache = new Map<string, string>();

@@ -1,0 +1,40 @@
+/**
+ * npm run bench [-- --filter REGEX] [--out FILE]
+ * Runs every benchmark suite on one engine and writes bench/results.json.
+ */
+import { Engine } from '../src/engine/engine.js';
+import { Harness } from './harness.js';
+import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
+
+const SUITES: [string, (h: Harness) => Promise<void>][] = [
+  ['kernels: matmul', benchMatmul],
+  ['kernels: gemv', benchGemv],
+  ['kernels: row ops', benchRows],
+];
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+async function main(): Promise<void> {
+  const filter = arg('--filter');
+  const engine = await Engine.create();
+  const s = engine.gpu.summary;
+  console.log(`adapter: ${s.description} (${s.vendor}, ${s.architecture}); kernel profile ${engine.profile}; subgroups ${s.subgroupMinSize}-${s.subgroupMaxSize}`);
+  const h = new Harness(engine, filter ? new RegExp(filter) : undefined);
+  console.log('\n== substrate ceilings');
+  await benchCeilings(h); // always runs: every ratio needs them
+  for (const [title, suite] of SUITES) {
+    console.log(`\n== ${title}`);
+    await suite(h);
+  }
+  const out = arg('--out');
+  h.write(out);
+  engine.dispose();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,7 @@
+/** Typed op wrappers over the WGSL kernels. Every op checks shapes and dtypes and names both in its errors. */
+export * from './activation.js';
+export * from './copy.js';
+export * from './elementwise.js';
+export * from './gather.js';
+export * from './matmul.js';
+export * from './rows.js';
