@@ -33,6 +33,18 @@ export async function benchCeilings(h: Harness): Promise<void> {
     always: true,
   });
   if (fma?.gflops) h.ceilings.fma = fma.gflops;
+  if (e.gpu.isCpu) {
+    // The same probe waited for with Dawn's own setImmediate polling, which competes with lavapipe for a core.
+    e.gpu.gentleWait = false;
+    await h.gpu({
+      name: 'probe_fma_busy_wait',
+      shape: `${invocations}x${iterations}`,
+      flops: invocations * iterations * 64,
+      run: () => e.run({ file: 'probe.wgsl', entry: 'fma' }, { sink }, { iterations, n: 0 }, invocations / 64),
+      ceiling: 'fma',
+    });
+    e.gpu.gentleWait = true;
+  }
   const n = 16 * 1024 * 1024; // 64 MiB of f32, read once and written once
   const src = e.empty([n]);
   const dst = e.empty([n]);
