@@ -99,6 +99,13 @@ export class Harness {
     console.log(parts.join('  '));
   }
 
+  /** Adds fields to a recorded measurement (e.g. a speed-up over a baseline timed in the same run) and prints them. */
+  annotate(m: Measurement | null, fields: Record<string, number | string>): void {
+    if (!m) return;
+    Object.assign(m, fields);
+    console.log(`${''.padEnd(28)} ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join('  ')}`);
+  }
+
   write(file = defaultResultsFile()): void {
     fs.writeFileSync(file, JSON.stringify(this.results, null, 2) + '\n');
     console.log(`\nwrote ${path.relative(process.cwd(), file)} (${this.results.length} measurements)`);
