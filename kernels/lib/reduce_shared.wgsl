@@ -38,3 +38,13 @@ fn reduce_min_u32(v: u32, lid: u32) -> u32 {
   workgroupBarrier();
   return red_u32[0];
 }
+
+// Sum of v over the invocations with a lower local index (an exclusive scan).
+fn prefix_sum_exclusive(v: f32, lid: u32) -> f32 {
+  workgroupBarrier();
+  red_f32[lid] = v;
+  workgroupBarrier();
+  var total = 0.0;
+  for (var i = 0u; i < lid; i++) { total += red_f32[i]; }
+  return total;
+}

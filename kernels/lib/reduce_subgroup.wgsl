@@ -3,8 +3,8 @@
 // When WG == SG (our CPU profile: one 8-lane subgroup per row) no barrier is ever executed;
 // otherwise each subgroup's partial goes through workgroup memory. Call from uniform control flow.
 
-var<workgroup> red_f32: array<f32, 128>;
-var<workgroup> red_u32: array<u32, 128>;
+var<workgroup> red_f32: array<f32, WG>;
+var<workgroup> red_u32: array<u32, WG>;
 
 fn reduce_sum(v: f32, lid: u32) -> f32 {
   let s = subgroupAdd(v);
@@ -37,4 +37,15 @@ fn reduce_min_u32(v: u32, lid: u32) -> u32 {
   var best = red_u32[0];
   for (var i = 1u; i < WG / SG; i++) { best = min(best, red_u32[i]); }
   return best;
+}
+
+// Sum of v over the invocations with a lower local index (an exclusive scan).
+fn prefix_sum_exclusive(v: f32, lid: u32) -> f32 {
+  if (WG <= SG) { return subgroupExclusiveAdd(v); }
+  workgroupBarrier();
+  red_f32[lid] = v;
+  workgroupBarrier();
+  var total = 0.0;
+  for (var i = 0u; i < lid; i++) { total += red_f32[i]; }
+  return total;
 }

@@ -9,7 +9,7 @@
 import { WgslReflect, ResourceType } from 'wgsl_reflect/wgsl_reflect.module.js';
 import type { TypeInfo } from 'wgsl_reflect/wgsl_reflect.module.js';
 import type { DType } from './dtype.js';
-import { GpuDevice } from './device.js';
+import { GpuDevice, GpuError } from './device.js';
 import { describeLine, displayName, specialise, type SourceLine } from './kernel-source.js';
 
 export interface KernelSpec {
@@ -88,6 +88,8 @@ export class CompiledKernel {
 export class KernelCache {
   private readonly kernels = new Map<string, CompiledKernel>();
   private readonly pendingChecks = new Set<Promise<void>>();
+  /** Kernels whose compilation failed: later uses throw the compiler's message at once. */
+  private readonly failures = new Map<string, string>();
 
   constructor(private readonly gpu: GpuDevice) {}
 
@@ -97,9 +99,11 @@ export class KernelCache {
 
   get(spec: KernelSpec): CompiledKernel {
     const key = JSON.stringify([spec.file, spec.entry, spec.dtypes ?? {}, spec.includes ?? {}, spec.overrides ?? {}]);
+    const failure = this.failures.get(key);
+    if (failure) throw new GpuError(failure);
     let kernel = this.kernels.get(key);
     if (!kernel) {
-      kernel = this.compile(spec);
+      kernel = this.compile(spec, key);
       this.kernels.set(key, kernel);
     }
     return kernel;
@@ -110,7 +114,7 @@ export class KernelCache {
     while (this.pendingChecks.size) await Promise.all([...this.pendingChecks]);
   }
 
-  private compile(spec: KernelSpec): CompiledKernel {
+  private compile(spec: KernelSpec, key: string): CompiledKernel {
     const features = { f16: this.gpu.features.has('shader-f16'), subgroups: this.gpu.features.has('subgroups') };
     const src = specialise(spec.file, spec.dtypes ?? {}, spec.includes ?? {}, features);
     const dtypeTag = Object.entries(spec.dtypes ?? {}).map(([k, v]) => `${k}:${v}`).join(',');
@@ -172,12 +176,12 @@ export class KernelCache {
       layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: spec.entry, constants },
     });
-    this.watchCompile(label, module, src.lines);
+    this.watchCompile(key, label, module, src.lines);
     return new CompiledKernel(label, pipeline, layout, bindings, uniformBinding, uniformSize, fields);
   }
 
   /** Shader errors arrive asynchronously; translate their line numbers and hand them to the device. */
-  private watchCompile(label: string, module: GPUShaderModule, lines: SourceLine[]): void {
+  private watchCompile(key: string, label: string, module: GPUShaderModule, lines: SourceLine[]): void {
     const check = this.gpu.device
       .popErrorScope()
       .then(async (err) => {
@@ -186,7 +190,10 @@ export class KernelCache {
         const errors = info.messages
           .filter((m) => m.type === 'error')
           .map((m) => `  ${describeLine(lines, m.lineNum)}:${m.linePos}: ${m.message}`);
-        this.gpu.reportError(`${label} failed to compile:\n${errors.join('\n') || err.message}`);
+        const message = `${label} failed to compile:\n${errors.join('\n') || err.message}`;
+        this.failures.set(key, message);
+        this.kernels.delete(key);
+        this.gpu.reportError(message);
       })
       .finally(() => this.pendingChecks.delete(check));
     this.pendingChecks.add(check);
