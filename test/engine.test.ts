@@ -2,6 +2,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { f16BitsToF32, f32ToF16Bits } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
+import type { Tensor } from '../src/engine/tensor.js';
 import { bucketSize } from '../src/engine/pool.js';
 import { add, scale } from '../src/ops/elementwise.js';
 import { TEST_DIR, testEngine } from './helpers.js';
@@ -164,5 +165,31 @@ describe('f16 conversion on the CPU', () => {
     expect(f32ToF16Bits(65520)).toBe(0x7c00); // rounds past the largest half: infinity
     expect(f32ToF16Bits(2 ** -25)).toBe(0); // halfway to the smallest subnormal: to even (zero)
     expect(f32ToF16Bits(3 * 2 ** -26)).toBe(1);
+  });
+});
+
+describe('scopes', () => {
+  it('dispose intermediates, keep returned and kept tensors, and clean up on throw', async () => {
+    const e = await testEngine();
+    const base = e.memory().liveBuffers;
+    const x = e.tensor([1, 2, 3], [3]);
+    let kept: Tensor | undefined;
+    const { y } = e.scope(() => {
+      const a = scale(x, 2);
+      const b = add(a, a).reshape([3]); // a view inside the scope
+      kept = e.keep(scale(b, 0.5));
+      return { y: add(b, x) };
+    });
+    expect(e.memory().liveBuffers - base).toBe(3); // x, y, kept
+    expect(Array.from(await y.toArray())).toEqual([5, 10, 15]);
+    expect(Array.from(await kept!.toArray())).toEqual([2, 4, 6]);
+    expect(() => e.scope(() => {
+      scale(x, 3);
+      throw new Error('boom');
+    })).toThrow('boom');
+    expect(e.memory().liveBuffers - base).toBe(3);
+    const outer = e.scope(() => e.scope(() => scale(x, 4))); // a result moves to the enclosing scope
+    expect(Array.from(await outer.toArray())).toEqual([4, 8, 12]);
+    expect(e.memory().liveBuffers - base).toBe(4);
   });
 });

@@ -39,6 +39,9 @@ export class Engine {
   /** Byte alignment of a storage binding's offset. */
   readonly storageAlign: number;
   private disposed = false;
+  /** Tensors created inside each open scope() (innermost last). */
+  private readonly scopes: Set<Tensor>[] = [];
+  private readonly kept = new Set<Tensor>();
 
   private constructor(
     readonly gpu: GpuDevice,
@@ -147,6 +150,48 @@ export class Engine {
     this.recorder.copy(src.buffer, s, dst.buffer, d, bytes);
   }
 
+  /**
+   * Runs `fn` and disposes every tensor created inside it (views included) except those it returns
+   * (a tensor, or arrays/objects of tensors) and those passed to keep(); those move to the
+   * enclosing scope. Keeps model code free of manual dispose() calls for intermediates.
+   */
+  scope<T>(fn: () => T): T {
+    const created = new Set<Tensor>();
+    this.scopes.push(created);
+    let result: T;
+    try {
+      result = fn();
+      if (result instanceof Promise) throw new TypeError('scope() takes a synchronous function; await outside it');
+    } catch (err) {
+      this.scopes.pop();
+      for (const t of created) t.dispose();
+      throw err;
+    }
+    this.scopes.pop();
+    const survivors = new Set<Tensor>();
+    collectTensors(result, survivors);
+    for (const t of created) {
+      if (survivors.has(t) || this.kept.has(t)) {
+        this.kept.delete(t);
+        this.scopes[this.scopes.length - 1]?.add(t);
+      } else {
+        t.dispose();
+      }
+    }
+    return result;
+  }
+
+  /** Lets a tensor created inside scope() outlive it. */
+  keep<T extends Tensor>(t: T): T {
+    this.kept.add(t);
+    return t;
+  }
+
+  /** Called by every Tensor constructor: registers the tensor with the innermost scope. */
+  track(t: Tensor): void {
+    this.scopes[this.scopes.length - 1]?.add(t);
+  }
+
   /** Reads a tensor back to the host. Submits pending work and surfaces any GPU error first. */
   async read(t: Tensor): Promise<HostArray> {
     t.assertAlive();
@@ -228,6 +273,14 @@ export class Engine {
 
   private assertAlive(): void {
     if (this.disposed) throw new Error('engine used after dispose()');
+  }
+}
+
+function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {
+  if (value instanceof Tensor) into.add(value);
+  else if (depth < 4 && Array.isArray(value)) value.forEach((v) => collectTensors(v, into, depth + 1));
+  else if (depth < 4 && value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    Object.values(value).forEach((v) => collectTensors(v, into, depth + 1));
   }
 }
 

@@ -54,6 +54,7 @@ export class Tensor {
   ) {
     checkShape(shape);
     this.shape = Object.freeze([...shape]);
+    engine.track(this);
   }
 
   get size(): number {
