@@ -188,6 +188,9 @@ describe('scopes', () => {
       throw new Error('boom');
     })).toThrow('boom');
     expect(e.memory().liveBuffers - base).toBe(3);
+    const weight = e.scope(() => e.tensor([7], [1], 'f32', { persistent: true })); // persistent: no scope owns it
+    expect(weight.isDisposed).toBe(false);
+    weight.dispose();
     const outer = e.scope(() => e.scope(() => scale(x, 4))); // a result moves to the enclosing scope
     expect(Array.from(await outer.toArray())).toEqual([4, 8, 12]);
     expect(e.memory().liveBuffers - base).toBe(4);

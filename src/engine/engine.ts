@@ -22,7 +22,10 @@ export interface EngineOptions extends DeviceOptions {
 }
 
 export interface TensorOptions {
-  /** Exact-size buffer outside the pool's buckets: for weights and other long-lived tensors. */
+  /**
+   * Long-lived (weights, caches): an exact-size buffer outside the pool's buckets, and never
+   * disposed by an enclosing scope(); the owner disposes it.
+   */
   persistent?: boolean;
 }
 
@@ -75,7 +78,9 @@ export class Engine {
     checkShape(shape);
     const bytes = numel(shape) * DTYPE_BYTES[dtype];
     const buffer = this.pool.acquire(bytes, options.persistent);
-    return new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape, dtype);
+    const t = new Tensor(this, new Storage(buffer, bytes, (b) => this.pool.release(b)), shape, dtype);
+    if (options.persistent) this.scopes[this.scopes.length - 1]?.delete(t); // long-lived: no scope() disposes it
+    return t;
   }
 
   /** Uploads host data. Plain arrays are converted to `dtype` (f32 by default; f16 is rounded to nearest even). */

@@ -15,6 +15,7 @@ import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
 import { rowChunks } from './chunks.js';
+import { placeholder } from './placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 import { rowKernelConfig } from './variants.js';
 
@@ -127,18 +128,6 @@ function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: 
   }
 }
 
-const placeholders = new WeakMap<Engine, Tensor>();
-
-function biasOrPlaceholder(engine: Engine, bias?: Tensor): Tensor {
-  if (bias) return bias;
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(1), [1], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
-}
-
 function grid(kernel: MatmulKernel, M: number, N: number, batch: number): number | [number, number, number] {
   const [tm, tn] = tile(kernel);
   if (kernel === 'gemv_split') return N; // one workgroup per output
@@ -152,7 +141,7 @@ function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, 
   const a2 = a.reshape([M, K]);
   const c2 = c.reshape([M, N]);
   const b2 = options.transposeB ? b.reshape([N, K]) : b.reshape([K, N]);
-  const bias = biasOrPlaceholder(engine, options.bias);
+  const bias = options.bias ?? placeholder(engine);
   const mChunks = rowChunks(engine, 'matmul', M, [K * DTYPE_BYTES[a.dtype], N * DTYPE_BYTES[c.dtype]]);
   let nChunks: [number, number][] = [[0, N]];
   if (b.byteLength > engine.maxBindingBytes) {
@@ -201,7 +190,7 @@ function runBatched(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor
   const a3 = g.aBatched ? a.reshape([batch, M * K]) : a.reshape([1, M * K]);
   const b3 = b.reshape([batch, N * K]);
   const c3 = c.reshape([batch, M * N]);
-  const bias = biasOrPlaceholder(engine, options.bias);
+  const bias = options.bias ?? placeholder(engine);
   const perBatch = [g.aBatched ? M * K * DTYPE_BYTES[a.dtype] : 0, N * K * DTYPE_BYTES[b.dtype], M * N * DTYPE_BYTES[c.dtype]];
   if (!g.aBatched && a.byteLength > engine.maxBindingBytes) {
     throw new RangeError(`matmul: shared a ${formatShape(a.shape)} exceeds the ${engine.maxBindingBytes}-byte binding limit`);

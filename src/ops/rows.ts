@@ -4,10 +4,10 @@
  */
 import type { DType } from '../engine/dtype.js';
 import { DTYPE_BYTES } from '../engine/dtype.js';
-import type { Engine } from '../engine/engine.js';
 import type { KernelSpec, Params } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { rowChunks } from './chunks.js';
+import { placeholder } from './placeholder.js';
 import { expectDType, expectRank, FLOAT_DTYPES, rowsAndWidth } from './shape.js';
 import { rowKernelConfig } from './variants.js';
 
@@ -57,18 +57,6 @@ export function softmax(x: Tensor, options: SoftmaxOptions = {}): Tensor {
   const y = x.engine.empty(x.shape, dtype);
   runRows('softmax', { file: 'softmax.wgsl', entry: 'softmax', dtypes: { x: x.dtype, y: dtype } }, x, y, 'y', {}, { scale: options.scale ?? 1 });
   return y;
-}
-
-const placeholders = new WeakMap<Engine, Tensor>();
-
-/** A 1-element tensor bound where a kernel's optional input is absent (its flag keeps it unread). */
-function placeholder(engine: Engine): Tensor {
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(1), [1], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
 }
 
 function checkAffine(op: string, x: Tensor, t: Tensor | undefined, role: string): void {
