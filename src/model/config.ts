@@ -91,6 +91,10 @@ class ConfigReader {
     return v as T;
   }
 
+  has(key: string): boolean {
+    return this.json[key] !== undefined && this.json[key] !== null;
+  }
+
   sub(key: string): ConfigReader {
     const v = this.json[key];
     if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${this.where(key)} must be an object`);
@@ -164,6 +168,7 @@ function parseLlama(r: ConfigReader): LlamaConfig {
   if (hiddenSize % heads) throw new Error(`llm config: hidden_size ${hiddenSize} is not divisible by ${heads} heads`);
   if (heads % kvHeads) throw new Error(`llm config: ${heads} attention heads are not a multiple of ${kvHeads} key/value heads`);
   r.str('hidden_act', ['silu'] as const, 'silu');
+  if (r.has('rope_scaling')) throw new Error('llm config: rope_scaling is not supported (Vicuna-7B v1.5 uses plain RoPE)');
   return {
     vocabSize: r.int('vocab_size'),
     hiddenSize,
