@@ -1,12 +1,13 @@
-// Elementwise kernels: unary y = act(alpha * x + beta), and binary y = act(a op b) with
-// broadcasting through per-input strides (stride 0 along broadcast dimensions).
+// Elementwise kernels: unary y = act(alpha * x + beta); binary y = act(a op b) with
+// broadcasting through per-input strides (stride 0 along broadcast dimensions); and gated
+// y = act(x[.., i]) * x[.., half + i] over rows of width 2 * half (SwiGLU, GeGLU).
 #include "lib/activation.wgsl"
 
 const MAX_RANK: u32 = 8u;
 
 struct Params {
   n: u32,          // output elements
-  rank: u32,       // dimensions used in out_shape / strides (broadcast path only)
+  rank: u32,       // broadcast path: dimensions used in out_shape / strides; gated: the half width
   alpha: f32,
   beta: f32,
   out_shape: array<vec4<u32>, 2>,
@@ -66,4 +67,16 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
   }
   y_st(i, activate(combine(a_ld(ia), b_ld(ib)), ACT));
+}
+
+@compute @workgroup_size(64)
+fn gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = element_index(wg, nwg, lid);
+  if (i >= p.n) { return; }
+  let half = p.rank;
+  let row = i / half;
+  let col = i % half;
+  let at = row * 2u * half + col;
+  y_st(i, activate(x_ld(at), ACT) * x_ld(at + half));
 }

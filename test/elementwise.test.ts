@@ -91,3 +91,13 @@ describe('elementwise beyond one binding', () => {
     expectClose(await z.toArray(), mv.map((v, i) => v + rv[i % 97]!), { rel: TOL.f32, label: 'chunked broadcast add' });
   });
 });
+
+describe.each(['f32', 'f16'] as const)('gated activations %s ([5, 2, 86] -> [5, 2, 43])', (dt) => {
+  it.each([['swiglu', 'silu'], ['geglu', 'gelu']] as const)('%s', async (name, act) => {
+    const x = golden.upload(engine, `gated.x.${dt}`);
+    const y = ops.gated(x, act);
+    expect(y.shape).toEqual([5, 2, 43]);
+    expectClose(await y.toArray(), golden.values(`${name}.${dt}`), { rel: TOL[dt], label: `${name} ${dt}` });
+    [x, y].forEach((t) => t.dispose());
+  });
+});

@@ -35,7 +35,10 @@ describe.each(['subgroup', 'tiled'] as MatmulKernel[])('matmul, %s kernel', (ker
       expectClose(await c.toArray(), golden.values(`linear.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'a@wT' });
       const d = matmul(a, w, { transposeB: true, bias, act: 'gelu', kernel });
       expectClose(await d.toArray(), golden.values(`linear_bias_gelu.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'gelu(a@wT+b)' });
-      [a, w, bias, c, d].forEach((t) => t.dispose());
+      const residual = golden.upload(engine, `residual.${adt}`);
+      const r = matmul(a, w, { transposeB: true, bias, act: 'gelu', residual, kernel });
+      expectClose(await r.toArray(), golden.values(`linear_bias_gelu_residual.${adt}.${bdt}`), { rel: tol(adt, bdt), label: 'r+gelu(a@wT+b)' });
+      [a, w, bias, c, d, residual, r].forEach((t) => t.dispose());
     });
   });
 
@@ -73,7 +76,10 @@ describe.each(['gemv_rows', 'gemv_split'] as MatmulKernel[])('GEMV, %s kernel', 
       const bias = golden.upload(engine, `gemv.${tag}.bias.${dt}`);
       const y = matmul(x, w, { transposeB: true, bias, act: 'silu', kernel });
       expectClose(await y.toArray(), golden.values(`gemv.${tag}.y.${dt}`), { rel: tol('f32', dt), label: 'gemv' });
-      [x, w, bias, y].forEach((t) => t.dispose());
+      const residual = golden.upload(engine, `gemv.${tag}.residual.f32`);
+      const r = matmul(x, w, { transposeB: true, residual, kernel });
+      expectClose(await r.toArray(), golden.values(`gemv.${tag}.y_residual.${dt}`), { rel: tol('f32', dt), label: 'gemv + residual' });
+      [x, w, bias, y, residual, r].forEach((t) => t.dispose());
     });
   });
 });
@@ -94,6 +100,9 @@ describe('matmul beyond one binding', () => {
       const gb = golden.upload(small, `gemv.even.bias.${bdt}`);
       const y = linear(x, gw, gb, 'silu');
       expectClose(await y.toArray(), golden.values(`gemv.even.y.${bdt}`), { rel: tol('f32', bdt), label: `chunked gemv ${bdt}` });
+      const res = golden.upload(small, 'gemv.even.residual.f32');
+      const yr = matmul(x, gw, { transposeB: true, residual: res });
+      expectClose(await yr.toArray(), golden.values(`gemv.even.y_residual.${bdt}`), { rel: tol('f32', bdt), label: `chunked gemv + residual ${bdt}` });
       [a, w, bias, d, x, gw, gb, y].forEach((t) => t.dispose());
     }
   });
@@ -106,6 +115,14 @@ describe('matmul checks', () => {
     expect(() => matmul(a, b)).toThrow(/\[2, 3\] x \[4, 2\]: inner dimensions differ \(3 vs 4\)/);
     expect(() => linear(a, b)).toThrow(/inner dimensions differ \(3 vs 2\)/);
     [a, b].forEach((t) => t.dispose());
+  });
+
+  it('names a residual that does not match the output', () => {
+    const a = engine.tensor(new Float32Array(6), [2, 3]);
+    const w = engine.tensor(new Float32Array(12), [4, 3]);
+    const r = engine.tensor(new Float32Array(6), [2, 3]);
+    expect(() => matmul(a, w, { transposeB: true, residual: r })).toThrow(/residual \[2, 3\] must match the output \[2, 4\]/);
+    [a, w, r].forEach((t) => t.dispose());
   });
 
   it('names the bias shape that does not match N', () => {

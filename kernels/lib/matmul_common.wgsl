@@ -1,5 +1,6 @@
 // What every matmul variant shares: the parameter block, the bindings, strided element access and
-// the epilogue (bias, activation, store). C[b, m, n] = act(sum_k A[b, m, k] * B[b, k, n] + bias[n]).
+// the epilogue (bias, activation, residual, store):
+//   C[b, m, n] = act(sum_k A[b, m, k] * B[b, k, n] + bias[n]) + residual[b, m, n].
 // B is addressed by strides, so PyTorch Linear weights [N, K] (B = W^T) need no transpose:
 // b_k_stride = 1, b_n_stride = K. The output may be a column block of a wider matrix
 // (c_col_offset, c_row_stride), which is how weights too big for one binding are split along N.
@@ -21,12 +22,14 @@ struct Params {
 
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
+override HAS_RESIDUAL: bool = false;   // the residual is laid out like C (same strides)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<a_t>;
 @group(0) @binding(2) var<storage, read> b: array<b_t>;
 @group(0) @binding(3) var<storage, read> bias: array<bias_t>;
 @group(0) @binding(4) var<storage, read_write> c: array<c_t>;
+@group(0) @binding(5) var<storage, read> residual: array<residual_t>;
 
 fn a_at(batch: u32, m: u32, k: u32) -> f32 {
   return a_ld(batch * p.a_batch_stride + m * p.a_row_stride + k);
@@ -41,7 +44,10 @@ fn store_c(batch: u32, m: u32, n: u32, acc: f32) {
   if (m >= p.M || n >= p.N) { return; }
   var v = acc;
   if (HAS_BIAS) { v += bias_ld(n); }
-  c_st(batch * p.c_batch_stride + m * p.c_row_stride + p.c_col_offset + n, activate(v, ACT));
+  v = activate(v, ACT);
+  let at = batch * p.c_batch_stride + m * p.c_row_stride + p.c_col_offset + n;
+  if (HAS_RESIDUAL) { v += residual_ld(at); }
+  c_st(at, v);
 }
 
 fn store_c4(batch: u32, m: u32, n: u32, acc: vec4<f32>) {

@@ -37,4 +37,10 @@ def generate():
             out[f'case{i}.b.{dt}'] = stored(b, dt)
             for name, fn in BINARY.items():
                 out[f'case{i}.{name}.{dt}'] = fn(exact(a, dt), exact(b, dt))
+        # Gated activation (SwiGLU and GeGLU): act(first half) * second half of the last dimension.
+        gu = randn(g, 5, 2, 2 * 43, scale=2.0)
+        out[f'gated.x.{dt}'] = stored(gu, dt)
+        xg = exact(gu, dt)
+        out[f'swiglu.{dt}'] = F.silu(xg[..., :43]) * xg[..., 43:]
+        out[f'geglu.{dt}'] = F.gelu(xg[..., :43]) * xg[..., 43:]
     return {'elementwise': (out, {'scale': 0.37, 'cases': len(BROADCASTS)})}

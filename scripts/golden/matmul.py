@@ -11,6 +11,7 @@ def generate():
     # Odd sizes, not multiples of any tile: M=67, K=129, N=95.
     M, K, N = 67, 129, 95
     a = randn(g, M, K)
+    residual = randn(g, M, N)
     b = randn(g, K, N)
     w = randn(g, N, K) * 0.2
     bias = randn(g, N)
@@ -19,12 +20,14 @@ def generate():
         out[f'b.{dt}'] = stored(b, dt)
         out[f'w.{dt}'] = stored(w, dt)
         out[f'bias.{dt}'] = stored(bias, dt)
+        out[f'residual.{dt}'] = stored(residual, dt)
     # Reference products for every (a dtype, b dtype) pair the tests use.
     for adt, bdt in (('f32', 'f32'), ('f32', 'f16'), ('f16', 'f16')):
         A, B, W, BIAS = exact(a, adt), exact(b, bdt), exact(w, bdt), exact(bias, bdt)
         out[f'ab.{adt}.{bdt}'] = A @ B
         out[f'linear.{adt}.{bdt}'] = A @ W.T
         out[f'linear_bias_gelu.{adt}.{bdt}'] = F.gelu(A @ W.T + BIAS)
+        out[f'linear_bias_gelu_residual.{adt}.{bdt}'] = F.gelu(A @ W.T + BIAS) + exact(residual, adt)
     # Even K so f16 weights can be read two per load: M=33, K=128, N=77.
     a2, w2, b2 = randn(g, 33, 128), randn(g, 77, 128) * 0.2, randn(g, 77)
     for dt in ('f32', 'f16'):
@@ -46,8 +49,11 @@ def generate():
     for tag, (k, n) in {'odd': (131, 333), 'even': (256, 300)}.items():
         x, wv, bv = randn(g, 1, k), randn(g, n, k) * 0.1, randn(g, n)
         out[f'gemv.{tag}.x.f32'] = stored(x, 'f32')
+        r = randn(g, 1, n)
+        out[f'gemv.{tag}.residual.f32'] = stored(r, 'f32')
         for dt in ('f32', 'f16'):
             out[f'gemv.{tag}.w.{dt}'] = stored(wv, dt)
             out[f'gemv.{tag}.bias.{dt}'] = stored(bv, dt)
             out[f'gemv.{tag}.y.{dt}'] = F.silu(exact(x, 'f32') @ exact(wv, dt).T + exact(bv, dt))
+            out[f'gemv.{tag}.y_residual.{dt}'] = exact(x, 'f32') @ exact(wv, dt).T + exact(r, 'f32')
     return {'matmul': (out, {})}

@@ -4,7 +4,7 @@
  */
 import type { DType } from '../engine/dtype.js';
 import { DTYPE_BYTES } from '../engine/dtype.js';
-import type { Tensor } from '../engine/tensor.js';
+import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
 import { rowChunks } from './chunks.js';
 import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './shape.js';
@@ -43,6 +43,37 @@ export function unary(x: Tensor, act: Activation, options: UnaryOptions = {}): T
   }
   flatX.dispose();
   flatY.dispose();
+  return y;
+}
+
+/**
+ * act(first half) * second half of the last dimension: [..., 2h] -> [..., h]. With 'silu' this is
+ * LLaMA's SwiGLU over a fused gate|up projection.
+ */
+export function gated(x: Tensor, act: Activation, dtype?: DType): Tensor {
+  expectDType('gated', x, FLOAT_DTYPES);
+  const width = x.shape[x.rank - 1] ?? 0;
+  if (x.rank < 1 || width % 2) throw new RangeError(`gated: the last dimension of ${formatShape(x.shape)} must be even (act half | linear half)`);
+  const half = width / 2;
+  const rows = half === 0 ? 0 : x.size / width;
+  const outType = dtype ?? x.dtype;
+  const engine = x.engine;
+  const y = engine.empty([...x.shape.slice(0, -1), half], outType);
+  const x2 = x.reshape([rows, width]);
+  const y2 = y.reshape([rows, half]);
+  for (const [r0, r1] of rowChunks(engine, 'gated', rows, [width * DTYPE_BYTES[x.dtype], half * DTYPE_BYTES[outType]])) {
+    const views = { x: x2.rows(r0, r1), y: y2.rows(r0, r1) };
+    const n = (r1 - r0) * half;
+    engine.run(
+      { file: KERNEL, entry: 'gated', dtypes: { x: x.dtype, y: outType }, overrides: { ACT: activationCode('gated', act) } },
+      views,
+      { n, alpha: 1, beta: 0, ...NO_SHAPE, rank: half },
+      Math.ceil(n / WG),
+    );
+    Object.values(views).forEach((v) => v.dispose());
+  }
+  x2.dispose();
+  y2.dispose();
   return y;
 }
 

@@ -24,6 +24,8 @@ export interface MatmulOptions {
   transposeB?: boolean;
   /** Added to every row: [N]. */
   bias?: Tensor;
+  /** Added after the activation, shaped like the output: the transformer's skip connection. */
+  residual?: Tensor;
   act?: Activation;
   dtype?: DType;
   /** Force a kernel (tests and benchmarks); by default chosen per adapter and shape. */
@@ -46,10 +48,18 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor, act?: Activatio
   return matmul(x, weight, { transposeB: true, bias, act, dtype });
 }
 
+/** residual + x·Wᵀ (+ bias): a projection back onto the residual stream in one dispatch. */
+export function linearResidual(x: Tensor, weight: Tensor, residual: Tensor, bias?: Tensor): Tensor {
+  return matmul(x, weight, { transposeB: true, bias, residual });
+}
+
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
   const g = geometry(a, b, options);
   const engine = a.engine;
   const dtype = options.dtype ?? (a.dtype === b.dtype ? a.dtype : 'f32');
+  if (options.residual && (options.residual.rank !== g.outShape.length || options.residual.shape.some((d, i) => d !== g.outShape[i]))) {
+    throw new RangeError(`matmul: residual ${formatShape(options.residual.shape)} must match the output ${formatShape(g.outShape)}`);
+  }
   const c = engine.empty(g.outShape, dtype);
   if (g.M === 0 || g.N === 0 || g.batch === 0) return c;
   if (g.K === 0) throw new RangeError(`matmul: inner dimension K is 0 for ${formatShape(a.shape)} x ${formatShape(b.shape)}`);
@@ -73,6 +83,9 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
   const bBatchShape = b.shape.slice(0, b.rank - 2);
   const aBatch = aBatchShape.reduce((x, y) => x * y, 1);
   const bBatch = bBatchShape.reduce((x, y) => x * y, 1);
+  if (options.residual) {
+    expectDType('matmul', options.residual, FLOAT_DTYPES, 'residual');
+  }
   if (options.bias) {
     expectDType('matmul', options.bias, FLOAT_DTYPES, 'bias');
     if (options.bias.rank !== 1 || options.bias.shape[0] !== N) {
@@ -110,9 +123,13 @@ function tile(kernel: MatmulKernel): [number, number] {
 
 const SG_ROWS = 2;
 
-function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: Tensor, c: Tensor, options: MatmulOptions, K: number): KernelSpec {
-  const dtypes = { a: a.dtype, b: b.dtype, bias: bias.dtype, c: c.dtype };
-  const overrides: Record<string, number | boolean> = { ACT: activationCode('matmul', options.act), HAS_BIAS: options.bias !== undefined };
+function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: Tensor, residual: Tensor, c: Tensor, options: MatmulOptions, K: number): KernelSpec {
+  const dtypes = { a: a.dtype, b: b.dtype, bias: bias.dtype, c: c.dtype, residual: residual.dtype };
+  const overrides: Record<string, number | boolean> = {
+    ACT: activationCode('matmul', options.act),
+    HAS_BIAS: options.bias !== undefined,
+    HAS_RESIDUAL: options.residual !== undefined,
+  };
   // Two f16 weights per 32-bit load needs every pair to start at an even element.
   const pairs = b.dtype === 'f16' && options.transposeB === true && K % 2 === 0;
   switch (kernel) {
@@ -142,7 +159,9 @@ function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, 
   const c2 = c.reshape([M, N]);
   const b2 = options.transposeB ? b.reshape([N, K]) : b.reshape([K, N]);
   const bias = options.bias ?? placeholder(engine);
-  const mChunks = rowChunks(engine, 'matmul', M, [K * DTYPE_BYTES[a.dtype], N * DTYPE_BYTES[c.dtype]]);
+  const residual2 = options.residual ? options.residual.reshape([M, N]) : placeholder(engine);
+  const residualRowBytes = options.residual ? N * DTYPE_BYTES[options.residual.dtype] : 0;
+  const mChunks = rowChunks(engine, 'matmul', M, [K * DTYPE_BYTES[a.dtype], N * DTYPE_BYTES[c.dtype], residualRowBytes]);
   let nChunks: [number, number][] = [[0, N]];
   if (b.byteLength > engine.maxBindingBytes) {
     if (!options.transposeB) {
@@ -151,17 +170,18 @@ function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, 
     const biasBytes = options.bias ? DTYPE_BYTES[options.bias.dtype] : 0;
     nChunks = rowChunks(engine, 'matmul', N, [K * DTYPE_BYTES[b.dtype], biasBytes]);
   }
-  const kernelSpec = spec(engine, kernel, a, b, bias, c, options, K);
+  const kernelSpec = spec(engine, kernel, a, b, bias, residual2, c, options, K);
   for (const [m0, m1] of mChunks) {
     const as = a2.rows(m0, m1);
     const cs = c2.rows(m0, m1);
+    const rs = options.residual ? residual2.rows(m0, m1) : residual2;
     for (const [n0, n1] of nChunks) {
       const whole = n0 === 0 && n1 === N;
       const bs = whole ? b2 : b2.rows(n0, n1);
       const biasPart = options.bias && !whole ? options.bias.rows(n0, n1) : bias;
       engine.run(
         kernelSpec,
-        { a: as, b: bs, bias: biasPart, c: cs },
+        { a: as, b: bs, bias: biasPart, c: cs, residual: rs },
         {
           M: m1 - m0, N: n1 - n0, K,
           a_batch_stride: 0, a_row_stride: K,
@@ -177,10 +197,12 @@ function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, 
     }
     as.dispose();
     cs.dispose();
+    if (rs !== residual2) rs.dispose();
   }
   a2.dispose();
   b2.dispose();
   c2.dispose();
+  if (options.residual) residual2.dispose();
 }
 
 /** Batched b: split along the batch dimension as bindings require; a may be shared by all batches. */
@@ -191,18 +213,25 @@ function runBatched(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor
   const b3 = b.reshape([batch, N * K]);
   const c3 = c.reshape([batch, M * N]);
   const bias = options.bias ?? placeholder(engine);
-  const perBatch = [g.aBatched ? M * K * DTYPE_BYTES[a.dtype] : 0, N * K * DTYPE_BYTES[b.dtype], M * N * DTYPE_BYTES[c.dtype]];
+  const residual3 = options.residual ? options.residual.reshape([batch, M * N]) : placeholder(engine);
+  const perBatch = [
+    g.aBatched ? M * K * DTYPE_BYTES[a.dtype] : 0,
+    N * K * DTYPE_BYTES[b.dtype],
+    M * N * DTYPE_BYTES[c.dtype],
+    options.residual ? M * N * DTYPE_BYTES[options.residual.dtype] : 0,
+  ];
   if (!g.aBatched && a.byteLength > engine.maxBindingBytes) {
     throw new RangeError(`matmul: shared a ${formatShape(a.shape)} exceeds the ${engine.maxBindingBytes}-byte binding limit`);
   }
-  const kernelSpec = spec(engine, kernel, a, b, bias, c, options, K);
+  const kernelSpec = spec(engine, kernel, a, b, bias, residual3, c, options, K);
   for (const [z0, z1] of rowChunks(engine, 'matmul', batch, perBatch)) {
     const as = g.aBatched ? a3.rows(z0, z1) : a3;
     const bs = b3.rows(z0, z1);
     const cs = c3.rows(z0, z1);
+    const rs = options.residual ? residual3.rows(z0, z1) : residual3;
     engine.run(
       kernelSpec,
-      { a: as, b: bs, bias, c: cs },
+      { a: as, b: bs, bias, c: cs, residual: rs },
       {
         M, N, K,
         a_batch_stride: g.aBatched ? M * K : 0, a_row_stride: K,
@@ -212,10 +241,12 @@ function runBatched(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor
       grid(kernel, M, N, z1 - z0),
     );
     if (as !== a3) as.dispose();
+    if (rs !== residual3) rs.dispose();
     bs.dispose();
     cs.dispose();
   }
   a3.dispose();
   b3.dispose();
   c3.dispose();
+  if (options.residual) residual3.dispose();
 }
