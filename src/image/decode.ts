@@ -11,7 +11,7 @@
  * what the file said, for mapping coordinates back to the stored pixels (src/image/affine.ts).
  */
 import fs from 'node:fs';
-import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import type { Metadata, OutputInfo, Sharp, SharpOptions } from 'sharp';
 import type { RgbImage } from './gpu-image.js';
 
 export interface DecodeOptions {
@@ -38,6 +38,21 @@ export class ImageDecodeError extends Error {
   override name = 'ImageDecodeError';
 }
 
+type SharpFactory = (input: Buffer, options?: SharpOptions) => Sharp;
+let sharpModule: Promise<SharpFactory> | undefined;
+
+/** sharp is loaded on first use: the engine works without its native binary, and starts faster. */
+function loadSharp(): Promise<SharpFactory> {
+  sharpModule ??= import('sharp').then(
+    (m) => m.default as unknown as SharpFactory,
+    (err: Error) => {
+      sharpModule = undefined;
+      throw new ImageDecodeError(`image decoding needs the 'sharp' package, which failed to load: ${err.message}`);
+    },
+  );
+  return sharpModule;
+}
+
 /** Decodes an image file. */
 export async function decodeImageFile(file: string, options: DecodeOptions = {}): Promise<DecodedImage> {
   let bytes: Buffer;
@@ -56,6 +71,7 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions = {}
   if (!(maxPixels >= 1)) throw new RangeError(`decodeImage: maxPixels must be at least 1, got ${maxPixels}`);
   if (bytes.byteLength === 0) throw new ImageDecodeError(`${name}: empty (0 bytes), not an image`);
   const input = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const sharp = await loadSharp();
 
   let meta: Metadata;
   try {

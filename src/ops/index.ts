@@ -5,3 +5,8 @@ export * from './elementwise.js';
 export * from './gather.js';
 export * from './matmul.js';
 export * from './rows.js';
+export * from './conv.js';
+export * from './norm2d.js';
+export * from './resize.js';
+export * from './spatial.js';
+export * from './timestep.js';
