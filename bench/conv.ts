@@ -1,5 +1,5 @@
 /**
- * Convolution and image benchmarks: the U-Net's 3x3 convolution against a matmul timed in the
+ * Convolution, normalisation and image benchmarks: the U-Net's 3x3 convolution against a matmul timed in the
  * same run, GroupNorm bandwidth, and image resizing.
  */
 import type { Engine } from '../src/engine/engine.js';
@@ -7,6 +7,10 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { cast } from '../src/ops/copy.js';
 import { conv2d, type Conv2dKernel } from '../src/ops/conv.js';
 import { matmul } from '../src/ops/matmul.js';
+import { groupNorm } from '../src/ops/norm2d.js';
+import { resize } from '../src/ops/resize.js';
+import { normalizeImage, pilResize, uploadImage, type RgbImage } from '../src/image/gpu-image.js';
+import { CLIP_MEAN, CLIP_STD, clipPreprocess } from '../src/image/preprocess.js';
 import type { Harness } from './harness.js';
 
 function random(engine: Engine, shape: number[], seed: number, scale = 1): Tensor {
@@ -48,4 +52,43 @@ export async function benchConv(h: Harness): Promise<void> {
     ratio(await h.gpu({ name: `conv3x3_f32_${other}`, shape, flops, run: () => conv2d(x, w, { padding: 1, bias, kernel: other }), iterations: 3, time: 0 }));
   }
   [x, w, bias, x16, w16].forEach((t) => t.dispose());
+}
+
+export async function benchNorm2d(h: Harness): Promise<void> {
+  const e = h.engine;
+  // The U-Net's GroupNorm + SiLU at its largest activation: 2 x 320 x 64 x 64.
+  const x = random(e, [2, 320, 64, 64], 6, 4);
+  const w = random(e, [320], 7);
+  const b = random(e, [320], 8);
+  const bytes = 2 * x.size * 4; // the input read once for statistics is re-read from cache at best; count one read + one write
+  await h.gpu({ name: 'group_norm_silu_f32', shape: '2x320x64x64 g32', bytes, run: () => groupNorm(x, 32, w, b, { act: 'silu' }), repeat: 2 });
+  const x16 = cast(x, 'f16');
+  await h.gpu({ name: 'group_norm_silu_f16', shape: '2x320x64x64 g32', bytes: bytes / 2, run: () => groupNorm(x16, 32, w, b, { act: 'silu' }), repeat: 2 });
+  [x, w, b, x16].forEach((t) => t.dispose());
+}
+
+export async function benchResize(h: Harness): Promise<void> {
+  const e = h.engine;
+  const [width, height] = [1920, 1080];
+  const data = new Uint8Array(width * height * 3);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+  const image: RgbImage = { width, height, data };
+  const gpu = uploadImage(e, image);
+  // Pillow-exact bicubic to 336x336 and normalisation (the CLIP thumbnail), on an image already on the GPU.
+  await h.gpu({
+    name: 'resize_pil_1080p_to_336',
+    shape: `${width}x${height}->336x336`,
+    run: () => {
+      const small = pilResize(gpu, 336, 336);
+      const out = normalizeImage(small, { mean: CLIP_MEAN, std: CLIP_STD });
+      small.dispose();
+      return out;
+    },
+  });
+  // The same from host pixels: packing and upload included.
+  await h.gpu({ name: 'clip_preprocess_1080p', shape: `${width}x${height}->336x336`, run: () => clipPreprocess(e, image, { aspect: 'pad' }).pixelValues });
+  // PyTorch-style antialiased bicubic on an f32 NCHW tensor.
+  const x = random(e, [1, 3, height, width], 9);
+  await h.gpu({ name: 'resize_bicubic_aa_f32_1080p', shape: `1x3x${height}x${width}->336x336`, run: () => resize(x, [336, 336], { mode: 'bicubic', antialias: true }) });
+  [gpu, x].forEach((t) => t.dispose());
 }

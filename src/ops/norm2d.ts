@@ -56,7 +56,10 @@ function run(entry: 'group_norm' | 'layer_norm2d', x: Tensor, weight: Tensor | u
     entry,
     dtypes: { x: x.dtype, weight: w.dtype, bias: b.dtype, y: dtype },
     includes: config.includes,
-    overrides: { ...config.overrides, HAS_WEIGHT: weight !== undefined, HAS_BIAS: bias !== undefined, ACT: activationCode(entry, options.act) },
+    overrides: {
+      ...config.overrides, HAS_WEIGHT: weight !== undefined, HAS_BIAS: bias !== undefined, ACT: activationCode(entry, options.act),
+      EVEN: params.spatial % 2 === 0,
+    },
   };
   const x2 = x.reshape([rows, rowElements]);
   const y2 = y.reshape([rows, rowElements]);
