@@ -102,25 +102,52 @@ describe('conv2d limits and errors', () => {
   });
 
   it.each(['subgroup', 'tiled', 'direct'] as const)('splits batches and weights over an 8 KiB binding limit (%s)', async (kernel) => {
-    // Output 5 x 3072 bytes: batches of 2; weight 48 x 216 bytes: channel blocks of 32.
+    // Output 5 x 3072 bytes: batches of 2; weight 48 x 216 bytes: blocks of 32 output channels, the bias read at their offset.
     const xs = [5, 6, 4, 4];
     const ws = [48, 6, 3, 3];
     const xd = hashed(5 * 6 * 16, 7);
     const wd = hashed(48 * 54, 8, 0.125);
+    const bd = hashed(48, 9);
     const x = engine.tensor(xd, xs);
     const w = engine.tensor(wd, ws);
-    const y = conv2d(x, w, { padding: 1, kernel });
-    expectClose(await y.toArray(), convReference(xd, xs, wd, ws, 1), { rel: TOL.f32, label: `chunked conv ${kernel}` });
-    [x, w, y].forEach((t) => t.dispose());
+    const b = engine.tensor(bd, [48]);
+    const y = conv2d(x, w, { padding: 1, bias: b, kernel });
+    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => v + bd[Math.floor(i / 16) % 48]!);
+    expectClose(await y.toArray(), want, { rel: TOL.f32, label: `chunked conv ${kernel}` });
+    [x, w, b, y].forEach((t) => t.dispose());
   });
 
-  it('names an image too large for one binding', () => {
-    const x = engine.empty([1, 64, 32, 32]);
-    const w = engine.tensor(new Float32Array(8 * 64 * 9), [8, 64, 3, 3]);
+  it.each(['subgroup', 'tiled', 'direct'] as const)('splits one image over the limit by channel blocks, f32 partial sums between them (%s)', async (kernel) => {
+    // Input image 64 x 16 x 16 x 4 = 64 KiB: blocks of 2 input channels; output 24 planes of 1 KiB: blocks of 8.
+    const xs = [2, 64, 16, 16];
+    const ws = [24, 64, 3, 3];
+    const xd = hashed(2 * 64 * 256, 21);
+    const wd = hashed(24 * 64 * 9, 22, 2 ** -5);
+    const bd = hashed(24, 23);
+    const x = engine.tensor(xd, xs);
+    const w = engine.tensor(wd, ws);
+    const b = engine.tensor(bd, [24]);
+    const y = conv2d(x, w, { padding: 1, bias: b, act: 'relu', kernel });
+    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => Math.max(v + bd[Math.floor(i / 256) % 24]!, 0));
+    expectClose(await y.toArray(), want, { rel: TOL.f32, label: `split image ${kernel}` });
+    const y16 = conv2d(engine.tensor(xd, xs, 'f16'), engine.tensor(wd, ws, 'f16'), { padding: 1, bias: b, act: 'relu', kernel });
+    expect(y16.dtype).toBe('f16');
+    expectClose(await y16.toArray(), want, { rel: TOL.f16, label: `split image f16 ${kernel}` });
+    [x, w, b, y, y16].forEach((t) => t.dispose());
+  });
+
+  it('names what cannot be split, leaving nothing allocated', () => {
+    const x = engine.empty([1, 2, 64, 64]); // one channel plane is 16 KiB
+    const w = engine.tensor(new Float32Array(8 * 2 * 9), [8, 2, 3, 3]);
+    const small = engine.empty([1, 2, 4, 4]);
+    conv2d(small, w).dispose(); // creates the engine's persistent bias placeholder
+    small.dispose();
+    const grouped = engine.empty([2, 1, 3, 3]);
     const before = engine.memory().liveBuffers;
-    expect(() => conv2d(x, w, { padding: 1 })).toThrow(/one input image \(\[1, 64, 32, 32\]\) is 262144 bytes, over the 8192-byte binding limit/);
+    expect(() => conv2d(x, w, { padding: 1 })).toThrow(/conv2d: 1 row\(s\) of 16384 bytes exceed the 8192-byte binding limit/);
+    expect(() => conv2d(x, grouped, { padding: 1, groups: 2 })).toThrow(/splitting grouped convolutions is not implemented/);
     expect(engine.memory().liveBuffers).toBe(before);
-    [x, w].forEach((t) => t.dispose());
+    [x, w, grouped].forEach((t) => t.dispose());
   });
 
   it('names shapes that do not fit', () => {

@@ -13,7 +13,6 @@
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
-import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
 import { rowChunks } from './chunks.js';
@@ -184,72 +183,147 @@ function biasOrPlaceholder(engine: Engine, bias?: Tensor): Tensor {
   return t;
 }
 
+interface Dispatch {
+  x: Tensor;
+  weight: Tensor;
+  bias: Tensor;
+  y: Tensor;
+  partial: Tensor;
+  /** Output pixels: images in this dispatch x oh x ow. */
+  pixels: number;
+  /** Output channels, input channels (per group) and the first input channel of this block. */
+  cout: number;
+  cin: number;
+  cinOffset: number;
+  yChannelOffset: number;
+  /** First weight row of this block in the bound weight (0 when the weight is a view of the block), and in the bias. */
+  wRowOffset: number;
+  biasOffset: number;
+  hasBias: boolean;
+  accumulate: boolean;
+  act: Activation | undefined;
+}
+
 function runConv(engine: Engine, kernel: Conv2dKernel, g: Conv2dGeometry, x: Tensor, weight: Tensor, y: Tensor, options: Conv2dOptions): void {
   const bias = biasOrPlaceholder(engine, options.bias);
-  const spec: KernelSpec = {
-    file: `conv2d_${kernel}.wgsl`,
-    entry: 'conv2d',
-    dtypes: { x: x.dtype, weight: weight.dtype, bias: bias.dtype, y: y.dtype },
-    overrides: {
-      KH: g.kh, KW: g.kw, UP: g.upsample, ACT: activationCode('conv2d', options.act), HAS_BIAS: options.bias !== undefined,
-      ...(kernel === 'subgroup' ? { SG_ROWS } : {}),
-    },
-  };
+  const placeholder = biasOrPlaceholder(engine);
   const perImage = g.oh * g.ow;
-  const imageBytes = [g.cin * g.h * g.w * DTYPE_BYTES[x.dtype], g.cout * perImage * DTYPE_BYTES[y.dtype]];
-  for (const [bytes, what] of [[imageBytes[0]!, 'input'], [imageBytes[1]!, 'output']] as const) {
-    if (bytes > engine.maxBindingBytes) {
-      throw new RangeError(`conv2d: one ${what} image (${what === 'input' ? formatShape([1, g.cin, g.h, g.w]) : formatShape([1, g.cout, g.oh, g.ow])}) is ${bytes} bytes, over the ${engine.maxBindingBytes}-byte binding limit; spatial splitting is not implemented`);
-    }
-  }
-  // Weights too big for one binding are split along output channels (one group only).
-  const kk = (g.cin / g.groups) * g.kh * g.kw;
-  let channelChunks: [number, number][] = [[0, g.cout]];
-  if (weight.byteLength > engine.maxBindingBytes) {
-    if (g.groups !== 1) throw new RangeError(`conv2d: grouped weight ${formatShape(weight.shape)} exceeds the ${engine.maxBindingBytes}-byte binding limit`);
-    channelChunks = rowChunks(engine, 'conv2d', g.cout, [kk * DTYPE_BYTES[weight.dtype], options.bias ? DTYPE_BYTES[options.bias.dtype] : 0]);
-  }
-  const [tileRows, tileCols] = tileOf(kernel);
-  const maxGrid = engine.gpu.limits.maxComputeWorkgroupsPerDimension;
-  const x2 = x.reshape([g.batch, g.cin * g.h * g.w]);
-  const y2 = y.reshape([g.batch, g.cout * perImage]);
+  const cinG = g.cin / g.groups;
+  const kk = cinG * g.kh * g.kw;
   const w2 = weight.reshape([g.cout, kk]);
+  const run = (d: Dispatch) => dispatch(engine, kernel, g, d, kk);
+  const imageBytes = [g.cin * g.h * g.w * DTYPE_BYTES[x.dtype], g.cout * perImage * DTYPE_BYTES[y.dtype]];
   try {
-    for (const [b0, b1] of rowChunks(engine, 'conv2d', g.batch, imageBytes)) {
-      const xs = x2.rows(b0, b1);
-      const ys = y2.rows(b0, b1);
-      const pixels = (b1 - b0) * perImage;
-      const tiles = Math.ceil(pixels / tileRows);
-      for (const [c0, c1] of channelChunks) {
-        const whole = c0 === 0 && c1 === g.cout;
-        const ws = whole ? w2 : w2.rows(c0, c1);
-        const bs = options.bias && !whole ? options.bias.rows(c0, c1) : bias;
-        const coutG = (c1 - c0) / g.groups;
-        const colTiles = kernel === 'direct' ? coutG : Math.ceil(coutG / tileCols);
-        const z = colTiles * g.groups;
-        if (z > maxGrid) throw new RangeError(`conv2d: ${z} channel tiles exceed the ${maxGrid}-workgroup grid limit`);
-        engine.run(
-          spec,
-          { x: xs, weight: ws, bias: bs, y: ys },
-          {
-            pixels, oh: g.oh, ow: g.ow, h: g.h, w: g.w, cin_g: g.cin / g.groups, cout_g: coutG, col_tiles: colTiles,
-            x_batch_stride: g.cin * g.h * g.w, y_batch_stride: g.cout * perImage, y_channel_offset: c0,
-            stride_y: g.stride[0], stride_x: g.stride[1], pad_y: g.padding[0], pad_x: g.padding[1],
-            dil_y: g.dilation[0], dil_x: g.dilation[1],
-          },
-          [Math.min(tiles, maxGrid), Math.ceil(tiles / maxGrid), z],
-        );
-        if (!whole) {
-          ws.dispose();
-          if (bs !== bias) bs.dispose();
-        }
+    if (Math.max(...imageBytes) <= engine.maxBindingBytes) {
+      // Whole images per dispatch; a weight too big for one binding is split along output channels.
+      let channelChunks: [number, number][] = [[0, g.cout]];
+      if (weight.byteLength > engine.maxBindingBytes) {
+        if (g.groups !== 1) throw new RangeError(`conv2d: grouped weight ${formatShape(weight.shape)} exceeds the ${engine.maxBindingBytes}-byte binding limit`);
+        channelChunks = rowChunks(engine, 'conv2d', g.cout, [kk * DTYPE_BYTES[weight.dtype]]);
       }
-      xs.dispose();
-      ys.dispose();
+      const x2 = x.reshape([g.batch, g.cin * g.h * g.w]);
+      const y2 = y.reshape([g.batch, g.cout * perImage]);
+      for (const [b0, b1] of rowChunks(engine, 'conv2d', g.batch, imageBytes)) {
+        const xs = x2.rows(b0, b1);
+        const ys = y2.rows(b0, b1);
+        for (const [c0, c1] of channelChunks) {
+          const whole = c0 === 0 && c1 === g.cout;
+          const ws = whole ? w2 : w2.rows(c0, c1);
+          // The bias is small enough to bind whole: the kernel reads it from the block's first channel.
+          run({ x: xs, weight: ws, bias, y: ys, partial: placeholder, pixels: (b1 - b0) * perImage, cout: c1 - c0, cin: cinG, cinOffset: 0, yChannelOffset: c0, wRowOffset: 0, biasOffset: c0, hasBias: options.bias !== undefined, accumulate: false, act: options.act });
+          if (!whole) ws.dispose();
+        }
+        xs.dispose();
+        ys.dispose();
+      }
+      x2.dispose();
+      y2.dispose();
+    } else {
+      runPerImage(engine, g, x, w2, y, options, bias, placeholder, run);
     }
   } finally {
-    x2.dispose();
-    y2.dispose();
     w2.dispose();
   }
+}
+
+/**
+ * Images too big for one binding: one image at a time, its output in blocks of channels, its input
+ * in blocks of channels whose partial sums are carried in f32 between dispatches (ping-pong
+ * scratch); bias on the first block, activation on the last. Channel planes are contiguous in NCHW,
+ * so every block is a plain view.
+ */
+function runPerImage(engine: Engine, g: Conv2dGeometry, x: Tensor, w2: Tensor, y: Tensor, options: Conv2dOptions,
+  bias: Tensor, placeholder: Tensor, run: (d: Dispatch) => void): void {
+  const plane = g.oh * g.ow;
+  if (g.groups !== 1) {
+    throw new RangeError(`conv2d: one image of ${formatShape([1, g.cin, g.h, g.w])} -> ${formatShape([1, g.cout, g.oh, g.ow])} exceeds the ${engine.maxBindingBytes}-byte binding limit; splitting grouped convolutions is not implemented`);
+  }
+  const kk = w2.shape[1]!;
+  const weightWhole = w2.byteLength <= engine.maxBindingBytes;
+  const outChunks = rowChunks(engine, 'conv2d', g.cout, [plane * DTYPE_BYTES[y.dtype], plane * 4, weightWhole ? 0 : kk * DTYPE_BYTES[w2.dtype]]);
+  const inChunks = rowChunks(engine, 'conv2d', g.cin, [g.h * g.w * DTYPE_BYTES[x.dtype]]);
+  const xPlanes = x.reshape([g.batch * g.cin, g.h * g.w]);
+  const yPlanes = y.reshape([g.batch * g.cout, plane]);
+  try {
+    for (let b = 0; b < g.batch; b++) {
+      for (const [c0, c1] of outChunks) {
+        const ys = yPlanes.rows(b * g.cout + c0, b * g.cout + c1);
+        const ws = weightWhole ? w2 : w2.rows(c0, c1);
+        const scratch = inChunks.length > 1 ? [0, 1].map(() => engine.empty([c1 - c0, plane], 'f32')) : [];
+        try {
+          inChunks.forEach(([i0, i1], k) => {
+            const last = k === inChunks.length - 1;
+            const xs = xPlanes.rows(b * g.cin + i0, b * g.cin + i1);
+            try {
+              run({
+                x: xs, weight: ws, bias, y: last ? ys : scratch[k % 2]!, partial: k > 0 ? scratch[(k - 1) % 2]! : placeholder,
+                pixels: plane, cout: c1 - c0, cin: i1 - i0, cinOffset: i0, yChannelOffset: 0,
+                wRowOffset: weightWhole ? c0 : 0, biasOffset: c0,
+                hasBias: options.bias !== undefined && k === 0, accumulate: k > 0, act: last ? options.act : undefined,
+              });
+            } finally {
+              xs.dispose();
+            }
+          });
+        } finally {
+          scratch.forEach((t) => t.dispose());
+          ys.dispose();
+          if (ws !== w2) ws.dispose();
+        }
+      }
+    }
+  } finally {
+    xPlanes.dispose();
+    yPlanes.dispose();
+  }
+}
+
+function dispatch(engine: Engine, kernel: Conv2dKernel, g: Conv2dGeometry, d: Dispatch, rowStride: number): void {
+  const [tileRows, tileCols] = tileOf(kernel);
+  const maxGrid = engine.gpu.limits.maxComputeWorkgroupsPerDimension;
+  const coutG = d.cout / g.groups;
+  const colTiles = kernel === 'direct' ? coutG : Math.ceil(coutG / tileCols);
+  const z = colTiles * g.groups;
+  if (z > maxGrid) throw new RangeError(`conv2d: ${z} channel tiles exceed the ${maxGrid}-workgroup grid limit`);
+  const tiles = Math.ceil(d.pixels / tileRows);
+  engine.run(
+    {
+      file: `conv2d_${kernel}.wgsl`,
+      entry: 'conv2d',
+      dtypes: { x: d.x.dtype, weight: d.weight.dtype, bias: d.bias.dtype, y: d.y.dtype },
+      overrides: {
+        KH: g.kh, KW: g.kw, UP: g.upsample, ACT: activationCode('conv2d', d.act), HAS_BIAS: d.hasBias, ACCUMULATE: d.accumulate,
+        ...(kernel === 'subgroup' ? { SG_ROWS } : {}),
+      },
+    },
+    { x: d.x, weight: d.weight, bias: d.bias, y: d.y, partial: d.partial },
+    {
+      pixels: d.pixels, oh: g.oh, ow: g.ow, h: g.h, w: g.w, cin_g: d.cin, cout_g: coutG, col_tiles: colTiles,
+      x_batch_stride: g.cin * g.h * g.w, y_batch_stride: g.cout * g.oh * g.ow, y_channel_offset: d.yChannelOffset,
+      w_row_stride: rowStride, w_k_offset: d.cinOffset * g.kh * g.kw, w_row_offset: d.wRowOffset, bias_offset: d.biasOffset,
+      stride_y: g.stride[0], stride_x: g.stride[1], pad_y: g.padding[0], pad_x: g.padding[1],
+      dil_y: g.dilation[0], dil_x: g.dilation[1],
+    },
+    [Math.min(tiles, maxGrid), Math.ceil(tiles / maxGrid), z],
+  );
 }
