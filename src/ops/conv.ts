@@ -8,8 +8,9 @@
  * plain GEMM and take the matmul path; grouped convolutions with few channels per group (depthwise)
  * compute one output per invocation; everything else is an implicit GEMM: the subgroup-broadcast
  * kernel on CPU adapters with 8-wide subgroups, the shared-memory tiled kernel elsewhere.
- * Batches are split across dispatches when a binding would be too large, and weights along their
- * output channels.
+ * Work too big for one storage binding is split: batches into groups of whole images, weights into
+ * blocks of output channels, and a single image too big for a binding into blocks of output and
+ * input channels (partial sums carried in f32).
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
@@ -108,7 +109,7 @@ export function conv2dGeometry(x: Tensor, weight: Tensor, options: Conv2dOptions
 export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): Tensor {
   const g = conv2dGeometry(x, weight, options);
   const engine = x.engine;
-  const kernel = options.kernel ?? chooseKernel(engine, g);
+  const kernel = options.kernel ?? chooseKernel(engine, g, x.dtype, options.dtype ?? x.dtype);
   if (kernel === 'matmul') return conv1x1(x, weight, g, options);
   const dtype = options.dtype ?? x.dtype;
   const y = engine.empty([g.batch, g.cout, g.oh, g.ow], dtype);
@@ -127,8 +128,10 @@ function isPointwise(g: Conv2dGeometry): boolean {
     g.stride[0] === 1 && g.stride[1] === 1 && g.padding[0] === 0 && g.padding[1] === 0;
 }
 
-function chooseKernel(engine: Engine, g: Conv2dGeometry): Conv2dKernel {
-  if (isPointwise(g)) return 'matmul';
+function chooseKernel(engine: Engine, g: Conv2dGeometry, xType: DType, yType: DType): Conv2dKernel {
+  // The matmul path splits along images only; bigger images go through the kernels that split channels.
+  const imagesFit = g.cin * g.h * g.w * DTYPE_BYTES[xType] <= engine.maxBindingBytes && g.cout * g.oh * g.ow * DTYPE_BYTES[yType] <= engine.maxBindingBytes;
+  if (isPointwise(g) && imagesFit) return 'matmul';
   if (g.cout / g.groups < DIRECT_BELOW) return 'direct';
   const subgroup8 = engine.has('subgroups') && engine.gpu.summary.subgroupMinSize === 8 && engine.gpu.summary.subgroupMaxSize === 8;
   return engine.profile === 'cpu' && subgroup8 ? 'subgroup' : 'tiled';
