@@ -143,7 +143,7 @@ function conv1x1(x: Tensor, weight: Tensor, g: Conv2dGeometry, options: Conv2dOp
   const w2 = weight.reshape([g.cout, g.cin]);
   const x3 = x.reshape([g.batch, g.cin, g.h * g.w]);
   const plain = !options.bias && (options.act ?? 'none') === 'none';
-  const product = matmul(w2, x3, { dtype: plain ? options.dtype : 'f32' });
+  const product = matmul(w2, x3, { dtype: plain ? (options.dtype ?? x.dtype) : 'f32' });
   w2.dispose();
   x3.dispose();
   let out = product;
