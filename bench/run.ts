@@ -5,11 +5,15 @@
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
+import { benchConv, benchNorm2d, benchResize } from './conv.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
   ['kernels: gemv', benchGemv],
   ['kernels: row ops', benchRows],
+  ['conv', benchConv],
+  ['group norm', benchNorm2d],
+  ['image resize', benchResize],
 ];
 
 function arg(name: string): string | undefined {

@@ -5,3 +5,4 @@ export { Tensor } from './engine/tensor.js';
 export type { DType, HostArray } from './engine/dtype.js';
 export type { MemoryStats } from './engine/pool.js';
 export * as ops from './ops/index.js';
+export * as image from './image/index.js';

@@ -48,7 +48,7 @@ describe('kernels', () => {
     expect(() => engine.run(spec, { x, y }, { ...good, n: -1 }, 1)).toThrow(/'n' must be a u32, got -1/);
     expect(() => engine.run(spec, { x }, good, 1)).toThrow(/no tensor for binding 'y'/);
     expect(() => engine.run(spec, { x, y, z: y }, good, 1)).toThrow(/unknown tensor binding\(s\) z/);
-    expect(() => engine.run({ ...spec, entry: 'nope' }, { x, y }, good, 1)).toThrow(/no compute entry point 'nope' \(has: unary, binary\)/);
+    expect(() => engine.run({ ...spec, entry: 'nope' }, { x, y }, good, 1)).toThrow(/no compute entry point 'nope' \(has: unary, binary, gated\)/);
   });
 
   it('caches pipelines by kernel, dtypes and override constants', () => {

@@ -1,0 +1,54 @@
+// Spatial remapping of NCHW planes, one output element per invocation:
+//   y[plane, oy, ox] = x[plane, fy(oy), fx(ox)]   with f(o) = (o - before) / factor (integer division)
+// where out-of-range source coordinates follow MODE: 0 constant `value`, 1 reflect (PyTorch's
+// 'reflect', edge not repeated), 2 replicate. factor > 1 with before = 0 is nearest upsampling by
+// an integer factor; factor 1 is padding (negative `before` crops).
+override MODE: u32 = 0u;
+
+struct Params {
+  count: u32,       // output elements in this dispatch
+  h: u32,
+  w: u32,
+  oh: u32,
+  ow: u32,
+  before_y: i32,
+  before_x: i32,
+  factor: u32,
+  value: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<x_t>;
+@group(0) @binding(2) var<storage, read_write> y: array<y_t>;
+
+// Source coordinate for output coordinate o along an axis of `size`; -1 when MODE is constant and o falls outside.
+fn source(o: u32, before: i32, size: u32) -> i32 {
+  let n = i32(size);
+  var i = i32(o) - before;
+  if (i >= 0) { i = i / i32(p.factor); }
+  if (i >= 0 && i < n) { return i; }
+  if (MODE == 2u) { return clamp(i, 0, n - 1); }
+  if (MODE == 1u) {
+    // Reflect about the edge pixels: period 2n - 2 (a single pixel reflects onto itself).
+    let period = max(2 * n - 2, 1);
+    var r = abs(i) % period;
+    if (r >= n) { r = period - r; }
+    return r;
+  }
+  return -1;
+}
+
+@compute @workgroup_size(64)
+fn remap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+  if (i >= p.count) { return; }
+  let per_plane = p.oh * p.ow;
+  let plane = i / per_plane;
+  let rest = i % per_plane;
+  let sy = source(rest / p.ow, p.before_y, p.h);
+  let sx = source(rest % p.ow, p.before_x, p.w);
+  let inside = sy >= 0 && sx >= 0;
+  let at = plane * p.h * p.w + u32(max(sy, 0)) * p.w + u32(max(sx, 0));
+  y_st(i, select(p.value, x_ld(select(0u, at, inside)), inside));
+}
