@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
-import { cast, concat, contiguous, permute, slice, transpose } from '../src/ops/copy.js';
+import { broadcastTo, cast, concat, contiguous, permute, slice, transpose } from '../src/ops/copy.js';
 import { embedding } from '../src/ops/gather.js';
 import { loadGolden, testEngine, type Golden } from './helpers.js';
 
@@ -101,6 +101,14 @@ describe('copy edge cases', () => {
     const c = contiguous(v);
     expect(c.byteOffset % engine.storageAlign).toBe(0);
     expect(Array.from(await c.toArray())).toEqual([1, 2, 3]);
+  });
+
+  it('broadcasts to a larger shape, exactly', async () => {
+    const x = engine.tensor([1, 2, 3], [1, 3]);
+    const y = broadcastTo(x, [2, 2, 3]);
+    expect(Array.from(await y.toArray())).toEqual([1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]);
+    expect(() => broadcastTo(x, [2, 4])).toThrow(/do not broadcast|cannot be broadcast/);
+    [x, y].forEach((t) => t.dispose());
   });
 
   it('names bad ids, permutations and slices', () => {

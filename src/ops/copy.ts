@@ -6,7 +6,7 @@
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, numel, type Tensor } from '../engine/tensor.js';
-import { contiguousStrides, normaliseDim } from './shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, normaliseDim } from './shape.js';
 
 const MAX_RANK = 8;
 const WG = 64;
@@ -150,6 +150,20 @@ export function transpose(x: Tensor, dim0 = -2, dim1 = -1): Tensor {
   const [a, b] = [normaliseDim('transpose', dim0, x.rank), normaliseDim('transpose', dim1, x.rank)];
   [order[a], order[b]] = [order[b]!, order[a]!];
   return permute(x, order);
+}
+
+/** Copies x broadcast to `shape` (NumPy rules: size-1 or missing leading dimensions repeat). */
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  const out = broadcastShapes('broadcastTo', x.shape, shape);
+  if (out.length !== shape.length || out.some((d, i) => d !== shape[i])) {
+    throw new RangeError(`broadcastTo: ${formatShape(x.shape)} cannot be broadcast to ${formatShape(shape)}`);
+  }
+  const y = x.engine.empty(shape, x.dtype);
+  stridedCopy('broadcastTo', {
+    shape: [...shape], src: x, srcOffset: 0, srcStrides: broadcastStrides(x.shape, shape),
+    dst: y, dstOffset: 0, dstStrides: contiguousStrides(shape),
+  });
+  return y;
 }
 
 /** Elements [start, end) along `dim`, copied into a new tensor. */
