@@ -21,21 +21,27 @@ import { cast } from './copy.js';
 import { describe, parseLevels, type Levels, type SpatialShapes } from './ms-deform-levels.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 
-export type MsDeformAttnKernel = 'subgroup' | 'shared';
+/**
+ * 'registers': one invocation per (query, head, 32 channels), the channels accumulated in registers,
+ * value read in 16-byte vectors; no barriers or subgroups (CPU adapters: lavapipe).
+ * 'shared': 32 threads per (query, head, 32 channels), one channel each, the sampling points'
+ * bilinear corners staged in workgroup memory (GPUs: coalesced loads).
+ */
+export type MsDeformAttnKernel = 'registers' | 'shared';
 
 export interface MsDeformAttnOptions {
   /** Checked against the spatial shapes when given (PyTorch callers pass it alongside). */
   levelStartIndex?: ArrayLike<number>;
   /** Output dtype; default the value's. */
   dtype?: DType;
-  /** Force a kernel variant (tests, benchmarks); by default 'subgroup' on CPU adapters with 8-lane subgroups, else 'shared'. */
+  /** Force a kernel variant (tests, benchmarks); by default 'registers' for the 'cpu' profile, 'shared' for 'gpu'. */
   kernel?: MsDeformAttnKernel;
 }
 
 const OP = 'msDeformAttn';
-/** Channels one item (subgroup or 32-thread slot) covers, and items per workgroup: fixed by the kernel. */
+/** Channels one item covers, and items per workgroup of each kernel: fixed by the kernels. */
 const GROUP_CHANNELS = 32;
-const ITEMS_PER_WORKGROUP = 8;
+const ITEMS_PER_WORKGROUP: Record<MsDeformAttnKernel, number> = { registers: 64, shared: 8 };
 
 export interface MsDeformGeometry {
   batch: number;
@@ -62,7 +68,7 @@ export function msDeformAttn(
   const dtype = options.dtype ?? value.dtype;
   if (!FLOAT_DTYPES.includes(dtype)) throw new TypeError(`${OP}: output dtype ${dtype}; expected ${FLOAT_DTYPES.join(' or ')}`);
   const kernel = options.kernel ?? defaultKernel(engine);
-  checkKernel(engine, kernel);
+  checkKernel(kernel);
   const { batch: B, queries: Lq, heads: H, headDim: Dh, levels, points: P } = g;
   const L = levels.shapes.length;
   const S = levels.tokens;
@@ -78,12 +84,11 @@ export function msDeformAttn(
   const weights = attentionWeights.reshape([B * Lq, H * L * P]);
   const rows = target.reshape([B * Lq, H * Dh]);
   const groups = Math.ceil(Dh / GROUP_CHANNELS);
-  const spec = (accumulate: boolean): KernelSpec => ({
-    file: 'ms_deform_attn.wgsl',
-    entry: kernel === 'subgroup' ? 'ms_deform_attn_subgroup' : 'ms_deform_attn_shared',
-    dtypes: { value: value.dtype, sampling: 'f32', attn: 'f32', out: target.dtype },
-    overrides: { ACCUMULATE: accumulate, PAIRS: Dh % 2 === 0 },
-  });
+  const dtypes = { value: value.dtype, sampling: 'f32', attn: 'f32', out: target.dtype } as const;
+  const spec = (accumulate: boolean): KernelSpec =>
+    kernel === 'registers'
+      ? { file: 'ms_deform_attn.wgsl', entry: 'ms_deform_attn', dtypes, includes: { value_layout: valueLayout(value.dtype, Dh) }, overrides: { ACCUMULATE: accumulate } }
+      : { file: 'ms_deform_attn_shared.wgsl', entry: 'ms_deform_attn_shared', dtypes, overrides: { ACCUMULATE: accumulate } };
 
   for (const [r0, r1] of rowChunksOfQueries) {
     // Only the value windows holding this row range's batches matter.
@@ -101,7 +106,7 @@ export function msDeformAttn(
           items, heads: H, head_dim: Dh, groups, levels: L, points: P, queries: Lq, value_tokens: S,
           row_offset: r0, token_begin: t0, token_end: t1, level_info: levels.info,
         },
-        Math.ceil(items / ITEMS_PER_WORKGROUP),
+        Math.ceil(items / ITEMS_PER_WORKGROUP[kernel]),
       );
       window.dispose();
     });
@@ -115,20 +120,17 @@ export function msDeformAttn(
 }
 
 export function defaultKernel(engine: Engine): MsDeformAttnKernel {
-  return engine.profile === 'cpu' && hasSubgroupsOf8(engine) ? 'subgroup' : 'shared';
+  return engine.profile === 'cpu' ? 'registers' : 'shared';
 }
 
-function hasSubgroupsOf8(engine: Engine): boolean {
-  const s = engine.gpu.summary;
-  return engine.has('subgroups') && s.subgroupMinSize === 8 && s.subgroupMaxSize === 8;
+function checkKernel(kernel: MsDeformAttnKernel): void {
+  if (kernel !== 'registers' && kernel !== 'shared') throw new RangeError(`${OP}: unknown kernel '${String(kernel)}' (use registers or shared)`);
 }
 
-function checkKernel(engine: Engine, kernel: MsDeformAttnKernel): void {
-  if (kernel !== 'subgroup' && kernel !== 'shared') throw new RangeError(`${OP}: unknown kernel '${kernel}' (use subgroup or shared)`);
-  if (kernel === 'subgroup' && !hasSubgroupsOf8(engine)) {
-    const s = engine.gpu.summary;
-    throw new RangeError(`${OP}: the subgroup kernel needs subgroups of exactly 8 lanes; this adapter has ${engine.has('subgroups') ? `${s.subgroupMinSize}-${s.subgroupMaxSize}` : 'none'}`);
-  }
+/** How the registers kernel reads value: 16-byte vectors when a head is whole 32-channel groups, else channel by channel. */
+function valueLayout(dtype: DType, headDim: number): 'f32x4' | 'f16x8' | 'scalar' {
+  if (headDim % GROUP_CHANNELS) return 'scalar';
+  return dtype === 'f16' ? 'f16x8' : 'f32x4';
 }
 
 /** Shape and dtype checks shared by the fused op and the baseline; errors name the tensor and what it should be. */
