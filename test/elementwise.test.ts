@@ -91,3 +91,15 @@ describe('elementwise beyond one binding', () => {
     expectClose(await z.toArray(), mv.map((v, i) => v + rv[i % 97]!), { rel: TOL.f32, label: 'chunked broadcast add' });
   });
 });
+
+describe('elementwise memory', () => {
+  it('a broadcasting op returns every buffer once its tensors are disposed', async () => {
+    const engine = await testEngine();
+    const before = engine.memory().liveBuffers;
+    const a = engine.tensor(randomArray(6 * 5, 7), [6, 5]);
+    const b = engine.tensor(randomArray(6, 8), [6, 1]);
+    const y = ops.mul(a, b);
+    [a, b, y].forEach((t) => t.dispose());
+    expect(engine.memory().liveBuffers).toBe(before);
+  });
+});
