@@ -5,11 +5,13 @@
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
+import { benchMsDeformAttn } from './ms-deform-attn.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
   ['kernels: gemv', benchGemv],
   ['kernels: row ops', benchRows],
+  ['multi-scale deformable attention', benchMsDeformAttn],
 ];
 
 function arg(name: string): string | undefined {
