@@ -144,6 +144,20 @@ describe('MSDeformAttn module checks', () => {
       .toThrow('dModel 32 is not divisible by 5 heads');
   });
 
+  it('names bad configs, biases, dtypes and value storage', () => {
+    const cfg = smallConfig();
+    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, { ...cfg, points: 1.5 })).toThrow('config.points must be a positive integer, got 1.5');
+    const wrongBias = new Map(weights);
+    wrongBias.set(`${small.prefix}output_proj.bias`, weights.get(`${small.prefix}attention_weights.bias`)!);
+    expect(() => MultiscaleDeformableAttention.fromWeights(wrongBias, small.prefix, cfg)).toThrow(`${small.prefix}output_proj.bias [24] must be [32]`);
+    const intWeight = new Map(weights);
+    const ints = engine.tensor(new Int32Array(32 * 32), [32, 32], 'i32');
+    intWeight.set(`${small.prefix}value_proj.weight`, ints);
+    expect(() => MultiscaleDeformableAttention.fromWeights(intWeight, small.prefix, cfg)).toThrow(`${small.prefix}value_proj.weight has dtype i32; expected f32 or f16`);
+    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, cfg, { valueDtype: 'u32' })).toThrow('valueDtype u32; expected f32 or f16');
+    ints.dispose();
+  });
+
   it('names inputs that do not fit the module', () => {
     const attn = MultiscaleDeformableAttention.fromWeights(weights, small.prefix, smallConfig());
     const S = tokenCount(small.shapes);
@@ -157,6 +171,10 @@ describe('MSDeformAttn module checks', () => {
     expect(() => attn.forward({ ...base, spatialShapes: [[4, 5], [2, 3]] })).toThrow('2 spatial shapes given for a module of 3 levels');
     expect(() => attn.forward({ ...base, referencePoints: refs3 })).toThrow('reference points [2, 6, 3, 3] must be [2, 6, 3, 2] or [2, 6, 3, 4]');
     expect(() => attn.forward({ ...base, paddingMask: new Uint8Array(S) })).toThrow(`padding mask has ${S} values; expected [2, ${S}]`);
+    expect(() => attn.forward({ ...base, query: refs3 })).toThrow('query [2, 6, 3, 3] must be [batch, queries, 32]');
+    expect(() => attn.forward({ ...base, input: query })).toThrow(`spatial shapes hold ${S} tokens but input [2, 6, 32] has 6`);
+    expect(() => attn.forward({ ...base, input: refs3 })).toThrow('input [2, 6, 3, 3] must be [2, tokens, 32] for query [2, 6, 32]');
+    expect(() => attn.forward({ ...base, queryPos: input })).toThrow(`query position embeddings [2, ${S}, 32] must match query [2, 6, 32]`);
     expect(() => attn.forward({ ...base, query: input })).toThrow(`reference points [2, 6, 3, 4] must be [2, ${S}, 3, 2] or [2, ${S}, 3, 4]`);
     expect(engine.memory().liveBuffers, 'nothing left allocated').toBe(before);
     dispose(query, input, boxes, refs3);

@@ -193,6 +193,18 @@ describe('msDeformAttn checks', () => {
     dispose(t.value, t.locations, t.weights, half);
   });
 
+  it('names bad ranks, empty or malformed levels, zero sizes and output dtypes', () => {
+    const t = inputs();
+    const flat = engine.tensor(new Float32Array(64), [8, 8]);
+    expectError(() => msDeformAttn(flat, shapes, t.locations, t.weights), /value \[8, 8\] must be \[batch, tokens, heads, head_dim\]/);
+    expectError(() => msDeformAttn(t.value, [], t.locations, t.weights), /spatial shapes are empty/);
+    expectError(() => msDeformAttn(t.value, [[2, 3, 1], [1, 2]] as unknown as [number, number][], t.locations, t.weights), /spatial shape of level 0 has 3 entries/);
+    expectError(() => msDeformAttn(t.value, shapes, t.locations, t.weights, { dtype: 'i32' }), /output dtype i32; expected f32 or f16/);
+    const noPoints = engine.tensor(new Float32Array(0), [1, 4, 2, 2, 0, 2]);
+    expectError(() => msDeformAttn(t.value, shapes, noPoints, t.weights), /have no points/);
+    dispose(t.value, t.locations, t.weights, flat, noPoints);
+  });
+
   it('names a token too wide for the binding limit', async () => {
     const small = await testEngine({ maxBindingBytes: 1024 });
     const value = small.tensor(new Float32Array(2 * 300), [1, 2, 1, 300]);

@@ -5,3 +5,6 @@ export * from './elementwise.js';
 export * from './gather.js';
 export * from './matmul.js';
 export * from './rows.js';
+export { msDeformAttn, type MsDeformAttnKernel, type MsDeformAttnOptions } from './ms-deform-attn.js';
+export type { SpatialShapes } from './ms-deform-levels.js';
+export { msDeformSamplingLocations } from './ms-deform-sampling.js';

@@ -14,7 +14,7 @@ import { formatShape, type Tensor } from '../engine/tensor.js';
 import { rowChunks } from './chunks.js';
 import { concat, permute, slice, transpose } from './copy.js';
 import { unary } from './elementwise.js';
-import { checkInputs } from './ms-deform-attn.js';
+import { checkMsDeformInputs } from './ms-deform-attn.js';
 import type { SpatialShapes } from './ms-deform-levels.js';
 
 /** F.grid_sample(input [N, C, H, W], grid [N, Ho, Wo, 2], bilinear, zeros, align_corners=False) -> [N, C, Ho, Wo] f32. */
@@ -64,7 +64,7 @@ function weightedSum(sampled: Tensor, weights: Tensor): Tensor {
 }
 
 export function msDeformAttnUnfused(value: Tensor, spatialShapes: SpatialShapes, samplingLocations: Tensor, attentionWeights: Tensor): Tensor {
-  const g = checkInputs('msDeformAttnUnfused', value, spatialShapes, samplingLocations, attentionWeights);
+  const g = checkMsDeformInputs('msDeformAttnUnfused', value, spatialShapes, samplingLocations, attentionWeights);
   const { batch: B, queries: Lq, heads: H, headDim: Dh, points: P } = g;
   const L = g.levels.shapes.length;
   const temps: Tensor[] = [];

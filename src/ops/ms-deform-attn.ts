@@ -18,7 +18,7 @@ import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { rowChunks } from './chunks.js';
 import { cast } from './copy.js';
-import { describe, parseLevels, type Levels, type SpatialShapes } from './ms-deform-levels.js';
+import { formatLevels, parseLevels, type Levels, type SpatialShapes } from './ms-deform-levels.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 
 /**
@@ -63,7 +63,7 @@ export function msDeformAttn(
   attentionWeights: Tensor,
   options: MsDeformAttnOptions = {},
 ): Tensor {
-  const g = checkInputs(OP, value, spatialShapes, samplingLocations, attentionWeights, options.levelStartIndex);
+  const g = checkMsDeformInputs(OP, value, spatialShapes, samplingLocations, attentionWeights, options.levelStartIndex);
   const engine = value.engine;
   const dtype = options.dtype ?? value.dtype;
   if (!FLOAT_DTYPES.includes(dtype)) throw new TypeError(`${OP}: output dtype ${dtype}; expected ${FLOAT_DTYPES.join(' or ')}`);
@@ -76,8 +76,8 @@ export function msDeformAttn(
   const valueChunks = rowChunks(engine, OP, B * S, [H * Dh * DTYPE_BYTES[value.dtype]]);
   // Several value windows add into the output: do that in f32 and cast once at the end.
   const accumulateIn: DType = valueChunks.length > 1 ? 'f32' : dtype;
+  const rowChunksOfQueries = rowChunks(engine, OP, B * Lq, [H * L * P * 2 * 4, H * L * P * 4, H * Dh * DTYPE_BYTES[accumulateIn]]);
   const target = engine.empty([B, Lq, H * Dh], accumulateIn);
-  const rowChunksOfQueries = rowChunks(engine, OP, B * Lq, [H * L * P * 2 * 4, H * L * P * 4, H * Dh * DTYPE_BYTES[target.dtype]]);
 
   const tokens = value.reshape([B * S, H * Dh]);
   const locs = samplingLocations.reshape([B * Lq, H * L * P * 2]);
@@ -134,7 +134,7 @@ function valueLayout(dtype: DType, headDim: number): 'f32x4' | 'f16x8' | 'scalar
 }
 
 /** Shape and dtype checks shared by the fused op and the baseline; errors name the tensor and what it should be. */
-export function checkInputs(
+export function checkMsDeformInputs(
   op: string,
   value: Tensor,
   spatialShapes: SpatialShapes,
@@ -150,7 +150,7 @@ export function checkInputs(
   const levels = parseLevels(op, spatialShapes, levelStartIndex);
   const L = levels.shapes.length;
   if (levels.tokens !== S) {
-    throw new RangeError(`${op}: spatial shapes ${describe(levels.shapes)} hold ${levels.tokens} tokens but value ${formatShape(value.shape)} has ${S}`);
+    throw new RangeError(`${op}: spatial shapes ${formatLevels(levels.shapes)} hold ${levels.tokens} tokens but value ${formatShape(value.shape)} has ${S}`);
   }
   if (H === 0 || Dh === 0) throw new RangeError(`${op}: value ${formatShape(value.shape)} has no heads or channels`);
   const loc = samplingLocations.shape;

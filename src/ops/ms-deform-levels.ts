@@ -40,7 +40,7 @@ export function parseLevels(op: string, spatialShapes: SpatialShapes, levelStart
   if (levelStartIndex !== undefined) {
     const given = Array.from(levelStartIndex);
     if (given.length !== shapes.length || given.some((s, l) => s !== starts[l])) {
-      throw new RangeError(`${op}: level start index [${given.join(', ')}] does not match spatial shapes ${describe(shapes)} (expected [${starts.join(', ')}])`);
+      throw new RangeError(`${op}: level start index [${given.join(', ')}] does not match spatial shapes ${formatLevels(shapes)} (expected [${starts.join(', ')}])`);
     }
   }
   const info = new Uint32Array(4 * MAX_LEVELS);
@@ -48,7 +48,7 @@ export function parseLevels(op: string, spatialShapes: SpatialShapes, levelStart
   return { shapes, starts, tokens, info };
 }
 
-export function describe(shapes: readonly (readonly [number, number])[]): string {
+export function formatLevels(shapes: readonly (readonly [number, number])[]): string {
   return `[${shapes.map(([h, w]) => `${h}x${w}`).join(', ')}]`;
 }
 
