@@ -13,6 +13,8 @@ import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { MultiscaleDeformableAttention } from '../src/model/ms-deform-attn.js';
 import { gridSampleBaseline, msDeformAttnUnfused } from '../src/ops/ms-deform-attn-unfused.js';
+import { permute, slice } from '../src/ops/copy.js';
+import { unary } from '../src/ops/elementwise.js';
 import { msDeformAttn, type MsDeformAttnKernel } from '../src/ops/ms-deform-attn.js';
 import type { Harness, Measurement } from './harness.js';
 
@@ -95,12 +97,21 @@ export async function benchMsDeformAttn(h: Harness): Promise<void> {
       shape,
       run: () => msDeformAttnUnfused(f32.value, LEVELS, f32.locations, f32.weights),
     });
-    // The unfused path's four grid-samples alone, on inputs already in their layout: the least an
-    // unfused implementation must do.
-    const levelInputs = LEVELS.map(([lh, lw]) => ({
-      value: e.empty([HEADS, HEAD_DIM, lh, lw]),
-      grid: e.empty([HEADS, queries, POINTS, 2]),
-    }));
+    // The unfused path's four grid-samples alone, on the same data already in their layout: the
+    // least an unfused implementation must do.
+    const perHead = permute(f32.value, [0, 2, 3, 1]); // [1, H, Dh, S]
+    const grids = unary(f32.locations, 'none', { alpha: 2, beta: -1 });
+    const gridsByLevel = permute(grids, [0, 2, 3, 1, 4, 5]); // [1, H, L, Lq, P, 2]
+    let start = 0;
+    const levelInputs = LEVELS.map(([lh, lw], l) => {
+      const v = slice(perHead, 3, start, start + lh * lw);
+      const g = slice(gridsByLevel, 2, l, l + 1);
+      start += lh * lw;
+      const level = { value: v.reshape([HEADS, HEAD_DIM, lh, lw]), grid: g.reshape([HEADS, queries, POINTS, 2]) };
+      [v, g].forEach((t) => t.dispose());
+      return level;
+    });
+    [perHead, grids, gridsByLevel].forEach((t) => t.dispose());
     const samplesOnly = await h.gpu({
       name: `msda_${tag}_unfused_grid_samples_only`,
       shape,

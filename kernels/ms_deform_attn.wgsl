@@ -7,7 +7,8 @@
 // 16-byte vectors issues 8 loads (4 for f16); spreading the channels over 8 lanes that share the
 // corners by subgroupBroadcast issued 4 scalar loads per lane and measured 1.5x slower.
 #include "lib/ms_deform_common.wgsl"
-// Declares the value binding and `gather(w, at)`: acc += w * channels [first, first + 32) at element `at`.
+// Declares the value binding and `gather(w, at, first)`: acc += w * channels [first, first + 32) of
+// the head whose channel 0 is value element `at`.
 #include "lib/ms_deform_value_{value_layout}.wgsl"
 
 var<private> acc: array<vec4<f32>, 8>;
