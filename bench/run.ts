@@ -6,6 +6,7 @@ import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
+import { benchMsDeformAttn } from './ms-deform-attn.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
@@ -14,6 +15,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['conv', benchConv],
   ['group norm', benchNorm2d],
   ['image resize', benchResize],
+  ['multi-scale deformable attention', benchMsDeformAttn],
 ];
 
 function arg(name: string): string | undefined {

@@ -101,3 +101,15 @@ describe.each(['f32', 'f16'] as const)('gated activations %s ([5, 2, 86] -> [5, 
     [x, y].forEach((t) => t.dispose());
   });
 });
+
+describe('elementwise memory', () => {
+  it('a broadcasting op returns every buffer once its tensors are disposed', async () => {
+    const engine = await testEngine();
+    const before = engine.memory().liveBuffers;
+    const a = engine.tensor(randomArray(6 * 5, 7), [6, 5]);
+    const b = engine.tensor(randomArray(6, 8), [6, 1]);
+    const y = ops.mul(a, b);
+    [a, b, y].forEach((t) => t.dispose());
+    expect(engine.memory().liveBuffers).toBe(before);
+  });
+});

@@ -196,3 +196,17 @@ describe('scopes', () => {
     expect(e.memory().liveBuffers - base).toBe(4);
   });
 });
+
+describe('freeing buffers that recorded work still uses', () => {
+  it('submits the recorded work before the pool destroys a buffer it does not keep', async () => {
+    const e = await testEngine({ maxPooledBytes: 0 });
+    const x = e.tensor([1, 2, 3], [3]);
+    const y = scale(x, 2); // recorded, not yet submitted
+    x.dispose(); // the pool keeps nothing: x's buffer is destroyed right away
+    expect(Array.from(await y.toArray())).toEqual([2, 4, 6]);
+    const w = e.tensor([5], [1], 'f32', { persistent: true }); // exact-size buffers are never pooled
+    const z = scale(w, 3);
+    w.dispose();
+    expect(Array.from(await z.toArray())).toEqual([15]);
+  });
+});

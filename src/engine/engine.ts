@@ -55,7 +55,7 @@ export class Engine {
     if (!(requested >= 1024)) throw new RangeError(`maxBindingBytes must be at least 1024, got ${requested}`);
     this.maxBindingBytes = Math.min(requested, deviceMax) & ~3;
     this.storageAlign = gpu.limits.minStorageBufferOffsetAlignment;
-    this.pool = new BufferPool(gpu.device, gpu.limits.maxBufferSize, options.maxPooledBytes);
+    this.pool = new BufferPool(gpu.device, gpu.limits.maxBufferSize, options.maxPooledBytes, () => this.recorder.flush());
     this.kernels = new KernelCache(gpu);
     this.recorder = new CommandRecorder(gpu, options.dispatchesPerSubmit ?? 16);
   }

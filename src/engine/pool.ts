@@ -30,6 +30,11 @@ export class BufferPool {
     private readonly maxBufferSize: number,
     /** Freed bytes kept for reuse beyond which buffers are destroyed instead. */
     private readonly maxPooledBytes = 1 << 30,
+    /**
+     * Called before a buffer is destroyed: work already recorded may still use it, and WebGPU
+     * refuses a submit that references a destroyed buffer, so the engine submits that work first.
+     */
+    private readonly beforeDestroy: () => void = () => {},
   ) {}
 
   /** Allocates at least `bytes`. `exact` skips bucketing, for long-lived tensors. */
@@ -55,6 +60,7 @@ export class BufferPool {
     this.stats.liveBytes -= size;
     this.stats.liveBuffers -= 1;
     if (this.stats.pooledBytes + size > this.maxPooledBytes || size !== bucketSize(size)) {
+      this.beforeDestroy();
       buffer.destroy();
       return;
     }
@@ -66,6 +72,7 @@ export class BufferPool {
 
   /** Destroys every pooled (free) buffer. */
   trim(): void {
+    if (this.free.size) this.beforeDestroy();
     for (const list of this.free.values()) for (const b of list) b.destroy();
     this.free.clear();
     this.stats.pooledBytes = 0;

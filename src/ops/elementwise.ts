@@ -134,8 +134,15 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOption
   const as = broadcastStrides(a.shape, shape);
   const bs = broadcastStrides(b.shape, shape);
   for (const [r0, r1] of rowChunks(engine, op, outer, rowBytes)) {
-    const part = (t: Tensor) => (splits(t) ? t.reshape([outer, -1]).rows(r0, r1) : t.reshape([t.size]));
-    const views = { a: part(a), b: part(b), y: y.reshape([outer, inner]).rows(r0, r1) };
+    // The 2-D reshape is only a step to the row view: release it, or the buffer would never be freed.
+    const rowsOf = (t: Tensor, width: number) => {
+      const whole = t.reshape([outer, width]);
+      const part = whole.rows(r0, r1);
+      whole.dispose();
+      return part;
+    };
+    const part = (t: Tensor) => (splits(t) ? rowsOf(t, -1) : t.reshape([t.size]));
+    const views = { a: part(a), b: part(b), y: rowsOf(y, inner) };
     const chunkShape = [r1 - r0, ...shape.slice(1)];
     engine.run(
       spec,

@@ -11,3 +11,6 @@ export * from './rows.js';
 export * from './sample.js';
 export * from './spatial.js';
 export * from './timestep.js';
+export { msDeformAttn, type MsDeformAttnKernel, type MsDeformAttnOptions } from './ms-deform-attn.js';
+export type { SpatialShapes } from './ms-deform-levels.js';
+export { msDeformSamplingLocations } from './ms-deform-sampling.js';
