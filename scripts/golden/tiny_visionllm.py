@@ -75,17 +75,23 @@ def corpus_lines():
     return lines
 
 
-def train_tokenizer(path_prefix):
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = os.path.join(tmp, 'corpus.txt')
-        with open(corpus, 'w') as f:
+def train_tokenizer(directory):
+    """Trains into directory/tok.model. The model file records its input paths, so training runs
+    inside `directory` with relative names: the same bytes on every run and machine."""
+    here = os.getcwd()
+    os.chdir(directory)
+    try:
+        with open('corpus.txt', 'w') as f:
             f.write('\n'.join(corpus_lines()) + '\n')
         # LLaMA's trainer settings: BPE, byte fallback, digits split, identity normaliser, dummy prefix.
         spm.SentencePieceTrainer.train(
-            input=corpus, model_prefix=path_prefix, vocab_size=VOCAB, model_type='bpe', byte_fallback=True,
+            input='corpus.txt', model_prefix='tok', vocab_size=VOCAB, model_type='bpe', byte_fallback=True,
             character_coverage=1.0, split_digits=True, normalization_rule_name='identity',
             remove_extra_whitespaces=False, add_dummy_prefix=True, allow_whitespace_only_pieces=True,
             unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2)
+    finally:
+        os.chdir(here)
+    return os.path.join(directory, 'tok.model')
 
 
 # ----------------------------------------------------------------------------- weights
@@ -195,8 +201,9 @@ def test_image(width, height):
 # ----------------------------------------------------------------------------- prompt ids
 
 def tokenize_chunked(sp, added, text):
-    """HF slow LlamaTokenizer (transformers 4.32, legacy): split on added tokens, strip whitespace
-    around them, encode each text piece with SentencePiece (dummy prefix each time)."""
+    """Hugging Face's slow LlamaTokenizer (transformers 4.34, legacy): split on added tokens and
+    encode each stretch of text with SentencePiece on its own (a dummy prefix each time). Added
+    tokens made by add_tokens() strip no whitespace around them in 4.34."""
     ids = []
     pattern = sorted(added, key=len, reverse=True)
     i, piece = 0, ''
@@ -204,23 +211,17 @@ def tokenize_chunked(sp, added, text):
     while i < len(text):
         hit = next((t for t in pattern if text.startswith(t, i)), None)
         if hit:
-            pieces.append(piece)
-            pieces.append(hit)
+            pieces.extend([piece, hit])
             piece = ''
             i += len(hit)
         else:
             piece += text[i]
             i += 1
     pieces.append(piece)
-    for k, p in enumerate(pieces):
+    for p in pieces:
         if p in added:
             ids.append(added[p])
-            continue
-        if k > 0 and pieces[k - 1] in added:
-            p = p.lstrip()
-        if k + 1 < len(pieces) and pieces[k + 1] in added:
-            p = p.rstrip()
-        if p:
+        elif p:
             ids.extend(sp.encode(p))
     return ids
 
@@ -306,16 +307,15 @@ def generate():
     torch.set_default_dtype(torch.float32)
     os.makedirs(IMAGE_DIR, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = os.path.join(tmp, 'tok')
-        train_tokenizer(prefix)
-        sp = spm.SentencePieceProcessor(model_file=prefix + '.model')
+        model_file = train_tokenizer(tmp)
+        sp = spm.SentencePieceProcessor(model_file=model_file)
         assert sp.get_piece_size() == VOCAB, sp.get_piece_size()
         added = {tok: VOCAB + i for i, tok in enumerate(SPECIAL_TOKENS)}
         params = init_params(seed=20240608)
         config = config_json()
-        write_checkpoint(TINY_DIR, params, config, prefix + '.model', added)
+        write_checkpoint(TINY_DIR, params, config, model_file, added)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
-        write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, prefix + '.model', added)
+        write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
 
         out, meta = {}, {'question': QUESTION}
         for name, (w, h) in {'wide': (520, 260), 'square': (300, 300)}.items():
