@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import { STORED_OF, convertElements, isFloatStored, toHostArray, type StoredDType } from './elements.js';
+import { STORED_DTYPE_BYTES, STORED_OF, convertElements, isFloatStored, toHostArray, type StoredDType } from './elements.js';
 import { findDuplicateKey } from './json-duplicates.js';
 import { SafetensorsFile } from './safetensors.js';
 import { numelOf, type TensorInfo, type TensorSource } from './tensor-source.js';
@@ -61,6 +61,8 @@ export interface UploadOptions {
   persistent?: boolean;
   /** Told about values clamped to f16's range; default console.warn. */
   warn?: (message: string) => void;
+  /** Bytes of the file read, converted and written per piece (default PIECE_BYTES). */
+  pieceBytes?: number;
 }
 
 export interface Progress {
@@ -258,7 +260,10 @@ export class Checkpoint {
       let element = 0;
       let saturated = 0;
       let sinceSync = 0;
-      for await (const piece of this.chunks(name)) {
+      // Pieces hold an even number of elements so every write of f16 lands on whole 4-byte words.
+      const pair = 2 * STORED_DTYPE_BYTES[info.dtype];
+      const step = Math.max(pair, Math.floor((options.pieceBytes ?? PIECE_BYTES) / pair) * pair);
+      for await (const piece of this.chunks(name, step)) {
         const converted = convertElements(piece, info.dtype, STORED_OF[dtype], where);
         const host = toHostArray(converted, dtype);
         const view = t.view([host.length], element);
