@@ -60,8 +60,7 @@ class Unpickler {
   private readonly metastack: StackItem[][] = [];
   private readonly memo = new Map<number, PickleValue>();
   private readonly view: DataView;
-  private readonly latin1 = new TextDecoder('latin1');
-  private readonly utf8 = new TextDecoder('utf-8', { fatal: true });
+  private readonly utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   private opStart = 0;
 
   constructor(
@@ -133,8 +132,8 @@ class Unpickler {
         case 0x8c: this.push(this.utf8.decode(this.bytes(this.byte()))); break; // SHORT_BINUNICODE
         case 0x8d: this.push(this.utf8.decode(this.bytes(this.count64()))); break; // BINUNICODE8
         case 0x56: this.push(this.rawUnicode(this.line())); break; // UNICODE
-        case 0x54: this.push(this.latin1.decode(this.bytes(this.count32()))); break; // BINSTRING
-        case 0x55: this.push(this.latin1.decode(this.bytes(this.byte()))); break; // SHORT_BINSTRING
+        case 0x54: this.push(latin1(this.bytes(this.count32()))); break; // BINSTRING (Python 2 str: bytes as latin-1)
+        case 0x55: this.push(latin1(this.bytes(this.byte()))); break; // SHORT_BINSTRING
         case 0x53: this.push(this.quotedString(this.line())); break; // STRING
         case 0x42: this.push(this.bytes(this.count32()).slice()); break; // BINBYTES
         case 0x43: this.push(this.bytes(this.byte()).slice()); break; // SHORT_BINBYTES
@@ -367,7 +366,7 @@ class Unpickler {
   private line(): string {
     const end = this.data.indexOf(0x0a, this.pos);
     if (end < 0) throw this.fail('truncated pickle (no newline)');
-    const s = this.latin1.decode(this.data.subarray(this.pos, end));
+    const s = new TextDecoder().decode(this.data.subarray(this.pos, end));
     this.pos = end + 1;
     return s;
   }
@@ -408,6 +407,10 @@ class Unpickler {
       return ({ n: '\n', t: '\t', r: '\r', '\\': '\\', "'": "'", '"': '"' } as Record<string, string>)[e] ?? `\\${e}`;
     });
   }
+}
+
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 }
 
 export function describe(v: PickleValue | undefined): string {
