@@ -4,12 +4,16 @@
  */
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
+import { benchCheckpoint } from './checkpoint.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
+import { benchTokenizer } from './tokenizer.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
   ['kernels: gemv', benchGemv],
   ['kernels: row ops', benchRows],
+  ['tokenizer (CPU)', benchTokenizer],
+  ['checkpoint loading', benchCheckpoint],
 ];
 
 function arg(name: string): string | undefined {

@@ -11,8 +11,8 @@ files() writes test/golden/checkpoints/:
   official/           a miniature of the official release: two bf16 .bin shards, their index,
                       config.json and added_tokens.json
   safetensors/        a sharded safetensors checkpoint with BF16, F32, I64, U8 and BOOL tensors
-generate() returns checkpoints.safetensors: each tensor's values as float32 / int64 / float16
-(what .float(), .long() and .half() give in PyTorch).
+generate() returns checkpoints.safetensors: each tensor's values as float32 / float16 / bfloat16 bits /
+int64 (what .float(), .half(), .bfloat16() and .long() give in PyTorch).
 """
 import io
 import json
@@ -209,6 +209,8 @@ def expected(prefix, tensors, out):
         if t.dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
             out[f'{key}.f32'] = t.float().contiguous()
             out[f'{key}.f16'] = t.half().contiguous()
+            # bf16 bits widened to int32 (numpy, and so the golden writer, has no bfloat16)
+            out[f'{key}.bf16'] = t.bfloat16().contiguous().view(torch.int16).to(torch.int32) & 0xffff
         elif t.dtype == torch.bool:
             out[f'{key}.u8'] = t.to(torch.uint8).contiguous()
         elif name != 'big_ids':

@@ -76,14 +76,14 @@ function f16BitsToF32Bits(h: number): number {
   return (sign | (e << 23) | ((mant & 0x3ff) << 13)) >>> 0;
 }
 
-let bf16ToF16Table: Uint16Array | null = null;
+let bf16ToF16Table: Uint32Array | null = null;
 let f16ToF32Table: Uint32Array | null = null;
 
-/** bf16 has only 65536 values: a table makes bf16 -> f16 exact and fast. */
-function bf16ToF16Lut(): Uint16Array {
+/** bf16 has only 65536 values: a table makes bf16 -> f16 exact and fast (bit 16 of an entry marks saturation). */
+function bf16ToF16Lut(): Uint32Array {
   if (!bf16ToF16Table) {
-    bf16ToF16Table = new Uint16Array(65536);
-    for (let b = 0; b < 65536; b++) bf16ToF16Table[b] = f32BitsToF16((b << 16) >>> 0) & 0xffff;
+    bf16ToF16Table = new Uint32Array(65536);
+    for (let b = 0; b < 65536; b++) bf16ToF16Table[b] = f32BitsToF16((b << 16) >>> 0);
   }
   return bf16ToF16Table;
 }
@@ -94,12 +94,6 @@ function f16ToF32Lut(): Uint32Array {
     for (let h = 0; h < 65536; h++) f16ToF32Table[h] = f16BitsToF32Bits(h);
   }
   return f16ToF32Table;
-}
-
-/** bf16 magnitudes in [65520 rounded to bf16, inf) overflow f16. */
-function bf16Overflows(b: number): boolean {
-  const m = b & 0x7fff;
-  return m >= 0x4780 && m < 0x7f80;
 }
 
 function view<T>(ctor: new (buffer: ArrayBufferLike, byteOffset: number, length: number) => T, bytes: Uint8Array, size: number): T {
@@ -144,9 +138,9 @@ function toF16(src: Uint8Array, from: StoredDType): Converted {
     const out = new Uint16Array(s.length);
     let saturated = 0;
     for (let i = 0; i < s.length; i++) {
-      const b = s[i]!;
-      out[i] = lut[b]!;
-      if (bf16Overflows(b)) saturated++;
+      const h = lut[s[i]!]!;
+      out[i] = h;
+      saturated += h >>> 16;
     }
     return { bytes: asBytes(out), saturated };
   }

@@ -102,23 +102,20 @@ export class BpeSegmenter {
 
   constructor(private readonly vocab: BpeVocab) {}
 
+  private text = '';
+  /** How unused pieces were formed, to split them back (made only for models that have unused pieces). */
+  private revMerge: Map<string, [string, string]> | null = null;
+
   /** Segments a normalised byte string into [piece, id] pairs. */
   segment(text: string): [string, number][] {
     const v = this.vocab;
     const n = this.split(text);
     if (n === 0) return [];
-    const revMerge = new Map<string, [string, string]>();
-    const { start, end, prev, next, frozen, heap } = this;
+    this.text = text;
+    this.revMerge = null;
+    const { start, end, prev, next, heap } = this;
     heap.clear();
-    const maybeAdd = (l: number, r: number) => {
-      if (l < 0 || r < 0 || frozen[l] || frozen[r]) return;
-      const piece = text.slice(start[l]!, end[r]!);
-      const id = v.mergeable.get(piece);
-      if (id === undefined) return;
-      heap.push(l, r, v.scores[id]!, piece.length);
-      if (v.unused[id]) revMerge.set(piece, [text.slice(start[l]!, end[l]!), text.slice(start[r]!, end[r]!)]);
-    };
-    for (let i = 1; i < n; i++) maybeAdd(i - 1, i);
+    for (let i = 1; i < n; i++) this.maybeAdd(i - 1, i);
     while (!heap.empty) {
       const slot = heap.pop();
       const l = heap.left[slot]!;
@@ -130,13 +127,13 @@ export class BpeSegmenter {
       next[l] = next[r]!;
       if (next[r]! >= 0) prev[next[r]!] = l;
       start[r] = end[r]!; // r is now empty
-      maybeAdd(prev[l]!, l);
-      maybeAdd(l, next[l]!);
+      this.maybeAdd(prev[l]!, l);
+      this.maybeAdd(l, next[l]!);
     }
     const out: [string, number][] = [];
     const resegment = (w: string) => {
       const id = v.reserved.get(w) ?? v.mergeable.get(w) ?? v.unkId;
-      const parts = v.unused[id] ? revMerge.get(w) : undefined;
+      const parts = v.unused[id] ? this.revMerge?.get(w) : undefined;
       if (!parts) {
         out.push([w, id]);
         return;
@@ -146,6 +143,17 @@ export class BpeSegmenter {
     };
     for (let i = 0; i !== -1; i = next[i]!) resegment(text.slice(start[i]!, end[i]!));
     return out;
+  }
+
+  /** Queues the merge of symbols l and r if their concatenation is a piece. */
+  private maybeAdd(l: number, r: number): void {
+    if (l < 0 || r < 0 || this.frozen[l] || this.frozen[r]) return;
+    const { start, end, text } = this;
+    const piece = text.slice(start[l]!, end[r]!);
+    const id = this.vocab.mergeable.get(piece);
+    if (id === undefined) return;
+    this.heap.push(l, r, this.vocab.scores[id]!, piece.length);
+    if (this.vocab.unused[id]) (this.revMerge ??= new Map()).set(piece, [text.slice(start[l]!, end[l]!), text.slice(start[r]!, end[r]!)]);
   }
 
   /** Initial symbols: user-defined symbols (frozen), else single UTF-8 characters. */

@@ -42,10 +42,14 @@ export class SentencePieceProcessor implements PieceTable {
   private readonly normalizer: Normalizer;
   private readonly segmenter: BpeSegmenter;
   private readonly cache = new Map<string, readonly number[]>();
+  private readonly cacheLimit: number;
   private readonly textToId = new Map<string, number>();
 
-  /** `wordwise: false` forces whole-text BPE even where words could be segmented apart (for tests). */
-  constructor(readonly model: SentencePieceModel, readonly source = 'tokenizer.model', options: { wordwise?: boolean } = {}) {
+  /**
+   * `wordwise: false` forces whole-text BPE even where words could be segmented apart, `cache: false`
+   * segments every word afresh (both for tests and benchmarks; the results are the same).
+   */
+  constructor(readonly model: SentencePieceModel, readonly source = 'tokenizer.model', options: { wordwise?: boolean; cache?: boolean } = {}) {
     const { trainer, normalizer } = model;
     if (trainer.modelType !== 2) {
       throw new Error(`${source}: a ${MODEL_TYPE_NAMES[trainer.modelType] ?? `type-${trainer.modelType}`} model; only BPE models (LLaMA's kind) are supported`);
@@ -98,6 +102,7 @@ export class SentencePieceProcessor implements PieceTable {
     this.removesExtraWhitespaces = normalizer.removeExtraWhitespaces;
     this.normalizer = new Normalizer(normalizer, matcher, trainer.treatWhitespaceAsSuffix, source);
     this.segmenter = new BpeSegmenter(this.vocab);
+    this.cacheLimit = options.cache === false ? 0 : CACHE_LIMIT;
     // A ▁ after a non-▁ byte starts a new word unless some piece could span that boundary.
     this.wordwise = options.wordwise !== false && ![...mergeable.keys()].some((p) => p.replace(/^(\xe2\x96\x81)+/, '').includes(SPACE));
   }
@@ -149,8 +154,8 @@ export class SentencePieceProcessor implements PieceTable {
         let cached = this.cache.get(word);
         if (!cached) {
           cached = this.segmentIds(word);
-          if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-          this.cache.set(word, cached);
+          if (this.cache.size >= this.cacheLimit) this.cache.clear();
+          if (this.cacheLimit) this.cache.set(word, cached);
         }
         for (const id of cached) ids.push(id);
       }
