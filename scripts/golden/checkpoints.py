@@ -5,7 +5,9 @@ files() writes test/golden/checkpoints/:
                       type the reader supports, bf16, a scalar, an empty tensor, and views that share
                       storages (transposed, offset, stepped, expanded)
   zip64.bin           a torch.save file rewritten with zip64 records throughout (torch.load reads it)
-  legacy.bin          the pre-zip torch.save format (must be refused clearly)
+  legacy.bin          the pre-zip torch.save format (must be refused clearly; its storage keys are
+                      memory addresses, so it differs on every run)
+  deflated-pickle.bin, deflated.bin   re-zipped with data.pkl (readable) or everything (refused) deflated
   evil.bin            a torch.save zip whose pickle calls os.system (must be refused, never run)
   complex.bin, quantized.bin   storage types the reader does not support (refused by name)
   official/           a miniature of the official release: two bf16 .bin shards, their index,
@@ -134,6 +136,16 @@ def to_zip64(data):
     return bytes(out)
 
 
+def rezipped(data, deflate):
+    """The archive rewritten by Python's zipfile, deflating the entries `deflate(name)` selects."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, 'w') as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename), zipfile.ZIP_DEFLATED if deflate(info.filename) else zipfile.ZIP_STORED)
+    return out.getvalue()
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ('echo this must never run',))
@@ -181,6 +193,8 @@ def files():
         assert all(torch.equal(back[k], small[k]) for k in small), 'torch cannot read the zip64 rewrite'
     out['checkpoints/zip64.bin'] = zip64
     out['checkpoints/legacy.bin'] = saved(small, 'legacy.bin', _use_new_zipfile_serialization=False)
+    out['checkpoints/deflated-pickle.bin'] = rezipped(saved(small, 'deflated-pickle.bin'), lambda n: n.endswith('data.pkl'))
+    out['checkpoints/deflated.bin'] = rezipped(saved(small, 'deflated.bin'), lambda n: True)
     out['checkpoints/evil.bin'] = saved({'w': torch.ones(2), 'payload': Evil()}, 'evil.bin')
     out['checkpoints/complex.bin'] = saved({'w': torch.ones(2), 'z': torch.ones(3, dtype=torch.complex64)}, 'complex.bin')
     out['checkpoints/quantized.bin'] = saved({'q': torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.quint8)}, 'quantized.bin')

@@ -107,8 +107,9 @@ export class Checkpoint {
         const shardPath = path.resolve(dir, shard);
         if (path.relative(dir, shardPath).startsWith('..') || path.isAbsolute(shard)) throw new Error(`${indexFile}: shard '${shard}' is outside the checkpoint directory`);
         if (!fs.existsSync(shardPath)) {
-          const example = [...weightMap].find(([, s]) => s === shard)![0];
-          throw new Error(`${indexFile}: shard '${shard}' (holding tensor '${example}' and others) is missing: ${shardPath} does not exist`);
+          const held = [...weightMap].filter(([, s]) => s === shard).map(([name]) => name);
+          const more = held.length > 1 ? ` and ${held.length - 1} more` : '';
+          throw new Error(`${indexFile}: shard '${shard}' is missing (${shardPath} does not exist); it should hold tensor '${held[0]}'${more}`);
         }
         sources.push(await openSource(shardPath));
       }

@@ -194,6 +194,7 @@ export class TorchCheckpoint implements TensorSource {
       const size = STORED_DTYPE_BYTES[storage.dtype];
       const entry = zip.entries.get(`${prefix}data/${storage.key}`);
       if (!entry) throw new Error(`${where}: its storage '${prefix}data/${storage.key}' is missing from the archive`);
+      if (entry.method !== 0) throw new Error(`${where}: storage '${storage.key}' is compressed (zip method ${entry.method}); torch.save stores storages uncompressed, so the file was re-zipped: re-save it with torch.save`);
       if (entry.size < storage.numel * size) {
         throw new Error(`${where}: storage '${storage.key}' should hold ${storage.numel} ${storage.dtype} elements (${storage.numel * size} bytes) but has ${entry.size} bytes`);
       }
