@@ -6,6 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Checkpoint, type Progress } from '../src/io/checkpoint.js';
 import { convertCheckpoint } from '../src/io/convert.js';
+import { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import { TEST_DIR, loadGolden } from './helpers.js';
 
 const OFFICIAL = path.join(TEST_DIR, 'golden', 'checkpoints', 'official');
@@ -43,6 +44,20 @@ describe('convert', () => {
     } finally {
       await Promise.all([src.close(), dst.close()]);
     }
+  });
+
+  it('produces a model directory the tokenizer loads from (tokenizer.model, added_tokens.json)', async () => {
+    const src = path.join(tmp, 'with-tokenizer');
+    fs.cpSync(OFFICIAL, src, { recursive: true });
+    fs.copyFileSync(path.join(TEST_DIR, 'golden', 'tokenizer', 'tiny-a.model'), path.join(src, 'tokenizer.model'));
+    const out = path.join(tmp, 'with-tokenizer-out');
+    const report = await convertCheckpoint(src, out);
+    expect(report.copied.sort()).toEqual(['added_tokens.json', 'config.json', 'tokenizer.model']);
+    const tok = Tokenizer.fromDirectory(out);
+    expect(tok.tokenToId('[EMB8]')).toBe(32025);
+    const ids = tok.encode('person[DET][EMB][EMB2][EMB3][EMB4]', { addBos: false });
+    expect(ids.slice(-5)).toEqual([32012, 32018, 32019, 32020, 32021]);
+    expect(tok.decode(ids)).toBe('person[DET][EMB][EMB2][EMB3][EMB4]');
   });
 
   it('keeps bf16 bit for bit with dtype keep, and writes f32 exactly', async () => {

@@ -200,7 +200,7 @@ export class Checkpoint {
     let saturated = 0;
     for await (const piece of this.chunks(name)) {
       const c = convertElements(piece, info.dtype, dtype, `${info.file}: tensor '${name}'`);
-      parts.push(c.bytes === piece ? piece : c.bytes);
+      parts.push(c.bytes);
       saturated += c.saturated;
     }
     if (parts.length === 1) return { bytes: parts[0]!, saturated };

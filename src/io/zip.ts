@@ -108,7 +108,7 @@ export class ZipArchive {
       }
     } else throw new Error(`${this.path}: entry '${entry.name}' uses compression method ${entry.method}; only stored and deflated entries are supported`);
     if (data.byteLength !== entry.size) throw new Error(`${this.path}: entry '${entry.name}' has ${data.byteLength} bytes, the directory says ${entry.size}`);
-    if ((zlib.crc32(data) >>> 0) !== entry.crc32) throw new Error(`${this.path}: entry '${entry.name}' fails its CRC-32 check (corrupt file)`);
+    if (crc32(data) !== entry.crc32) throw new Error(`${this.path}: entry '${entry.name}' fails its CRC-32 check (corrupt file)`);
     return data;
   }
 
@@ -125,6 +125,24 @@ export class ZipArchive {
     this.dataOffsets.set(entry.name, begin);
     return begin;
   }
+}
+
+let crcTable: Uint32Array | null = null;
+
+/** CRC-32 as zip uses it: zlib's when this Node has it (20.15+), else a table-driven one. */
+function crc32(data: Uint8Array): number {
+  if (typeof zlib.crc32 === 'function') return zlib.crc32(data) >>> 0;
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
 }
 
 function parseCentralDirectory(cd: Uint8Array, count: number, file: RandomAccessFile): Map<string, ZipEntry> {

@@ -75,8 +75,8 @@ export class Tokenizer {
     this.addEos = options.addEos ?? false;
     let next = sp.vocabSize;
     for (const entry of options.addedTokens ?? []) {
-      const token: AddedToken = typeof entry === 'string' ? { content: entry, id: sp.pieceToId(entry) ?? this.addedByContent.get(entry)?.id ?? next } : { ...entry };
-      if (typeof entry === 'string' && this.addedByContent.has(entry)) continue;
+      if (typeof entry === 'string' && this.addedByContent.has(entry)) continue; // add_tokens skips repeats too
+      const token: AddedToken = typeof entry === 'string' ? { content: entry, id: sp.pieceToId(entry) ?? next } : { ...entry };
       this.addToken(token);
       next = Math.max(next, token.id + 1);
     }
