@@ -88,7 +88,7 @@ export class SentencePieceProcessor implements PieceTable {
     this.byteFallback = trainer.byteFallback;
     if (this.byteFallback && this.byteIds.includes(-1)) throw new Error(`${source}: byte_fallback is on but byte piece <0x${this.byteIds.indexOf(-1).toString(16).toUpperCase().padStart(2, '0')}> is missing`);
     const matcher = new PrefixMatcher(userDefined);
-    this.vocab = { mergeable, reserved, scores: this.scores, unused, unkId, userDefined: matcher };
+    this.vocab = { mergeable, reserved, scores: this.scores, unused, unkId, userDefined: matcher, byteIds: this.byteFallback ? this.byteIds : null };
     this.unkId = unkId;
     const controlId = (piece: string) => {
       const id = this.textToId.get(piece);
@@ -153,14 +153,14 @@ export class SentencePieceProcessor implements PieceTable {
       for (const word of words(normalized)) {
         let cached = this.cache.get(word);
         if (!cached) {
-          cached = this.segmentIds(word);
+          cached = this.segmenter.segment(word);
           if (this.cache.size >= this.cacheLimit) this.cache.clear();
           if (this.cacheLimit) this.cache.set(word, cached);
         }
         for (const id of cached) ids.push(id);
       }
     } else {
-      ids.push(...this.segmentIds(normalized));
+      ids.push(...this.segmenter.segment(normalized));
     }
     return this.byteFallback ? ids : mergeUnknownRuns(ids, this.unkId);
   }
@@ -180,17 +180,6 @@ export class SentencePieceProcessor implements PieceTable {
   /** A decoder that returns text as ids arrive (see stream-decoder.ts). */
   decoder(): PieceDecoder {
     return new PieceDecoder(this);
-  }
-
-  /** Pieces of one segment, unknown characters spelled out as bytes when the model has byte fallback. */
-  private segmentIds(text: string): number[] {
-    const out: number[] = [];
-    for (const [piece, id] of this.segmenter.segment(text)) {
-      if (id === this.unkId && this.byteFallback) {
-        for (let i = 0; i < piece.length; i++) out.push(this.byteIds[piece.charCodeAt(i)]!);
-      } else out.push(id);
-    }
-    return out;
   }
 
   private check(id: number): void {
