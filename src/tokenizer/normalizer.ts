@@ -16,10 +16,6 @@ export function toByteString(text: string): string {
   return Buffer.from(text, 'utf8').toString('latin1');
 }
 
-export function fromByteString(bytes: string): string {
-  return Buffer.from(bytes, 'latin1').toString('utf8');
-}
-
 /** Bytes in the UTF-8 character starting with `lead` (1 for an invalid lead byte, as SentencePiece does). */
 export function utf8Length(lead: number): number {
   if (lead < 0x80) return 1;
