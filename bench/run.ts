@@ -4,9 +4,11 @@
  */
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
+import { benchCheckpoint } from './checkpoint.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
+import { benchTokenizer } from './tokenizer.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
@@ -16,6 +18,8 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['group norm', benchNorm2d],
   ['image resize', benchResize],
   ['multi-scale deformable attention', benchMsDeformAttn],
+  ['tokenizer (CPU)', benchTokenizer],
+  ['checkpoint loading', benchCheckpoint],
 ];
 
 function arg(name: string): string | undefined {

@@ -5,6 +5,7 @@
 #   3. a WebGPU adapter: if Dawn finds none and this is Debian/Ubuntu with root (or password-less
 #      sudo) and apt, install Mesa's CPU Vulkan driver (lavapipe). Debian 12's Mesa 22 is too old
 #      for Dawn, so on bookworm it comes from bookworm-backports (Mesa 25). Otherwise say what to install.
+#      Skipped with --no-adapter, for jobs that never touch the GPU (npm run convert).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -17,6 +18,10 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 npx tsc -p . 
+
+if [ "${1:-}" = --no-adapter ]; then
+  exit 0
+fi
 
 probe() { node dist/scripts/probe-adapter.js "$@"; }
 

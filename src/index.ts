@@ -6,3 +6,7 @@ export type { DType, HostArray } from './engine/dtype.js';
 export type { MemoryStats } from './engine/pool.js';
 export * as ops from './ops/index.js';
 export * as image from './image/index.js';
+export { Checkpoint, defaultStoragePolicy, storageDType, type StoragePolicy, type TensorInfo, type UploadOptions, type Progress } from './io/checkpoint.js';
+export { convertCheckpoint, type ConvertOptions, type ConvertReport } from './io/convert.js';
+export { Tokenizer, type AddedToken, type TokenizerOptions, type StreamDecoder } from './tokenizer/tokenizer.js';
+export { SentencePieceProcessor } from './tokenizer/sentencepiece.js';

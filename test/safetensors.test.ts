@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { encodeSafetensors, parseHeader, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
+import { SafetensorsWriter, encodeSafetensors, parseHeader, readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'st-'));
 
@@ -47,5 +47,37 @@ describe('safetensors', () => {
     const tiny = path.join(tmp, 'tiny.safetensors');
     fs.writeFileSync(tiny, Buffer.alloc(3));
     expect(() => readSafetensors(tiny)).toThrow(/too short/);
+  });
+});
+
+describe('SafetensorsWriter', () => {
+  it('streams tensors in pieces and gives the file its name only when complete', async () => {
+    const file = path.join(tmp, 'streamed.safetensors');
+    const tensors = [
+      { name: 'a', dtype: 'F32' as const, shape: [3, 2] },
+      { name: 'empty', dtype: 'F16' as const, shape: [0, 4] },
+      { name: 'b', dtype: 'BF16' as const, shape: [5] },
+    ];
+    const w = await SafetensorsWriter.create(file, tensors, { format: 'pt' });
+    const a = new Float32Array([1, 2, 3, 4, 5, 6]);
+    await w.write('a', new Uint8Array(a.buffer, 0, 8));
+    await w.write('a', new Uint8Array(a.buffer, 8));
+    expect(fs.existsSync(file)).toBe(false);
+    await expect(w.write('a', new Uint8Array(4))).rejects.toThrow(/expected data for 'b', got 'a'/);
+    await w.write('b', new Uint8Array(new Uint16Array([1, 2, 3, 4, 5]).buffer));
+    await w.close();
+    const { tensors: read, metadata } = readSafetensors(file);
+    expect(metadata).toEqual({ format: 'pt' });
+    expect(Array.from(new Float32Array(read.get('a')!.bytes.buffer))).toEqual(Array.from(a));
+    expect(read.get('empty')!.shape).toEqual([0, 4]);
+    expect(Array.from(new Uint16Array(read.get('b')!.bytes.buffer))).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('refuses to finish a file with a tensor missing, and leaves nothing behind', async () => {
+    const file = path.join(tmp, 'partial.safetensors');
+    const w = await SafetensorsWriter.create(file, [{ name: 'a', dtype: 'F32', shape: [4] }]);
+    await w.write('a', new Uint8Array(8));
+    await expect(w.close()).rejects.toThrow(/partial\.safetensors: tensor 'a' is incomplete \(8 bytes written\)/);
+    expect(fs.readdirSync(tmp).filter((f) => f.startsWith('partial'))).toEqual([]);
   });
 });

@@ -1,6 +1,8 @@
 """Regenerates every golden file: python3 scripts/golden/generate.py [module ...]
 
-Run through `npm run golden`. Each module of this folder that defines generate() contributes files.
+Run through `npm run golden`. Each module of this folder that defines generate() contributes
+safetensors files; one that defines files() returning {path under test/golden: bytes} contributes
+other fixtures (checkpoints in other formats, tokenizer models, JSON references).
 """
 import importlib
 import os
@@ -21,10 +23,16 @@ def main(argv):
     os.makedirs(common.GOLDEN_DIR, exist_ok=True)
     for name in names:
         module = importlib.import_module(name)
-        if not hasattr(module, 'generate'):
+        if not hasattr(module, 'generate') and not hasattr(module, 'files'):
             continue
         start = time.time()
-        for stem, (tensors, metadata) in module.generate().items():
+        for rel, data in (module.files() if hasattr(module, 'files') else {}).items():
+            path = os.path.join(common.GOLDEN_DIR, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'wb') as f:
+                f.write(data)
+            print(f'{name}: wrote {os.path.relpath(path)} ({len(data) / 1024:.1f} KiB)')
+        for stem, (tensors, metadata) in (module.generate() if hasattr(module, 'generate') else {}).items():
             path = os.path.join(common.GOLDEN_DIR, stem + '.safetensors')
             common.write_safetensors(path, tensors, metadata)
             print(f'{name}: wrote {os.path.relpath(path)} ({os.path.getsize(path) / 1024:.0f} KiB)')

@@ -2,16 +2,21 @@
  * safetensors: an 8-byte little-endian header length, a JSON header mapping tensor names to
  * { dtype, shape, data_offsets: [begin, end] } (relative to the data section), then the data.
  *
- * This module parses and validates headers and reads or writes whole small files (test goldens,
- * tiny checkpoints). Every inconsistency is an error naming the file and the tensor.
+ * Headers are validated completely before any data is touched (length bound, JSON, duplicate
+ * names, known dtypes, shape x dtype size = byte range, ranges inside the file and disjoint).
+ * `SafetensorsFile` reads tensors of a multi-gigabyte file by byte range; `SafetensorsWriter`
+ * streams one out tensor by tensor; the whole-file helpers are for goldens and tiny checkpoints.
+ * Every inconsistency is an error naming the file and the tensor.
  */
 import fs from 'node:fs';
+import { RandomAccessFile } from './file.js';
+import { STORED_DTYPE_BYTES, isStoredDType, type StoredDType } from './elements.js';
+import { findDuplicateKey } from './json-duplicates.js';
+import { numelOf, pieceBytes, type TensorInfo, type TensorSource } from './tensor-source.js';
 
-export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL' | 'U32' | 'U16';
+export type SafetensorsDType = StoredDType;
 
-export const SAFETENSORS_DTYPE_BYTES: Record<SafetensorsDType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1, U32: 4, U16: 2,
-};
+export const SAFETENSORS_DTYPE_BYTES = STORED_DTYPE_BYTES;
 
 export interface TensorEntry {
   name: string;
@@ -39,24 +44,31 @@ export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 export function parseHeader(json: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
   const dataOffset = 8 + json.byteLength;
   let raw: unknown;
+  let text: string;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(json));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+    raw = JSON.parse(text);
   } catch (err) {
     throw new Error(`${file}: safetensors header is not valid UTF-8 JSON (${(err as Error).message})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`${file}: safetensors header must be a JSON object`);
+  const duplicate = findDuplicateKey(text);
+  if (duplicate) throw new Error(`${file}: the header names ${duplicate.length === 1 ? `tensor '${duplicate[0]}'` : `'${duplicate.join('.')}'`} twice`);
   const tensors = new Map<string, TensorEntry>();
   let metadata: Record<string, string> = {};
   const dataBytes = fileSize - dataOffset;
   for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
     if (name === '__metadata__') {
+      if (typeof value !== 'object' || value === null || !Object.values(value).every((m) => typeof m === 'string')) {
+        throw new Error(`${file}: __metadata__ must map names to strings`);
+      }
       metadata = value as Record<string, string>;
       continue;
     }
     const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `${file}: tensor '${name}'`;
     if (typeof v !== 'object' || v === null) throw new Error(`${where}: entry is not an object`);
-    if (typeof v.dtype !== 'string' || !(v.dtype in SAFETENSORS_DTYPE_BYTES)) throw new Error(`${where}: unknown dtype ${JSON.stringify(v.dtype)}`);
+    if (!isStoredDType(v.dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(v.dtype)}`);
     if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new Error(`${where}: shape ${JSON.stringify(v.shape)} is not a list of non-negative integers`);
     }
@@ -123,6 +135,166 @@ export function readSafetensors(file: string): { tensors: Map<string, LoadedTens
   return { tensors, metadata: header.metadata };
 }
 
+/** Reads the header of an open file. */
+async function readHeaderAsync(file: RandomAccessFile): Promise<SafetensorsHeader> {
+  if (file.size < 8) throw new Error(`${file.path}: too short for a safetensors file (${file.size} bytes)`);
+  const len = new DataView((await file.read(0, 8, 'the header length')).buffer).getBigUint64(0, true);
+  if (len > BigInt(Math.min(MAX_HEADER_BYTES, file.size - 8))) {
+    throw new Error(`${file.path}: header length ${len} exceeds the file (${file.size} bytes) or the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  return parseHeader(await file.read(8, Number(len), 'the header'), file.size, file.path);
+}
+
+/** One safetensors file, its tensors read by byte range. */
+export class SafetensorsFile implements TensorSource {
+  readonly format = 'safetensors' as const;
+  readonly tensors: ReadonlyMap<string, TensorInfo>;
+
+  private constructor(
+    private readonly file: RandomAccessFile,
+    private readonly header: SafetensorsHeader,
+  ) {
+    const infos = new Map<string, TensorInfo>();
+    for (const t of header.tensors.values()) {
+      infos.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, byteLength: t.end - t.begin, file: file.path });
+    }
+    this.tensors = infos;
+  }
+
+  static async open(path: string): Promise<SafetensorsFile> {
+    const file = await RandomAccessFile.open(path);
+    try {
+      return new SafetensorsFile(file, await readHeaderAsync(file));
+    } catch (err) {
+      await file.close();
+      throw err;
+    }
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  get metadata(): Record<string, string> {
+    return this.header.metadata;
+  }
+
+  async *chunks(name: string, maxBytes: number): AsyncGenerator<Uint8Array> {
+    const t = this.header.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: no tensor '${name}'`);
+    const step = pieceBytes(maxBytes, SAFETENSORS_DTYPE_BYTES[t.dtype]);
+    for (let at = t.begin; at < t.end; at += step) yield await this.file.read(at, Math.min(step, t.end - at), `tensor '${name}'`);
+  }
+
+  async close(): Promise<void> {
+    await this.file.close();
+  }
+}
+
+export interface TensorDescriptor {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: readonly number[];
+}
+
+/**
+ * The header bytes (length prefix included) for tensors laid out back to back in the given order.
+ * The JSON is padded with spaces so the data section starts 8-byte aligned.
+ */
+export function layoutHeader(tensors: readonly TensorDescriptor[], metadata: Record<string, string> = {}): { header: Uint8Array; dataBytes: number; ranges: Map<string, [number, number]> } {
+  const json: Record<string, unknown> = {};
+  if (Object.keys(metadata).length) json.__metadata__ = metadata;
+  const ranges = new Map<string, [number, number]>();
+  let offset = 0;
+  for (const t of tensors) {
+    if (t.name === '__metadata__' || ranges.has(t.name)) throw new Error(`tensor name '${t.name}' is ${t.name === '__metadata__' ? 'reserved' : 'used twice'}`);
+    const bytes = numelOf(t.shape) * SAFETENSORS_DTYPE_BYTES[t.dtype];
+    json[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    ranges.set(t.name, [offset, offset + bytes]);
+    offset += bytes;
+  }
+  const raw = new TextEncoder().encode(JSON.stringify(json));
+  const padded = Math.ceil(raw.byteLength / 8) * 8;
+  const header = new Uint8Array(8 + padded).fill(0x20);
+  new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
+  header.set(raw, 8);
+  return { header, dataBytes: offset, ranges };
+}
+
+/**
+ * Writes a safetensors file tensor by tensor without holding it in memory: the header is known
+ * from the descriptors, then each tensor's bytes are appended in order, in any number of pieces.
+ * The file appears under its name only when complete (written as `<file>.partial`, then renamed).
+ */
+export class SafetensorsWriter {
+  private index = 0;
+  private written = 0;
+  private readonly partial: string;
+
+  private constructor(
+    readonly file: string,
+    private readonly handle: fs.promises.FileHandle,
+    private readonly tensors: readonly TensorDescriptor[],
+    private position: number,
+  ) {
+    this.partial = `${file}.partial`;
+  }
+
+  static async create(file: string, tensors: readonly TensorDescriptor[], metadata: Record<string, string> = {}): Promise<SafetensorsWriter> {
+    const { header } = layoutHeader(tensors, metadata);
+    const handle = await fs.promises.open(`${file}.partial`, 'w');
+    try {
+      await handle.write(header, 0, header.byteLength, 0);
+    } catch (err) {
+      await handle.close();
+      await fs.promises.rm(`${file}.partial`, { force: true });
+      throw err;
+    }
+    return new SafetensorsWriter(file, handle, tensors, header.byteLength);
+  }
+
+  /** Appends bytes of the tensor `name`, which must be the current one in the descriptors' order. */
+  async write(name: string, bytes: Uint8Array): Promise<void> {
+    const t = this.tensors[this.index];
+    if (!t || t.name !== name) throw new Error(`${this.file}: expected data for '${t?.name ?? '(no more tensors)'}', got '${name}'`);
+    const total = numelOf(t.shape) * SAFETENSORS_DTYPE_BYTES[t.dtype];
+    if (this.written + bytes.byteLength > total) throw new Error(`${this.file}: tensor '${name}' is ${total} bytes, got more`);
+    let done = 0;
+    while (done < bytes.byteLength) {
+      const { bytesWritten } = await this.handle.write(bytes, done, bytes.byteLength - done, this.position);
+      done += bytesWritten;
+      this.position += bytesWritten;
+    }
+    this.written += bytes.byteLength;
+    if (this.written === total) this.next();
+  }
+
+  /** Checks every tensor is complete, then gives the file its name. */
+  async close(): Promise<void> {
+    while (this.index < this.tensors.length && numelOf(this.tensors[this.index]!.shape) === 0) this.next();
+    if (this.index < this.tensors.length) {
+      const t = this.tensors[this.index]!;
+      await this.abort();
+      throw new Error(`${this.file}: tensor '${t.name}' is incomplete (${this.written} bytes written)`);
+    }
+    await this.handle.close();
+    await fs.promises.rename(this.partial, this.file);
+  }
+
+  /** Closes and deletes the partial file. */
+  async abort(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+    await fs.promises.rm(this.partial, { force: true });
+  }
+
+  private next(): void {
+    this.index += 1;
+    this.written = 0;
+    // Empty tensors have no bytes to wait for.
+    while (this.index < this.tensors.length && numelOf(this.tensors[this.index]!.shape) === 0) this.index += 1;
+  }
+}
+
 export interface TensorToWrite {
   dtype: SafetensorsDType;
   shape: number[];
@@ -130,28 +302,15 @@ export interface TensorToWrite {
 }
 
 export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metadata: Record<string, string> = {}): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (Object.keys(metadata).length) header.__metadata__ = metadata;
-  let offset = 0;
-  const parts: Uint8Array[] = [];
+  const entries = Object.entries(tensors).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+  const { header, dataBytes, ranges } = layoutHeader(entries, metadata);
+  const out = new Uint8Array(header.byteLength + dataBytes);
+  out.set(header);
   for (const [name, t] of Object.entries(tensors)) {
+    const [begin, end] = ranges.get(name)!;
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    const expected = t.shape.reduce((a, b) => a * b, 1) * SAFETENSORS_DTYPE_BYTES[t.dtype];
-    if (bytes.byteLength !== expected) throw new Error(`tensor '${name}': ${t.dtype}${JSON.stringify(t.shape)} needs ${expected} bytes, got ${bytes.byteLength}`);
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
-    parts.push(bytes);
-    offset += bytes.byteLength;
-  }
-  const rawJson = new TextEncoder().encode(JSON.stringify(header));
-  const jsonBytes = new Uint8Array(Math.ceil(rawJson.byteLength / 8) * 8).fill(0x20); // spaces pad the data section to 8 bytes
-  jsonBytes.set(rawJson);
-  const out = new Uint8Array(8 + jsonBytes.byteLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(jsonBytes.byteLength), true);
-  out.set(jsonBytes, 8);
-  let at = 8 + jsonBytes.byteLength;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
+    if (bytes.byteLength !== end - begin) throw new Error(`tensor '${name}': ${t.dtype}${JSON.stringify(t.shape)} needs ${end - begin} bytes, got ${bytes.byteLength}`);
+    out.set(bytes, header.byteLength + begin);
   }
   return out;
 }
