@@ -25,8 +25,12 @@ override BROADCAST: bool = false;   // false: a, b and y share one contiguous sh
 @group(0) @binding(3) var<storage, read> x: array<x_t>;
 @group(0) @binding(4) var<storage, read_write> y: array<y_t>;
 
-fn element_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-  return (wg.x + wg.y * nwg.x) * 64u + lid;
+// Each workgroup covers PER_GROUP consecutive elements, its 64 lanes interleaved (lane l takes
+// l, l + 64, ...): on lavapipe a workgroup costs far more to start than one element to process.
+const PER_GROUP: u32 = 1024u;
+
+fn group_start(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return (wg.x + wg.y * nwg.x) * PER_GROUP;
 }
 
 fn combine(u: f32, v: f32) -> f32 {
@@ -41,16 +45,13 @@ fn combine(u: f32, v: f32) -> f32 {
 @compute @workgroup_size(64)
 fn unary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = element_index(wg, nwg, lid);
-  if (i >= p.n) { return; }
-  y_st(i, activate(p.alpha * x_ld(i) + p.beta, ACT));
+  let first = group_start(wg, nwg);
+  for (var i = first + lid; i < min(first + PER_GROUP, p.n); i += 64u) {
+    y_st(i, activate(p.alpha * x_ld(i) + p.beta, ACT));
+  }
 }
 
-@compute @workgroup_size(64)
-fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_index) lid: u32) {
-  let i = element_index(wg, nwg, lid);
-  if (i >= p.n) { return; }
+fn binary_one(i: u32) {
   var ia = i;
   var ib = i;
   if (BROADCAST) {
@@ -70,13 +71,19 @@ fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 @compute @workgroup_size(64)
+fn binary(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+  let first = group_start(wg, nwg);
+  for (var i = first + lid; i < min(first + PER_GROUP, p.n); i += 64u) { binary_one(i); }
+}
+
+@compute @workgroup_size(64)
 fn gated(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = element_index(wg, nwg, lid);
-  if (i >= p.n) { return; }
   let half = p.rank;
-  let row = i / half;
-  let col = i % half;
-  let at = row * 2u * half + col;
-  y_st(i, activate(x_ld(at), ACT) * x_ld(at + half));
+  let first = group_start(wg, nwg);
+  for (var i = first + lid; i < min(first + PER_GROUP, p.n); i += 64u) {
+    let at = (i / half) * 2u * half + i % half;
+    y_st(i, activate(x_ld(at), ACT) * x_ld(at + half));
+  }
 }

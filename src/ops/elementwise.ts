@@ -10,7 +10,8 @@ import { rowChunks } from './chunks.js';
 import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './shape.js';
 
 const KERNEL = 'elementwise.wgsl';
-const WG = 64;
+/** Elements per workgroup (kernels/elementwise.wgsl PER_GROUP). */
+const PER_GROUP = 1024;
 const MAX_RANK = 8;
 const NO_SHAPE = { rank: 0, out_shape: [], a_strides: [], b_strides: [] };
 
@@ -36,7 +37,7 @@ export function unary(x: Tensor, act: Activation, options: UnaryOptions = {}): T
       { file: KERNEL, entry: 'unary', dtypes: { x: x.dtype, y: dtype }, overrides: { ACT: activationCode(op, act) } },
       { x: xs, y: ys },
       { n: r1 - r0, alpha: options.alpha ?? 1, beta: options.beta ?? 0, ...NO_SHAPE },
-      Math.ceil((r1 - r0) / WG),
+      Math.ceil((r1 - r0) / PER_GROUP),
     );
     xs.dispose();
     ys.dispose();
@@ -68,7 +69,7 @@ export function gated(x: Tensor, act: Activation, dtype?: DType): Tensor {
       { file: KERNEL, entry: 'gated', dtypes: { x: x.dtype, y: outType }, overrides: { ACT: activationCode('gated', act) } },
       views,
       { n, alpha: 1, beta: 0, ...NO_SHAPE, rank: half },
-      Math.ceil(n / WG),
+      Math.ceil(n / PER_GROUP),
     );
     Object.values(views).forEach((v) => v.dispose());
   }
@@ -118,7 +119,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOption
     const bytes = [fa, fb, fy].map((t) => DTYPE_BYTES[t.dtype]);
     for (const [r0, r1] of rowChunks(engine, op, y.size, bytes)) {
       const views = { a: fa.rows(r0, r1), b: fb.rows(r0, r1), y: fy.rows(r0, r1) };
-      engine.run(spec, views, { n: r1 - r0, alpha: 1, beta: 0, ...NO_SHAPE }, Math.ceil((r1 - r0) / WG));
+      engine.run(spec, views, { n: r1 - r0, alpha: 1, beta: 0, ...NO_SHAPE }, Math.ceil((r1 - r0) / PER_GROUP));
       Object.values(views).forEach((v) => v.dispose());
     }
     [fa, fb, fy].forEach((t) => t.dispose());
@@ -148,7 +149,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOption
       spec,
       views,
       { n: (r1 - r0) * inner, rank: shape.length, alpha: 1, beta: 0, out_shape: chunkShape, a_strides: as, b_strides: bs },
-      Math.ceil(((r1 - r0) * inner) / WG),
+      Math.ceil(((r1 - r0) * inner) / PER_GROUP),
     );
     Object.values(views).forEach((v) => v.dispose());
   }
