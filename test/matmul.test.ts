@@ -133,3 +133,46 @@ describe('matmul checks', () => {
     [a, w, bias].forEach((t) => t.dispose());
   });
 });
+
+describe('fused RMSNorm in front and SwiGLU after a projection', () => {
+  const eps = Number(golden.metadata.fused_eps);
+  // GEMV kernels fuse them into one dispatch; 5-row inputs take the composed path.
+  describe.each([
+    ['gemv_rows', 1],
+    ['gemv_split', 1],
+    [undefined, 5],
+  ] as const)('kernel %s, %i row(s)', (kernel, rows) => {
+    describe.each(['even', 'odd'])('%s K', (tag) => {
+      it.each(['f32', 'f16'] as const)('%s weights', async (dt) => {
+        const all = golden.upload(engine, `fused.${tag}.x.f32`);
+        const x = all.rows(0, rows);
+        const norm = golden.upload(engine, `fused.${tag}.norm.f32`);
+        const w = golden.upload(engine, `fused.${tag}.w.${dt}`);
+        const bias = golden.upload(engine, `fused.${tag}.bias.${dt}`);
+        const allRes = golden.upload(engine, `fused.${tag}.residual.f32`);
+        const residual = allRes.rows(0, rows);
+        const width = (n: string) => golden.shape(n)[1]!;
+        const want = (n: string) => golden.values(n).subarray(0, rows * width(n));
+        const before = engine.recorder.counters.dispatches;
+        const y = matmul(x, w, { transposeB: true, bias, preNorm: { weight: norm, eps }, kernel });
+        if (kernel) expect(engine.recorder.counters.dispatches - before).toBe(1);
+        expectClose(await y.toArray(), want(`fused.${tag}.prenorm.${dt}`), { rel: tol('f32', dt), label: 'rmsnorm -> linear' });
+        const z = matmul(x, w, { transposeB: true, bias, preNorm: { weight: norm, eps }, gated: 'silu', residual, kernel });
+        expect(z.shape).toEqual([rows, 37]);
+        expectClose(await z.toArray(), want(`fused.${tag}.prenorm_gated_residual.${dt}`), { rel: tol('f32', dt), label: 'rmsnorm -> swiglu + residual' });
+        const u = matmul(x, w, { transposeB: true, gated: 'gelu', kernel });
+        expectClose(await u.toArray(), want(`fused.${tag}.gated.${dt}`), { rel: tol('f32', dt), label: 'geglu' });
+        [all, x, norm, w, bias, allRes, residual, y, z, u].forEach((t) => t.dispose());
+      });
+    });
+  });
+
+  it('names a gated weight with an odd row count, and act together with gated', () => {
+    const x = engine.tensor(new Float32Array(4), [1, 4]);
+    const w = engine.tensor(new Float32Array(12), [3, 4]);
+    expect(() => matmul(x, w, { transposeB: true, gated: 'silu' })).toThrow(/gated needs an even number of weight rows/);
+    const w2 = engine.tensor(new Float32Array(16), [4, 4]);
+    expect(() => matmul(x, w2, { transposeB: true, gated: 'silu', act: 'relu' })).toThrow(/gated and act cannot both be set/);
+    [x, w, w2].forEach((t) => t.dispose());
+  });
+});

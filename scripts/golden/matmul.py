@@ -56,4 +56,22 @@ def generate():
             out[f'gemv.{tag}.bias.{dt}'] = stored(bv, dt)
             out[f'gemv.{tag}.y.{dt}'] = F.silu(exact(x, 'f32') @ exact(wv, dt).T + exact(bv, dt))
             out[f'gemv.{tag}.y_residual.{dt}'] = exact(x, 'f32') @ exact(wv, dt).T + exact(r, 'f32')
-    return {'matmul': (out, {})}
+    # Fused neighbours of a projection: RMSNorm in front, SwiGLU over gate|up rows, residual after.
+    for tag, k in {'even': 128, 'odd': 131}.items():
+        h = 37
+        x, g_, wv, bv, r = randn(g, 5, k), randn(g, k) * 0.3 + 1.0, randn(g, 2 * h, k) * 0.1, randn(g, 2 * h), randn(g, 5, h)
+        out[f'fused.{tag}.x.f32'] = stored(x, 'f32')
+        out[f'fused.{tag}.norm.f32'] = stored(g_, 'f32')
+        out[f'fused.{tag}.residual.f32'] = stored(r, 'f32')
+        xs = exact(x, 'f32')
+        normed = xs * torch.rsqrt(xs.pow(2).mean(-1, keepdim=True) + 1e-5) * exact(g_, 'f32')
+        for dt in ('f32', 'f16'):
+            W, B = exact(wv, dt), exact(bv, dt)
+            out[f'fused.{tag}.w.{dt}'] = stored(wv, dt)
+            out[f'fused.{tag}.bias.{dt}'] = stored(bv, dt)
+            full = normed @ W.T + B
+            out[f'fused.{tag}.prenorm.{dt}'] = full
+            out[f'fused.{tag}.prenorm_gated_residual.{dt}'] = F.silu(full[:, :h]) * full[:, h:] + exact(r, 'f32')
+            plain = xs @ W.T
+            out[f'fused.{tag}.gated.{dt}'] = F.gelu(plain[:, :h]) * plain[:, h:]
+    return {'matmul': (out, {'fused_eps': 1e-5})}

@@ -8,6 +8,10 @@
  * the subgroup-broadcast kernel on CPU adapters with 8-wide subgroups, the shared-memory tiled
  * kernel elsewhere. Weights larger than one storage binding are split along N (output columns),
  * activations along M (rows).
+ *
+ * Two neighbours of a projection can be fused in (options preNorm and gated): the GEMV kernels do
+ * them in the same dispatch, which matters in decoding where every dependent dispatch costs ~0.1 ms
+ * on lavapipe; other shapes compose the separate ops, with the same result.
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
@@ -16,6 +20,8 @@ import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
 import { rowChunks } from './chunks.js';
 import { placeholder } from './placeholder.js';
+import { add, gated } from './elementwise.js';
+import { rmsNorm } from './rows.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 import { rowKernelConfig } from './variants.js';
 
@@ -30,6 +36,13 @@ export interface MatmulOptions {
   dtype?: DType;
   /** Force a kernel (tests and benchmarks); by default chosen per adapter and shape. */
   kernel?: MatmulKernel;
+  /** RMS-normalise each row of a first: a / rms(a) * weight (LLaMA's RMSNorm before a projection). */
+  preNorm?: { weight: Tensor; eps: number };
+  /**
+   * b holds gate rows then up rows (2H of them): the output is act(gate) * up, [..., H] (SwiGLU
+   * with 'silu'). `bias`, if any, covers all 2H rows; `act` must be unset.
+   */
+  gated?: Activation;
 }
 
 export type MatmulKernel = 'subgroup' | 'tiled' | 'gemv_rows' | 'gemv_split';
@@ -56,6 +69,10 @@ export function linearResidual(x: Tensor, weight: Tensor, residual: Tensor, bias
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
   const g = geometry(a, b, options);
   const engine = a.engine;
+  const kernel = options.kernel ?? chooseKernel(engine, g, options);
+  if ((options.preNorm || options.gated) && !(isGemv(kernel) && b.byteLength <= engine.maxBindingBytes)) {
+    return composeFusions(a, b, options);
+  }
   const dtype = options.dtype ?? (a.dtype === b.dtype ? a.dtype : 'f32');
   if (options.residual && (options.residual.rank !== g.outShape.length || options.residual.shape.some((d, i) => d !== g.outShape[i]))) {
     throw new RangeError(`matmul: residual ${formatShape(options.residual.shape)} must match the output ${formatShape(g.outShape)}`);
@@ -63,10 +80,25 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const c = engine.empty(g.outShape, dtype);
   if (g.M === 0 || g.N === 0 || g.batch === 0) return c;
   if (g.K === 0) throw new RangeError(`matmul: inner dimension K is 0 for ${formatShape(a.shape)} x ${formatShape(b.shape)}`);
-  const kernel = options.kernel ?? chooseKernel(engine, g, options);
   if (g.bBatched) runBatched(engine, kernel, g, a, b, c, options);
   else runSplit(engine, kernel, g, a, b, c, options);
   return c;
+}
+
+function isGemv(kernel: MatmulKernel): boolean {
+  return kernel === 'gemv_rows' || kernel === 'gemv_split';
+}
+
+/** preNorm and gated by the separate ops: rmsNorm, the product, the gated activation, the residual. */
+function composeFusions(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
+  const { preNorm, gated: gate, residual, ...rest } = options;
+  return a.engine.scope(() => {
+    const input = preNorm ? rmsNorm(a, preNorm.weight, preNorm.eps) : a;
+    if (!gate) return matmul(input, b, { ...rest, residual });
+    const both = matmul(input, b, { ...rest, kernel: undefined, dtype: 'f32' });
+    const out = gated(both, gate, residual ? 'f32' : options.dtype);
+    return residual ? add(out, residual, { dtype: options.dtype ?? out.dtype }) : out;
+  });
 }
 
 function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
@@ -79,6 +111,16 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
   const bK = options.transposeB ? b.shape[b.rank - 1]! : b.shape[b.rank - 2]!;
   const N = options.transposeB ? b.shape[b.rank - 2]! : b.shape[b.rank - 1]!;
   if (bK !== K) throw new RangeError(`matmul: ${shapes}: inner dimensions differ (${K} vs ${bK})`);
+  if (options.preNorm) {
+    const w = options.preNorm.weight;
+    expectDType('matmul', w, FLOAT_DTYPES, 'preNorm weight');
+    if (w.rank !== 1 || w.shape[0] !== K) throw new RangeError(`matmul: preNorm weight ${formatShape(w.shape)} must be [${K}] for ${shapes}`);
+  }
+  if (options.gated) {
+    if (options.act) throw new RangeError(`matmul: gated and act cannot both be set (the gate's activation is gated: '${options.gated}')`);
+    if (N % 2) throw new RangeError(`matmul: gated needs an even number of weight rows (gate | up), ${shapes} has ${N}`);
+    activationCode('matmul', options.gated);
+  }
   const aBatchShape = a.shape.slice(0, Math.max(0, a.rank - 2));
   const bBatchShape = b.shape.slice(0, b.rank - 2);
   const aBatch = aBatchShape.reduce((x, y) => x * y, 1);
@@ -93,10 +135,12 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
     }
   }
   const outRows = a.rank >= 2 ? [M] : [];
+  const outN = options.gated ? N / 2 : N;
   if (bBatch === 1) {
     // b is one matrix: a's batch dimensions are just more rows.
-    return { M: aBatch * M, N, K, batch: 1, aBatched: false, bBatched: false, outShape: [...aBatchShape, ...outRows, N] };
+    return { M: aBatch * M, N, K, batch: 1, aBatched: false, bBatched: false, outShape: [...aBatchShape, ...outRows, outN] };
   }
+  if (options.preNorm || options.gated) throw new RangeError(`matmul: preNorm and gated take one weight matrix, not the batch in ${shapes}`);
   const same = aBatchShape.length === bBatchShape.length && aBatchShape.every((d, i) => d === bBatchShape[i]);
   if (!same && aBatch !== 1) {
     throw new RangeError(`matmul: ${shapes}: batch dimensions must match or a must have none`);
@@ -124,9 +168,9 @@ function tile(kernel: MatmulKernel): [number, number] {
 const SG_ROWS = 2;
 
 function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: Tensor, residual: Tensor, c: Tensor, options: MatmulOptions, K: number): KernelSpec {
-  const dtypes = { a: a.dtype, b: b.dtype, bias: bias.dtype, c: c.dtype, residual: residual.dtype };
+  const dtypes: Record<string, DType> = { a: a.dtype, b: b.dtype, bias: bias.dtype, c: c.dtype, residual: residual.dtype };
   const overrides: Record<string, number | boolean> = {
-    ACT: activationCode('matmul', options.act),
+    ACT: activationCode('matmul', options.gated ?? options.act),
     HAS_BIAS: options.bias !== undefined,
     HAS_RESIDUAL: options.residual !== undefined,
   };
@@ -140,28 +184,39 @@ function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: 
     case 'gemv_rows':
     case 'gemv_split': {
       const rows = rowKernelConfig(engine);
-      return { file: 'gemv.wgsl', entry: kernel, dtypes, includes: rows.includes, overrides: { ...overrides, ...rows.overrides, B_PAIRS: pairs } };
+      dtypes.norm = options.preNorm?.weight.dtype ?? 'f32';
+      return {
+        file: 'gemv.wgsl',
+        entry: kernel,
+        dtypes,
+        includes: rows.includes,
+        overrides: { ...overrides, ...rows.overrides, B_PAIRS: pairs, PRE_NORM: options.preNorm !== undefined, GATED: options.gated !== undefined },
+      };
     }
   }
 }
 
-function grid(kernel: MatmulKernel, M: number, N: number, batch: number): number | [number, number, number] {
+function grid(kernel: MatmulKernel, M: number, N: number, batch: number, gatedOutputs = false): number | [number, number, number] {
   const [tm, tn] = tile(kernel);
   if (kernel === 'gemv_split') return N; // one workgroup per output
-  if (kernel === 'gemv_rows') return Math.ceil(N / tn);
+  if (kernel === 'gemv_rows') return Math.ceil(N / (gatedOutputs ? tn / 2 : tn)); // 4 rows per lane: 4 outputs, or 2 gate/up pairs
   return [Math.ceil(N / tn), Math.ceil(M / tm), batch];
 }
 
 /** One matrix b (possibly a Linear weight): split a/c along M and b/bias/c-columns along N as bindings require. */
 function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, b: Tensor, c: Tensor, options: MatmulOptions): void {
   const { M, N, K } = g;
+  // Output columns: N, or N / 2 when gate and up rows fold into one output (then b is never split).
+  const outN = options.gated ? N / 2 : N;
   const a2 = a.reshape([M, K]);
-  const c2 = c.reshape([M, N]);
+  const c2 = c.reshape([M, outN]);
   const b2 = options.transposeB ? b.reshape([N, K]) : b.reshape([K, N]);
   const bias = options.bias ?? placeholder(engine);
-  const residual2 = options.residual ? options.residual.reshape([M, N]) : placeholder(engine);
-  const residualRowBytes = options.residual ? N * DTYPE_BYTES[options.residual.dtype] : 0;
-  const mChunks = rowChunks(engine, 'matmul', M, [K * DTYPE_BYTES[a.dtype], N * DTYPE_BYTES[c.dtype], residualRowBytes]);
+  const residual2 = options.residual ? options.residual.reshape([M, outN]) : placeholder(engine);
+  const residualRowBytes = options.residual ? outN * DTYPE_BYTES[options.residual.dtype] : 0;
+  const mChunks = rowChunks(engine, 'matmul', M, [K * DTYPE_BYTES[a.dtype], outN * DTYPE_BYTES[c.dtype], residualRowBytes]);
+  // GEMV kernels also bind the (optional) RMSNorm weight fused in front.
+  const gemvInputs: Record<string, Tensor> = isGemv(kernel) ? { norm: options.preNorm?.weight ?? placeholder(engine) } : {};
   let nChunks: [number, number][] = [[0, N]];
   if (b.byteLength > engine.maxBindingBytes) {
     if (!options.transposeB) {
@@ -181,14 +236,15 @@ function runSplit(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor, 
       const biasPart = options.bias && !whole ? options.bias.rows(n0, n1) : bias;
       engine.run(
         kernelSpec,
-        { a: as, b: bs, bias: biasPart, c: cs, residual: rs },
+        { a: as, b: bs, bias: biasPart, c: cs, residual: rs, ...gemvInputs },
         {
-          M: m1 - m0, N: n1 - n0, K,
+          M: m1 - m0, N: options.gated ? outN : n1 - n0, K,
           a_batch_stride: 0, a_row_stride: K,
           b_batch_stride: 0, b_k_stride: options.transposeB ? 1 : N, b_n_stride: options.transposeB ? K : 1,
-          c_batch_stride: 0, c_row_stride: N, c_col_offset: n0,
+          c_batch_stride: 0, c_row_stride: outN, c_col_offset: n0,
+          eps: options.preNorm?.eps ?? 0,
         },
-        grid(kernel, m1 - m0, n1 - n0, 1),
+        grid(kernel, m1 - m0, options.gated ? outN : n1 - n0, 1, options.gated !== undefined),
       );
       if (!whole) {
         bs.dispose();
@@ -237,6 +293,7 @@ function runBatched(engine: Engine, kernel: MatmulKernel, g: Geometry, a: Tensor
         a_batch_stride: g.aBatched ? M * K : 0, a_row_stride: K,
         b_batch_stride: N * K, b_k_stride: options.transposeB ? 1 : N, b_n_stride: options.transposeB ? K : 1,
         c_batch_stride: M * N, c_row_stride: N, c_col_offset: 0,
+        eps: 0,
       },
       grid(kernel, M, N, z1 - z0),
     );
