@@ -5,3 +5,4 @@ export * from './elementwise.js';
 export * from './gather.js';
 export * from './matmul.js';
 export * from './rows.js';
+export * from './attention.js';
