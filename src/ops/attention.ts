@@ -188,7 +188,7 @@ function dispatch(c: Call, bh0: number, bh1: number): void {
     bh_begin: bh0, bh_count: count, items,
     q_sb: g.qStrides[0], q_sh: g.qStrides[1], q_sl: g.qStrides[2], q_base: qw.base, o_base: ow.base,
     k_sb: g.kStrides[0], k_sh: g.kStrides[1], k_sl: g.kStrides[2], k_base: kw.base, v_base: vw.base,
-    causal_offset: g.Lk - g.Lq,
+    causal_offset: c.causal ? g.Lk - g.Lq : 0,
     ...term(c.bias, 'bias'), ...term(c.mask, 'mask'),
     scale: c.scale, splits: c.splits, chunk: c.chunk,
   });

@@ -6,3 +6,5 @@ export * from './gather.js';
 export * from './matmul.js';
 export * from './rows.js';
 export * from './attention.js';
+export * from './kv-cache.js';
+export * from './rope.js';
