@@ -20,12 +20,55 @@ override HB: u32 = 2u;
 // Keys per workgroup-memory tile: 2048 / D (attention_tiled).
 override TK: u32 = 16u;
 
-const MAX_HB: u32 = 8u;
-
+// Output accumulators in pairs of 32-column blocks: acc_i[r * 2 + h] holds row r, block 2i + h. Each
+// pair is its own array so the loops over (row, block) stay small enough for the shader compiler
+// to unroll (lavapipe indexes private arrays dynamically at a large cost when it does not).
+alias Pair = array<vec4<f32>, 16>;
+var<private> acc_0: Pair;
+var<private> acc_1: Pair;
+var<private> acc_2: Pair;
+var<private> acc_3: Pair;
 var<private> s: array<vec4<f32>, 8>;
-var<private> acc: array<vec4<f32>, 64>;
 var<private> row_max: array<f32, 8>;
 var<private> row_sum: array<f32, 8>;
+
+// Column blocks (of 32) that pair `i` holds.
+fn blocks_in(i: u32) -> u32 { return min(2u, HB - min(HB, 2u * i)); }
+
+// acc *= alpha for row r.
+fn rescale(acc: ptr<private, Pair>, n: u32, r: u32, alpha: f32) {
+  for (var h = 0u; h < n; h++) { (*acc)[r * 2u + h] *= alpha; }
+}
+
+// O[r, blocks of the pair] += P[r, the 4 keys of lane L] · V[those keys], for all 8 rows.
+fn accumulate(acc: ptr<private, Pair>, n: u32, first_col: u32, hd: Head, j0: u32, L: u32, lane: u32) {
+  var vrow: array<vec4<f32>, 8>;
+  for (var c = 0u; c < 4u; c++) {
+    let vb = v_at(hd, min(j0 + 4u * L + c, p.Lk - 1u));
+    for (var h = 0u; h < n; h++) { vrow[c * 2u + h] = v4(vb + min(first_col + 32u * h + 4u * lane, p.D - 4u)); }
+  }
+  for (var r = 0u; r < 8u; r++) {
+    let pr = vec4<f32>(subgroupShuffle(s[r].x, L), subgroupShuffle(s[r].y, L),
+                       subgroupShuffle(s[r].z, L), subgroupShuffle(s[r].w, L));
+    for (var h = 0u; h < n; h++) {
+      (*acc)[r * 2u + h] += pr.x * vrow[h] + pr.y * vrow[2u + h] + pr.z * vrow[4u + h] + pr.w * vrow[6u + h];
+    }
+  }
+}
+
+// Writes row r of a pair's blocks, scaled by inv.
+fn store_pair(acc: ptr<private, Pair>, n: u32, first_col: u32, ob: u32, r: u32, lane: u32, inv: f32) {
+  for (var h = 0u; h < n; h++) {
+    let col = first_col + 32u * h + 4u * lane;
+    if (col < p.D) {
+      let ov = (*acc)[r * 2u + h] * inv;
+      out_st(ob + col, ov.x);
+      out_st(ob + col + 1u, ov.y);
+      out_st(ob + col + 2u, ov.z);
+      out_st(ob + col + 3u, ov.w);
+    }
+  }
+}
 
 fn max8(x: f32) -> f32 {
   let a = max(x, subgroupShuffleXor(x, 1u));
@@ -51,7 +94,12 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     row_max[r] = LOWEST;
     row_sum[r] = 0.0;
   }
-  for (var i = 0u; i < 8u * HB; i++) { acc[i] = vec4<f32>(0.0); }
+  for (var i = 0u; i < 16u; i++) {
+    acc_0[i] = vec4<f32>(0.0);
+    acc_1[i] = vec4<f32>(0.0);
+    acc_2[i] = vec4<f32>(0.0);
+    acc_3[i] = vec4<f32>(0.0);
+  }
 
   let kend = key_end(min(row0 + 7u, p.Lq - 1u));
   for (var j0 = 0u; j0 < kend; j0 += 32u) {
@@ -97,23 +145,18 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       let pv = select(vec4<f32>(0.0), exp(sv - m_new), seen);
       row_sum[r] = row_sum[r] * alpha + (pv.x + pv.y + pv.z + pv.w);
       s[r] = pv;
-      for (var h = 0u; h < HB; h++) { acc[r * HB + h] *= alpha; }
+      rescale(&acc_0, blocks_in(0u), r, alpha);
+      if (HB > 2u) { rescale(&acc_1, blocks_in(1u), r, alpha); }
+      if (HB > 4u) { rescale(&acc_2, blocks_in(2u), r, alpha); }
+      if (HB > 6u) { rescale(&acc_3, blocks_in(3u), r, alpha); }
     }
 
     // O[r] += P[r, keys of lane L] · V[those keys], for each source lane L.
     for (var L = 0u; L < 8u; L++) {
-      var vrow: array<vec4<f32>, 32>;
-      for (var c = 0u; c < 4u; c++) {
-        let vb = v_at(hd, min(j0 + 4u * L + c, p.Lk - 1u));
-        for (var h = 0u; h < HB; h++) { vrow[c * HB + h] = v4(vb + min(32u * h + 4u * lane, p.D - 4u)); }
-      }
-      for (var r = 0u; r < 8u; r++) {
-        let pr = vec4<f32>(subgroupShuffle(s[r].x, L), subgroupShuffle(s[r].y, L),
-                           subgroupShuffle(s[r].z, L), subgroupShuffle(s[r].w, L));
-        for (var h = 0u; h < HB; h++) {
-          acc[r * HB + h] += pr.x * vrow[h] + pr.y * vrow[HB + h] + pr.z * vrow[2u * HB + h] + pr.w * vrow[3u * HB + h];
-        }
-      }
+      accumulate(&acc_0, blocks_in(0u), 0u, hd, j0, L, lane);
+      if (HB > 2u) { accumulate(&acc_1, blocks_in(1u), 64u, hd, j0, L, lane); }
+      if (HB > 4u) { accumulate(&acc_2, blocks_in(2u), 128u, hd, j0, L, lane); }
+      if (HB > 6u) { accumulate(&acc_3, blocks_in(3u), 192u, hd, j0, L, lane); }
     }
   }
 
@@ -124,16 +167,10 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let row = row0 + r;
     if (row < p.Lq) {
       let ob = o_at(hd, row);
-      for (var h = 0u; h < HB; h++) {
-        let col = 32u * h + 4u * lane;
-        if (col < p.D) {
-          let ov = acc[r * HB + h] * inv;
-          out_st(ob + col, ov.x);
-          out_st(ob + col + 1u, ov.y);
-          out_st(ob + col + 2u, ov.z);
-          out_st(ob + col + 3u, ov.w);
-        }
-      }
+      store_pair(&acc_0, blocks_in(0u), 0u, ob, r, lane, inv);
+      if (HB > 2u) { store_pair(&acc_1, blocks_in(1u), 64u, ob, r, lane, inv); }
+      if (HB > 4u) { store_pair(&acc_2, blocks_in(2u), 128u, ob, r, lane, inv); }
+      if (HB > 6u) { store_pair(&acc_3, blocks_in(3u), 192u, ob, r, lane, inv); }
     }
   }
 }

@@ -53,9 +53,9 @@ override HAS_BIAS: bool = false;
 override HAS_MASK: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> query: array<query_t>;
-@group(0) @binding(2) var<storage, read> keys: array<keys_t>;
-@group(0) @binding(3) var<storage, read> values: array<values_t>;
+@group(0) @binding(1) var<storage, read> query: array<query_t4>;
+@group(0) @binding(2) var<storage, read> keys: array<keys_t4>;
+@group(0) @binding(3) var<storage, read> values: array<values_t4>;
 @group(0) @binding(4) var<storage, read> bias: array<bias_t>;
 @group(0) @binding(5) var<storage, read> mask: array<mask_t>;
 @group(0) @binding(6) var<storage, read_write> out: array<out_t>;
@@ -79,10 +79,11 @@ fn o_at(hd: Head, row: u32) -> u32 { return hd.bat * p.q_sb + hd.head * p.q_sh +
 fn k_at(hd: Head, key: u32) -> u32 { return hd.bat * p.k_sb + hd.kvh * p.k_sh + key * p.k_sl - p.k_base; }
 fn v_at(hd: Head, key: u32) -> u32 { return hd.bat * p.k_sb + hd.kvh * p.k_sh + key * p.k_sl - p.v_base; }
 
-// Four consecutive elements (i a multiple of 4): two paired loads, which halves the loads for f16.
-fn q4(i: u32) -> vec4<f32> { return vec4<f32>(query_ld2(i), query_ld2(i + 2u)); }
-fn k4(i: u32) -> vec4<f32> { return vec4<f32>(keys_ld2(i), keys_ld2(i + 2u)); }
-fn v4(i: u32) -> vec4<f32> { return vec4<f32>(values_ld2(i), values_ld2(i + 2u)); }
+// Four consecutive elements (i a multiple of 4) in one load: Q, K and V are bound four elements per
+// entry (D is a multiple of 4 and every window starts aligned).
+fn q4(i: u32) -> vec4<f32> { return query_ld4(i >> 2u); }
+fn k4(i: u32) -> vec4<f32> { return keys_ld4(i >> 2u); }
+fn v4(i: u32) -> vec4<f32> { return values_ld4(i >> 2u); }
 
 // Offset of (row, key 0) in the additive terms; keys follow contiguously.
 fn bias_row(hd: Head, row: u32) -> u32 { return (hd.bat % p.bias_nb) * p.bias_sb + hd.head * p.bias_sh + row * p.bias_sl; }

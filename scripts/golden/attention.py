@@ -83,6 +83,8 @@ CASES = [
     dict(name='chunked_33of100_d128_causal', B=2, Hq=4, Hkv=2, Lq=33, Lk=100, D=128, causal=True, q_amp=2.0),
     # Odd head dim with a per-head bias.
     dict(name='d80_77_bias', B=2, Hq=4, Hkv=4, Lq=77, Lk=77, D=80, causal=False, bias=[4, 77, 77], q_amp=2.0),
+    # The largest head dim the kernels take (all four accumulator pairs of the subgroup kernel).
+    dict(name='d256_33_causal', B=1, Hq=2, Hkv=1, Lq=33, Lk=33, D=256, causal=True, q_amp=1.0),
     # Cross-attention: many image queries, 77 text keys (U-Net, detector), head dims 40 and 160.
     dict(name='cross_1100x77_d40', B=1, Hq=2, Hkv=2, Lq=1100, Lk=77, D=40, causal=False, q_amp=2.0),
     dict(name='cross_577x77_d160', B=1, Hq=2, Hkv=2, Lq=577, Lk=77, D=160, causal=False, q_amp=1.0),
