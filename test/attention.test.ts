@@ -248,6 +248,21 @@ describe('attention checks its inputs', () => {
     expect(() => attention(q, k, k, { layout: 'bdhl' as 'bhld' })).toThrow(/unknown layout 'bdhl'/);
     expect(() => attention(q, k, k, { kernel: 'subgroup', splits: 2 })).toThrow(/splits applies to the decoding kernels only/);
     expect(() => attention(t([1, 4, 1, 64]), k, k, { splits: 0 })).toThrow(/splits must be a positive integer, got 0/);
+    expect(() => attention(q, k, k, { kvLength: 0 })).toThrow(/no keys to attend \(k \[1, 2, 9, 64\], kvLength 0\)/);
+    expect(() => attention(q, k, k, { dtype: 'i32' })).toThrow(/output dtype must be f32 or f16, got i32/);
+  });
+
+  it('a refused call allocates nothing', async () => {
+    const q = t([1, 4, 7, 64]);
+    const k = t([1, 2, 9, 64]);
+    const small = await testEngine({ maxBindingBytes: 4096 });
+    const qs = small.empty([1, 2, 40, 64]);
+    await engine.sync();
+    const before = [engine.memory().liveBuffers, small.memory().liveBuffers];
+    expect(() => attention(q, k, k, { splits: 2 })).toThrow();
+    expect(() => attention(q, k, k, { kvLength: 0 })).toThrow();
+    expect(() => attention(qs, qs, qs)).toThrow(/does not fit the 4096-byte binding limit/);
+    expect([engine.memory().liveBuffers, small.memory().liveBuffers]).toEqual(before);
   });
 
   it('returns an empty output for empty queries and allocates nothing else', async () => {

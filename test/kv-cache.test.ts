@@ -79,6 +79,13 @@ describe('rotary embedding (Hugging Face rotate-half)', () => {
     expect(() => rope(x, rotary, { positions: 1.5 })).toThrow(/start position 1.5 must be a non-negative integer/);
     expect(() => rope(x, rotary, { positions: 1 << 20 })).toThrow(/position 1048578 is outside \[0, 1048576\)/);
     expect(() => rope(engine.empty([1, 2, 3, 6]), rotary)).toThrow(/has head dim 6; the rotary embedding was made for 8/);
+    expect(() => rope(x, rotary, { layout: 'hbld' as 'bhld' })).toThrow(/unknown layout 'hbld'/);
+    // Refused calls allocate nothing (the table, grown once, is the embedding's own).
+    rope(x, rotary).dispose();
+    const before = engine.memory().liveBuffers;
+    expect(() => rope(x, rotary, { positions: [0, -1, 2] })).toThrow();
+    expect(() => rope(x, rotary, { positions: 1 << 20 })).toThrow();
+    expect(engine.memory().liveBuffers).toBe(before);
     x.dispose();
     rotary.dispose();
   });

@@ -68,14 +68,14 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   }
   const engine = q.engine;
   const dtype = options.dtype ?? q.dtype;
-  const out = engine.empty(g.outShape, dtype);
-  if (g.B * g.Hq * g.Lq === 0) return out;
+  if (dtype !== 'f32' && dtype !== 'f16') throw new TypeError(`${OP}: output dtype must be f32 or f16, got ${dtype}`);
+  if (g.B * g.Hq * g.Lq === 0) return engine.empty(g.outShape, dtype);
+  if (g.Lk === 0) throw new RangeError(`${OP}: no keys to attend (k ${formatShape(k.shape)}, kvLength ${g.Lk}); softmax over nothing is undefined`);
   const kernel = options.kernel ?? chooseKernel(engine, g);
   if (!subgroupsOf8(engine) && (kernel === 'subgroup' || kernel === 'decode_subgroup')) {
     throw new Error(`${OP}: kernel '${kernel}' needs subgroups of exactly 8 invocations, which this adapter lacks`);
   }
-  const scale = options.scale ?? 1 / Math.sqrt(g.D);
-  const call: Call = { engine, g, q, k, v, out, bias, mask, causal, scale, kernel, splits: 1, chunk: g.Lk };
+  const call: Call = { engine, g, q, k, v, dtype, bias, mask, causal, scale: options.scale ?? 1 / Math.sqrt(g.D), kernel, splits: 1, chunk: g.Lk };
   if (kernel === 'decode_subgroup' || kernel === 'decode_tiled') {
     const splits = options.splits ?? defaultSplits(engine, g);
     if (!Number.isInteger(splits) || splits < 1) throw new RangeError(`${OP}: splits must be a positive integer, got ${splits}`);
@@ -85,7 +85,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   } else if (options.splits !== undefined) {
     throw new RangeError(`${OP}: splits applies to the decoding kernels only (kernel '${kernel}')`);
   }
-  for (const [bh0, bh1] of headChunks(call)) dispatch(call, bh0, bh1);
+  // Every check (binding limits included) happens before anything is allocated.
+  const ranges = headChunks(call);
+  const out = engine.empty(g.outShape, dtype);
+  for (const [bh0, bh1] of ranges) dispatch(call, out, bh0, bh1);
   return out;
 }
 
@@ -95,7 +98,7 @@ interface Call {
   q: Tensor;
   k: Tensor;
   v: Tensor;
-  out: Tensor;
+  dtype: DType;
   bias?: AdditiveTerm;
   mask?: AdditiveTerm;
   causal: boolean;
@@ -145,9 +148,10 @@ function headChunks(c: Call): [number, number][] {
       throw new RangeError(`${OP}: ${role} ${formatShape(term.tensor.shape)} is ${term.tensor.byteLength} bytes, over the ${limit}-byte binding limit`);
     }
   }
+  const out = { dtype: c.dtype, byteOffset: 0, engine }; // a new tensor starts its buffer
   const fits = (bh0: number, bh1: number) =>
     windowBytes(c.q, headSpan(g, 'q', bh0, bh1)) <= limit &&
-    windowBytes(c.out, headSpan(g, 'q', bh0, bh1)) <= limit &&
+    windowBytes(out, headSpan(g, 'q', bh0, bh1)) <= limit &&
     windowBytes(c.k, headSpan(g, 'k', bh0, bh1)) <= limit &&
     windowBytes(c.v, headSpan(g, 'k', bh0, bh1)) <= limit &&
     partBytesPerHead(c) * (bh1 - bh0) <= limit;
@@ -168,17 +172,17 @@ function placeholder(engine: Engine): Tensor {
   return t;
 }
 
-function dispatch(c: Call, bh0: number, bh1: number): void {
+function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
   const { engine, g } = c;
   const count = bh1 - bh0;
   const qw = bindingWindow(c.q, headSpan(g, 'q', bh0, bh1));
-  const ow = bindingWindow(c.out, headSpan(g, 'q', bh0, bh1));
+  const ow = bindingWindow(out, headSpan(g, 'q', bh0, bh1));
   const kw = bindingWindow(c.k, headSpan(g, 'k', bh0, bh1));
   const vw = bindingWindow(c.v, headSpan(g, 'k', bh0, bh1));
   const none = placeholder(engine);
   const bias = c.bias?.tensor ?? none;
   const mask = c.mask?.tensor ?? none;
-  const dtypes = { query: c.q.dtype, keys: c.k.dtype, values: c.v.dtype, bias: bias.dtype, mask: mask.dtype, out: c.out.dtype };
+  const dtypes = { query: c.q.dtype, keys: c.k.dtype, values: c.v.dtype, bias: bias.dtype, mask: mask.dtype, out: out.dtype };
   const flags = { CAUSAL: c.causal, HAS_BIAS: c.bias !== undefined, HAS_MASK: c.mask !== undefined };
   const term = (t: AdditiveTerm | undefined, name: string) => ({
     [`${name}_nb`]: t?.nb ?? 1, [`${name}_sb`]: t?.sb ?? 0, [`${name}_sh`]: t?.sh ?? 0, [`${name}_sl`]: t?.sl ?? 0,
@@ -233,7 +237,7 @@ function decode(
   const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides };
   engine.run(spec, { ...tensors, part }, params(items), items * count);
   if (split) {
-    const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: c.out.dtype }, overrides: { WG } };
+    const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG } };
     engine.run(combine, { out: tensors.out!, part }, params(g.Lq), g.Lq * count);
   }
   part.dispose();

@@ -14,7 +14,7 @@ import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { attention, type AttentionOptions } from './attention.js';
 import type { AttentionLayout } from './attention-layout.js';
-import { planPositions, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
+import { planPositions, planRotary, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 
 export interface KVCacheOptions {
@@ -98,18 +98,15 @@ export class KVCache {
     }
     if (T === 0) return;
     const D = this.headDim;
-    const plan = planPositions(op, this.engine, options.positions ?? this.used, 1, T);
-    try {
-      runRotary(this.engine, {
-        op, entry: 'kv_append', H, L: T, D, units: H,
-        strides: layout === 'bhld' ? [H * T * D, T * D, D] : [T * H * D, D, H * D],
-        plan, table: this.rotary ? this.rotary.tableFor(plan.max) : noTable(this.engine),
-        src: k, srcV: v, dst: this.keys, dstV: this.values,
-        dstStrides: [0, this.maxLength * D, D], dstRow0: this.used, rotate: this.rotary !== undefined,
-      });
-    } finally {
-      plan.tensor?.dispose();
-    }
+    const positions = planPositions(op, options.positions ?? this.used, 1, T);
+    const plan = planRotary({
+      op, entry: 'kv_append', H, L: T, D, units: H,
+      strides: layout === 'bhld' ? [H * T * D, T * D, D] : [T * H * D, D, H * D],
+      positions, table: this.rotary ? this.rotary.tableFor(positions.max) : noTable(this.engine),
+      src: k, srcV: v, dst: this.keys, dstV: this.values,
+      dstStrides: [0, this.maxLength * D, D], dstRow0: this.used, rotate: this.rotary !== undefined,
+    });
+    runRotary(plan, this.keys);
     this.used += T;
   }
 

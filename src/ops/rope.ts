@@ -105,21 +105,21 @@ export interface RopeOptions {
   dtype?: DType;
 }
 
-/** Uploaded positions and the range of table rows they need. */
+/** Checked positions and the range of table rows they need. */
 export interface PositionPlan {
   start: number;
-  /** i32 [L] or [B, L], or null for start + row. */
-  tensor: Tensor | null;
-  /** Batch stride into `tensor` (0 when shared by the batch). */
+  /** Explicit positions, [L] or [B, L] (uploaded at dispatch), or null for start + row. */
+  values: Int32Array | null;
+  /** Batch stride into `values` (0 when shared by the batch). */
   batchStride: number;
   min: number;
   max: number;
 }
 
-export function planPositions(op: string, engine: Engine, positions: Positions, B: number, L: number): PositionPlan {
+export function planPositions(op: string, positions: Positions, B: number, L: number): PositionPlan {
   if (typeof positions === 'number') {
     if (!Number.isInteger(positions) || positions < 0) throw new RangeError(`${op}: start position ${positions} must be a non-negative integer`);
-    return { start: positions, tensor: null, batchStride: 0, min: positions, max: positions + Math.max(L - 1, 0) };
+    return { start: positions, values: null, batchStride: 0, min: positions, max: positions + Math.max(L - 1, 0) };
   }
   const n = positions.length;
   if (n !== L && n !== B * L) throw new RangeError(`${op}: ${n} positions given for ${L} rows (batch ${B}); give ${L} or ${B * L}`);
@@ -131,14 +131,13 @@ export function planPositions(op: string, engine: Engine, positions: Positions, 
     min = Math.min(min, v);
     max = Math.max(max, v);
   }
-  const tensor = engine.tensor(Int32Array.from(positions), [n], 'i32');
-  return { start: 0, tensor, batchStride: n === L ? 0 : L, min: n ? min : 0, max: n ? max : 0 };
+  return { start: 0, values: Int32Array.from(positions), batchStride: n === L ? 0 : L, min: n ? min : 0, max: n ? max : 0 };
 }
 
 const placeholders = new WeakMap<Engine, Tensor>();
 
 /** A bound-but-unread i32 tensor for kernels whose positions are start + row. */
-export function noPositions(engine: Engine): Tensor {
+function noPositions(engine: Engine): Tensor {
   let t = placeholders.get(engine);
   if (!t || t.isDisposed) {
     t = engine.tensor(new Int32Array(4), [4], 'i32', { persistent: true });
@@ -152,22 +151,28 @@ export function rope(x: Tensor, rotary: RotaryEmbedding, options: RopeOptions = 
   const op = 'rope';
   expectDType(op, x, FLOAT_DTYPES, 'x');
   const layout = options.layout ?? 'bhld';
+  if (layout !== 'bhld' && layout !== 'blhd') throw new RangeError(`${op}: unknown layout '${String(layout)}' (use 'bhld' or 'blhd')`);
   if (x.rank !== 3 && x.rank !== 4) throw new RangeError(`${op}: x ${formatShape(x.shape)} must be rank 3 or 4 (layout '${layout}')`);
   const [B, s1, s2, D] = (x.rank === 3 ? [1, ...x.shape] : [...x.shape]) as [number, number, number, number];
   const [H, L] = layout === 'bhld' ? [s1, s2] : [s2, s1];
   if (D !== rotary.headDim) throw new RangeError(`${op}: x ${formatShape(x.shape)} has head dim ${D}; the rotary embedding was made for ${rotary.headDim}`);
+  const dtype = options.dtype ?? x.dtype;
+  if (dtype !== 'f32' && dtype !== 'f16') throw new TypeError(`${op}: output dtype must be f32 or f16, got ${dtype}`);
   const engine = x.engine;
-  const y = engine.empty(x.shape, options.dtype ?? x.dtype);
-  if (x.size === 0) return y;
-  const plan = planPositions(op, engine, options.positions ?? 0, B, L);
+  if (x.size === 0) return engine.empty(x.shape, dtype);
+  const positions = planPositions(op, options.positions ?? 0, B, L);
   const strides = layout === 'bhld' ? [H * L * D, L * D, D] : [L * H * D, D, H * D];
-  runRotary(engine, {
-    op, entry: 'rope', H, L, D, units: B * H, strides, plan, table: rotary.tableFor(plan.max),
-    src: x, dst: y, dstStrides: strides, dstRow0: 0,
+  const plan = planRotary({
+    op, entry: 'rope', H, L, D, units: B * H, strides, positions, table: rotary.tableFor(positions.max),
+    src: x, dst: { dtype, byteOffset: 0, engine }, dstStrides: strides, dstRow0: 0,
   });
-  plan.tensor?.dispose();
+  const y = engine.empty(x.shape, dtype);
+  runRotary(plan, y);
   return y;
 }
+
+/** Tensor-like: what planning needs of a destination that may not exist yet. */
+type Placed = Pick<Tensor, 'dtype' | 'byteOffset' | 'engine'>;
 
 export interface RotaryDispatch {
   op: string;
@@ -179,10 +184,10 @@ export interface RotaryDispatch {
   units: number;
   /** Element strides (batch, head, row) of src (and src_v). */
   strides: number[];
-  plan: PositionPlan;
+  positions: PositionPlan;
   table: Tensor;
   src: Tensor;
-  dst: Tensor;
+  dst: Placed;
   srcV?: Tensor;
   dstV?: Tensor;
   dstStrides: number[];
@@ -191,9 +196,17 @@ export interface RotaryDispatch {
   rotate?: boolean;
 }
 
-/** Dispatches rope or kv_append over head ranges whose bindings fit. */
-export function runRotary(engine: Engine, r: RotaryDispatch): void {
-  const half = r.D / 2;
+export interface RotaryPlan {
+  r: RotaryDispatch;
+  ranges: [number, number][];
+  srcSpan: (u0: number, u1: number) => Span;
+  dstSpan: (u0: number, u1: number) => Span;
+  tableSpan: Span;
+}
+
+/** Checks binding limits and groups heads into dispatches whose windows fit; allocates nothing. */
+export function planRotary(r: RotaryDispatch): RotaryPlan {
+  const engine = r.src.engine;
   const span = (strides: number[], row0: number) => (u0: number, u1: number): Span => {
     let first = Infinity;
     let end = 0;
@@ -207,42 +220,50 @@ export function runRotary(engine: Engine, r: RotaryDispatch): void {
   const srcSpan = span(r.strides, 0);
   const dstSpan = span(r.dstStrides, r.dstRow0);
   // Only the table rows of the positions used are bound (a cache without rotation binds a stub).
-  const tableSpan: Span = r.rotate === false ? [0, 1] : [r.plan.min * r.D, (r.plan.max + 1) * r.D];
+  const tableSpan: Span = r.rotate === false ? [0, 1] : [r.positions.min * r.D, (r.positions.max + 1) * r.D];
   const limit = engine.maxBindingBytes;
   if (windowBytes(r.table, tableSpan) > limit) {
-    throw new RangeError(`${r.op}: positions ${r.plan.min}..${r.plan.max} need ${windowBytes(r.table, tableSpan)} bytes of rotary table, over the ${limit}-byte binding limit`);
+    throw new RangeError(`${r.op}: positions ${r.positions.min}..${r.positions.max} need ${windowBytes(r.table, tableSpan)} bytes of rotary table, over the ${limit}-byte binding limit`);
   }
-  const pairs = [[r.src, r.dst], [r.srcV, r.dstV]] as const;
-  const fits = (u0: number, u1: number) =>
-    pairs.every(([s, d]) => !s || !d || (windowBytes(s, srcSpan(u0, u1)) <= limit && windowBytes(d, dstSpan(u0, u1)) <= limit));
+  const pairs: [Placed, Placed][] = [[r.src, r.dst]];
+  if (r.srcV && r.dstV) pairs.push([r.srcV, r.dstV]);
+  const fits = (u0: number, u1: number) => pairs.every(([s, d]) => windowBytes(s, srcSpan(u0, u1)) <= limit && windowBytes(d, dstSpan(u0, u1)) <= limit);
   const ranges = unitRanges(r.units, fits, () => `${r.op}: one head of ${formatShape(r.src.shape)} (${r.src.dtype}) does not fit the ${limit}-byte binding limit`);
+  return { r, ranges, srcSpan, dstSpan, tableSpan };
+}
+
+/** Records the dispatches of a plan, writing to `dst` (the planned destination, now allocated). */
+export function runRotary({ r, ranges, srcSpan, dstSpan, tableSpan }: RotaryPlan, dst: Tensor): void {
+  const engine = dst.engine;
+  const half = r.D / 2;
   const tw = bindingWindow(r.table, tableSpan);
-  const positions = r.plan.tensor ?? noPositions(engine);
+  const values = r.positions.values;
+  const positions = values ? engine.tensor(values, [values.length], 'i32') : noPositions(engine);
   for (const [u0, u1] of ranges) {
     const sw = bindingWindow(r.src, srcSpan(u0, u1));
-    const dw = bindingWindow(r.dst, dstSpan(u0, u1));
+    const dw = bindingWindow(dst, dstSpan(u0, u1));
     const svw = r.srcV ? bindingWindow(r.srcV, srcSpan(u0, u1)) : null;
     const dvw = r.dstV ? bindingWindow(r.dstV, dstSpan(u0, u1)) : null;
     const tensors: Record<string, Tensor> = { src: sw.view, dst: dw.view, table: tw.view, positions };
-    const dtypes: Record<string, DType> = { src: r.src.dtype, dst: r.dst.dtype };
+    const dtypes: Record<string, DType> = { src: r.src.dtype, dst: dst.dtype };
     if (svw && dvw) {
       Object.assign(tensors, { src_v: svw.view, dst_v: dvw.view });
       Object.assign(dtypes, { src_v: r.srcV!.dtype, dst_v: r.dstV!.dtype });
     }
     const count = (u1 - u0) * r.L * half;
     engine.run(
-      { file: 'rope.wgsl', entry: r.entry, dtypes, overrides: { HAS_POSITIONS: r.plan.tensor !== null, ...(r.entry === 'kv_append' ? { ROPE: r.rotate ?? true } : {}) } },
+      { file: 'rope.wgsl', entry: r.entry, dtypes, overrides: { HAS_POSITIONS: values !== null, ...(r.entry === 'kv_append' ? { ROPE: r.rotate ?? true } : {}) } },
       tensors,
       {
         H: r.H, L: r.L, D: r.D, unit_begin: u0, units: u1 - u0,
         src_sb: r.strides[0]!, src_sh: r.strides[1]!, src_sl: r.strides[2]!, src_base: sw.base, src_v_base: svw?.base ?? 0,
         dst_sb: r.dstStrides[0]!, dst_sh: r.dstStrides[1]!, dst_sl: r.dstStrides[2]!, dst_base: dw.base, dst_v_base: dvw?.base ?? 0,
-        dst_row0: r.dstRow0, pos_start: r.plan.start, pos_sb: r.plan.batchStride, table_base: tw.base,
+        dst_row0: r.dstRow0, pos_start: r.positions.start, pos_sb: r.positions.batchStride, table_base: tw.base,
       },
       Math.ceil(count / 64),
     );
     for (const w of [sw, dw, svw, dvw]) w?.view.dispose();
   }
   tw.view.dispose();
+  if (values) positions.dispose();
 }
-

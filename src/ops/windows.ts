@@ -10,8 +10,8 @@ import type { Tensor } from '../engine/tensor.js';
 /** Element range [first, end) of a tensor. */
 export type Span = [number, number];
 
-/** Bytes a binding over `span` of `t` needs once its start is aligned down. */
-export function windowBytes(t: Tensor, [first, end]: Span): number {
+/** Bytes a binding over `span` of `t` (or of a tensor yet to be made) needs once its start is aligned down. */
+export function windowBytes(t: Pick<Tensor, 'dtype' | 'byteOffset' | 'engine'>, [first, end]: Span): number {
   const bytes = DTYPE_BYTES[t.dtype];
   const start = t.byteOffset + first * bytes;
   return (end - first) * bytes + (start % t.engine.storageAlign);
