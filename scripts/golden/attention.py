@@ -83,6 +83,9 @@ CASES = [
     dict(name='chunked_33of100_d128_causal', B=2, Hq=4, Hkv=2, Lq=33, Lk=100, D=128, causal=True, q_amp=2.0),
     # Odd head dim with a per-head bias.
     dict(name='d80_77_bias', B=2, Hq=4, Hkv=4, Lq=77, Lk=77, D=80, causal=False, bias=[4, 77, 77], q_amp=2.0),
+    # A head dim that is a multiple of 4 but not 8, grouped 2:1, causal with more keys than queries.
+    dict(name='d36_13of29_causal', B=1, Hq=2, Hkv=1, Lq=13, Lk=29, D=36, causal=True, q_amp=2.0),
+    dict(name='decode_d36_of_300', B=1, Hq=2, Hkv=2, Lq=1, Lk=300, D=36, causal=False, q_amp=2.0),
     # The largest head dim the kernels take (all four accumulator pairs of the subgroup kernel).
     dict(name='d256_33_causal', B=1, Hq=2, Hkv=1, Lq=33, Lk=33, D=256, causal=True, q_amp=1.0),
     # Cross-attention: many image queries, 77 text keys (U-Net, detector), head dims 40 and 160.
