@@ -7,9 +7,9 @@
 // for keys 4l..4l+3 (Q values reach every lane through subgroupShuffle, as in matmul_subgroup), and
 // for the P·V product lane l owns output columns 4l..4l+3 of every 32-column block, with each
 // probability shuffled from the lane that computed it. Every K and V element is loaded once per
-// subgroup, no barrier is ever executed, and reductions across lanes are shuffle butterflies
-// (lavapipe's subgroupMax/subgroupAdd are far slower). Accumulators are written once per 4 keys or
-// 4 dimensions: on lavapipe each write of a loop-carried variable costs a masked blend.
+// subgroup and no barrier is ever executed (row max and sum come from subgroupMax/subgroupAdd).
+// Accumulators are written once per 4 keys or 4 dimensions: on lavapipe each write of a variable
+// carried around a loop costs a masked blend.
 //
 // attention_tiled (GPUs). A workgroup of 64 invocations owns 64 query rows, one per invocation;
 // tiles of K and V are staged in workgroup memory and read by all rows.
@@ -70,18 +70,6 @@ fn store_pair(acc: ptr<private, Pair>, n: u32, first_col: u32, ob: u32, r: u32, 
   }
 }
 
-fn max8(x: f32) -> f32 {
-  let a = max(x, subgroupShuffleXor(x, 1u));
-  let b2 = max(a, subgroupShuffleXor(a, 2u));
-  return max(b2, subgroupShuffleXor(b2, 4u));
-}
-
-fn sum8(x: f32) -> f32 {
-  let a = x + subgroupShuffleXor(x, 1u);
-  let b2 = a + subgroupShuffleXor(a, 2u);
-  return b2 + subgroupShuffleXor(b2, 4u);
-}
-
 @compute @workgroup_size(8)
 fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lane: u32) {
@@ -139,7 +127,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       }
       let seen = vec4<bool>(visible(row, kidx.x), visible(row, kidx.y), visible(row, kidx.z), visible(row, kidx.w));
       sv = select(vec4<f32>(LOWEST), sv, seen);
-      let m_new = max(row_max[r], max8(max(max(sv.x, sv.y), max(sv.z, sv.w))));
+      let m_new = max(row_max[r], subgroupMax(max(max(sv.x, sv.y), max(sv.z, sv.w))));
       let alpha = exp(row_max[r] - m_new);
       row_max[r] = m_new;
       let pv = select(vec4<f32>(0.0), exp(sv - m_new), seen);
@@ -161,7 +149,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
   }
 
   for (var r = 0u; r < 8u; r++) {
-    let total = sum8(row_sum[r]);
+    let total = subgroupAdd(row_sum[r]);
     // A row that sees no key at all (fully masked) comes out as zeros rather than 0/0.
     let inv = select(0.0, 1.0 / total, total > 0.0);
     let row = row0 + r;

@@ -25,18 +25,6 @@ override SG: u32 = 0u;
 
 const MAX_HB: u32 = 8u;
 
-fn max8(x: f32) -> f32 {
-  let a = max(x, subgroupShuffleXor(x, 1u));
-  let b2 = max(a, subgroupShuffleXor(a, 2u));
-  return max(b2, subgroupShuffleXor(b2, 4u));
-}
-
-fn sum8(x: f32) -> f32 {
-  let a = x + subgroupShuffleXor(x, 1u);
-  let b2 = a + subgroupShuffleXor(a, 2u);
-  return b2 + subgroupShuffleXor(b2, 4u);
-}
-
 // Work item -> (query head, row, chunk) and its key range.
 struct Item {
   hd: Head,
@@ -90,7 +78,7 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, min(key, p.Lk - 1u)); }
     let seen = key < it.end && visible(it.row, key);
     sc = select(LOWEST, sc, seen);
-    let m_new = max(m, max8(sc));
+    let m_new = max(m, subgroupMax(sc));
     let alpha = exp(m - m_new);
     m = m_new;
     let pk = select(0.0, exp(sc - m_new), seen);
@@ -110,7 +98,7 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
       }
     }
   }
-  let total = sum8(lsum);
+  let total = subgroupAdd(lsum);
   if (SPLIT) {
     let base = part_at(it);
     for (var h = 0u; h < HB; h++) {
