@@ -4,12 +4,14 @@
  */
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
+import { benchAttention } from './attention.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
   ['kernels: gemv', benchGemv],
   ['kernels: row ops', benchRows],
+  ['attention', benchAttention],
 ];
 
 function arg(name: string): string | undefined {
