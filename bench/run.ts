@@ -5,6 +5,7 @@
 import { Engine } from '../src/engine/engine.js';
 import { Harness } from './harness.js';
 import { benchCheckpoint } from './checkpoint.js';
+import { benchAttention } from './attention.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
@@ -14,6 +15,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
   ['kernels: gemv', benchGemv],
   ['kernels: row ops', benchRows],
+  ['attention', benchAttention],
   ['conv', benchConv],
   ['group norm', benchNorm2d],
   ['image resize', benchResize],

@@ -1,0 +1,226 @@
+// Attention for a few query rows against many keys (LLM decoding against a KV cache): split-K
+// "flash decoding". Each work item is one query row and one chunk of `chunk` keys; it computes the
+// chunk's softmax max m, sum l and unnormalised output o = Σ exp(s - m) V. With one split the
+// result goes straight to the output; otherwise decode_combine merges the chunks of each row:
+// O = Σ_c exp(m_c - M) o_c / Σ_c exp(m_c - M) l_c with M = max_c m_c. Streaming K and V once is the
+// whole cost, so chunks exist to give every core (or GPU multiprocessor) a share of the keys.
+//
+// decode_subgroup (CPU adapters, subgroups of 8): one subgroup per item. Lane l scores key j0 + l
+// (Q values shared by shuffles), and for P·V lane l owns output columns 4l..4l+3 of each 32-column
+// block, with probabilities shuffled from the lanes that computed them. No barriers.
+// decode_tiled (GPUs): 64 invocations per item, one key each; max and sum through workgroup
+// memory, then invocations own output columns and read the probabilities from workgroup memory.
+#include "lib/attention_common.wgsl"
+#include "lib/reduce_shared.wgsl"
+
+// Partial results: per (row, chunk) D output values, then m and l.
+@group(0) @binding(7) var<storage, read_write> part: array<f32>;
+
+override SPLIT: bool = false;
+// ceil(D / 32) (decode_subgroup).
+override HB: u32 = 4u;
+// Workgroup size of decode_tiled and decode_combine (reduce_shared needs WG and SG).
+override WG: u32 = 64u;
+override SG: u32 = 0u;
+
+const MAX_HB: u32 = 8u;
+
+// Work item -> (query head, row, chunk) and its key range.
+struct Item {
+  hd: Head,
+  row: u32,
+  split: u32,
+  // Index of (head, row) among this dispatch's rows, for the partial results.
+  local_row: u32,
+  start: u32,
+  end: u32,
+}
+
+fn item_of(wid: u32) -> Item {
+  let local_head = wid / p.items;
+  let rest = wid % p.items;
+  let row = rest / p.splits;
+  let split = rest % p.splits;
+  let start = split * p.chunk;
+  let end = min(start + p.chunk, key_end(row));
+  return Item(head_of(p.bh_begin + local_head), row, split, local_head * p.Lq + row, start, end);
+}
+
+fn part_at(it: Item) -> u32 { return (it.local_row * p.splits + it.split) * (p.D + 2u); }
+
+var<private> acc: array<vec4<f32>, MAX_HB>;
+
+@compute @workgroup_size(8)
+fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lane: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= p.items * p.bh_count) { return; }
+  let it = item_of(wid);
+  let q_row = q_at(it.hd, it.row);
+  var m = LOWEST;
+  var lsum = 0.0;
+  for (var h = 0u; h < HB; h++) { acc[h] = vec4<f32>(0.0); }
+  for (var j0 = it.start; j0 < it.end; j0 += 8u) {
+    let key = j0 + lane;
+    let kb = k_at(it.hd, min(key, p.Lk - 1u));
+    // This lane's key against the query: lane t contributes Q[d + t] of each 8 dimensions.
+    var dot4 = vec4<f32>(0.0);
+    for (var d = 0u; d < p.D; d += 8u) {
+      let qd = query_ld(q_row + min(d + lane, p.D - 1u));
+      let ka = k4(kb + d);
+      dot4 += vec4<f32>(subgroupShuffle(qd, 0u), subgroupShuffle(qd, 1u), subgroupShuffle(qd, 2u), subgroupShuffle(qd, 3u)) * ka;
+      if (d + 4u < p.D) {
+        let kz = k4(kb + d + 4u);
+        dot4 += vec4<f32>(subgroupShuffle(qd, 4u), subgroupShuffle(qd, 5u), subgroupShuffle(qd, 6u), subgroupShuffle(qd, 7u)) * kz;
+      }
+    }
+    var sc = (dot4.x + dot4.y + dot4.z + dot4.w) * p.scale;
+    if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, min(key, p.Lk - 1u)); }
+    let seen = key < it.end && visible(it.row, key);
+    sc = select(LOWEST, sc, seen);
+    let m_new = max(m, subgroupMax(sc));
+    let alpha = exp(m - m_new);
+    m = m_new;
+    let pk = select(0.0, exp(sc - m_new), seen);
+    lsum = lsum * alpha + pk;
+    // O += p_t V[j0 + t] for the 8 keys, 4 at a time.
+    for (var half = 0u; half < 2u; half++) {
+      let t0 = 4u * half;
+      let pr = vec4<f32>(subgroupShuffle(pk, t0), subgroupShuffle(pk, t0 + 1u), subgroupShuffle(pk, t0 + 2u), subgroupShuffle(pk, t0 + 3u));
+      let va = v_at(it.hd, min(j0 + t0, p.Lk - 1u));
+      let vb = v_at(it.hd, min(j0 + t0 + 1u, p.Lk - 1u));
+      let vc = v_at(it.hd, min(j0 + t0 + 2u, p.Lk - 1u));
+      let vd = v_at(it.hd, min(j0 + t0 + 3u, p.Lk - 1u));
+      for (var h = 0u; h < HB; h++) {
+        let col = min(32u * h + 4u * lane, p.D - 4u);
+        let scaled = select(acc[h], acc[h] * alpha, half == 0u);
+        acc[h] = scaled + pr.x * v4(va + col) + pr.y * v4(vb + col) + pr.z * v4(vc + col) + pr.w * v4(vd + col);
+      }
+    }
+  }
+  let total = subgroupAdd(lsum);
+  if (SPLIT) {
+    let base = part_at(it);
+    for (var h = 0u; h < HB; h++) {
+      let col = 32u * h + 4u * lane;
+      if (col < p.D) {
+        part[base + col] = acc[h].x;
+        part[base + col + 1u] = acc[h].y;
+        part[base + col + 2u] = acc[h].z;
+        part[base + col + 3u] = acc[h].w;
+      }
+    }
+    if (lane == 0u) {
+      part[base + p.D] = m;
+      part[base + p.D + 1u] = total;
+    }
+  } else {
+    let inv = select(0.0, 1.0 / total, total > 0.0);
+    let ob = o_at(it.hd, it.row);
+    for (var h = 0u; h < HB; h++) {
+      let col = 32u * h + 4u * lane;
+      if (col < p.D) {
+        let ov = acc[h] * inv;
+        out_st(ob + col, ov.x);
+        out_st(ob + col + 1u, ov.y);
+        out_st(ob + col + 2u, ov.z);
+        out_st(ob + col + 3u, ov.w);
+      }
+    }
+  }
+}
+
+var<workgroup> q_shared: array<f32, 256>;
+var<workgroup> p_shared: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn decode_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= p.items * p.bh_count) { return; }
+  let it = item_of(wid);
+  let q_row = q_at(it.hd, it.row);
+  for (var d = lid; d < p.D; d += 64u) { q_shared[d] = query_ld(q_row + d) * p.scale; }
+  var m = LOWEST;
+  var l = 0.0;
+  var cols = vec4<f32>(0.0);  // output columns lid, lid + 64, lid + 128, lid + 192
+  for (var j0 = it.start; j0 < it.end; j0 += 64u) {
+    workgroupBarrier();
+    let key = j0 + lid;
+    let seen = key < it.end && visible(it.row, key);
+    var sc = LOWEST;
+    if (seen) {
+      let kb = k_at(it.hd, key);
+      var dot4 = vec4<f32>(0.0);
+      for (var d = 0u; d < p.D; d += 4u) {
+        dot4 += vec4<f32>(q_shared[d], q_shared[d + 1u], q_shared[d + 2u], q_shared[d + 3u]) * k4(kb + d);
+      }
+      sc = dot4.x + dot4.y + dot4.z + dot4.w;
+      if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, key); }
+    }
+    let m_new = max(m, reduce_max(sc, lid));
+    let alpha = exp(m - m_new);
+    m = m_new;
+    let pk = select(0.0, exp(sc - m_new), seen);
+    l = l * alpha + reduce_sum(pk, lid);
+    p_shared[lid] = pk;
+    workgroupBarrier();
+    cols *= alpha;
+    let n = min(64u, it.end - j0);
+    for (var t = 0u; t < n; t++) {
+      let vb = v_at(it.hd, j0 + t);
+      let pt = p_shared[t];
+      for (var c = 0u; c < 4u; c++) {
+        let col = lid + 64u * c;
+        if (col < p.D) { cols[c] += pt * values_ld(vb + col); }
+      }
+    }
+  }
+  if (SPLIT) {
+    let base = part_at(it);
+    for (var c = 0u; c < 4u; c++) {
+      let col = lid + 64u * c;
+      if (col < p.D) { part[base + col] = cols[c]; }
+    }
+    if (lid == 0u) {
+      part[base + p.D] = m;
+      part[base + p.D + 1u] = l;
+    }
+  } else {
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    let ob = o_at(it.hd, it.row);
+    for (var c = 0u; c < 4u; c++) {
+      let col = lid + 64u * c;
+      if (col < p.D) { out_st(ob + col, cols[c] * inv); }
+    }
+  }
+}
+
+// Merges the chunks of each row (items = Lq here: one work item per row). Invocations own columns.
+@compute @workgroup_size(WG)
+fn decode_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+  let wid = wg.x + wg.y * nwg.x;
+  if (wid >= p.items * p.bh_count) { return; }
+  let hd = head_of(p.bh_begin + wid / p.items);
+  let row = wid % p.items;
+  let base = wid * p.splits * (p.D + 2u);
+  let stride = p.D + 2u;
+  var top = LOWEST;
+  for (var c = 0u; c < p.splits; c++) { top = max(top, part[base + c * stride + p.D]); }
+  var l = 0.0;
+  for (var c = 0u; c < p.splits; c++) {
+    let at = base + c * stride;
+    l += part[at + p.D + 1u] * exp(part[at + p.D] - top);
+  }
+  let inv = select(0.0, 1.0 / l, l > 0.0);
+  let ob = o_at(hd, row);
+  for (var col = lid; col < p.D; col += WG) {
+    var sum = 0.0;
+    for (var c = 0u; c < p.splits; c++) {
+      let at = base + c * stride;
+      sum += part[at + col] * exp(part[at + p.D] - top);
+    }
+    out_st(ob + col, sum * inv);
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Fused scaled-dot-product attention: softmax(Q Kᵀ · scale + bias + mask) V in one pass over K and
+ * V (kernels/attention.wgsl, attention_decode.wgsl), f32 softmax statistics and accumulation
+ * whatever the storage dtype, the score matrix never materialised.
+ *
+ *   attention(q [B, Hq, Lq, D], k [B, Hkv, Lk, D], v, { causal, bias, mask, scale, kvLength, layout })
+ *
+ * Grouped-query attention (Hq a multiple of Hkv), causal masking aligned to the end (query i sees
+ * keys j <= i + Lk - Lq, as in a prefill after cached tokens), additive bias and mask terms that
+ * broadcast over batch, heads and rows, token-major layouts, and a prefix of K/V (a KV cache).
+ *
+ * Kernels: many query rows take the prefill kernels (one subgroup per 8 rows on CPU adapters, one
+ * workgroup per 64 rows with workgroup-memory K/V tiles on GPUs); up to DECODE_MAX_ROWS rows take
+ * the split-K decoding kernels, which give each core a chunk of keys and merge the chunks after.
+ * Heads are split across dispatches when Q, K or V exceed one storage binding.
+ */
+import os from 'node:os';
+import type { DType } from '../engine/dtype.js';
+import type { Engine } from '../engine/engine.js';
+import type { KernelSpec } from '../engine/pipeline.js';
+import { formatShape, type Tensor } from '../engine/tensor.js';
+import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
+import { bindingWindow, unitRanges, windowBytes } from './windows.js';
+
+export type { AttentionLayout } from './attention-layout.js';
+
+export type AttentionKernel = 'subgroup' | 'tiled' | 'decode_subgroup' | 'decode_tiled';
+
+export interface AttentionOptions {
+  /** Multiplies Q Kᵀ; default 1 / sqrt(headDim). */
+  scale?: number;
+  /** Query i sees keys j <= i + (kvLength - Lq). */
+  causal?: boolean;
+  /** Additive terms on the scaled scores, [B or a divisor, Hq or 1, Lq or 1, Lk] (leading 1s optional). */
+  bias?: Tensor;
+  mask?: Tensor;
+  /** Attend to the first kvLength keys only (a preallocated KV cache); default all of K. */
+  kvLength?: number;
+  /** Layout of q and the output (default 'bhld'). */
+  layout?: AttentionLayout;
+  /** Layout of k and v (default: `layout`). */
+  kvLayout?: AttentionLayout;
+  /** Output dtype (default q's). */
+  dtype?: DType;
+  /** Force a kernel (tests, benchmarks); by default chosen by adapter and query length. */
+  kernel?: AttentionKernel;
+  /** Force the number of key chunks of the decoding kernels (1 = no merge pass). */
+  splits?: number;
+}
+
+/** Query rows at or below which the split-K decoding kernels are used. */
+export const DECODE_MAX_ROWS = 4;
+
+const OP = 'attention';
+
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const layout = options.layout ?? 'bhld';
+  const kvLayout = options.kvLayout ?? layout;
+  for (const l of [layout, kvLayout]) {
+    if (l !== 'bhld' && l !== 'blhd') throw new RangeError(`${OP}: unknown layout '${String(l)}' (use 'bhld' or 'blhd')`);
+  }
+  const g = attentionGeometry(q, k, v, layout, kvLayout, options.kvLength);
+  const bias = options.bias ? additiveTerm(options.bias, 'bias', g) : undefined;
+  const mask = options.mask ? additiveTerm(options.mask, 'mask', g) : undefined;
+  const causal = options.causal ?? false;
+  if (causal && g.Lq > g.Lk) {
+    throw new RangeError(`${OP}: causal attention needs at least as many keys as queries (q ${formatShape(q.shape)}, ${g.Lk} keys)`);
+  }
+  const engine = q.engine;
+  const dtype = options.dtype ?? q.dtype;
+  if (dtype !== 'f32' && dtype !== 'f16') throw new TypeError(`${OP}: output dtype must be f32 or f16, got ${dtype}`);
+  if (g.B * g.Hq * g.Lq === 0) return engine.empty(g.outShape, dtype);
+  if (g.Lk === 0) throw new RangeError(`${OP}: no keys to attend (k ${formatShape(k.shape)}, kvLength ${g.Lk}); softmax over nothing is undefined`);
+  const kernel = options.kernel ?? chooseKernel(engine, g);
+  if (!subgroupsOf8(engine) && (kernel === 'subgroup' || kernel === 'decode_subgroup')) {
+    throw new Error(`${OP}: kernel '${kernel}' needs subgroups of exactly 8 invocations, which this adapter lacks`);
+  }
+  const call: Call = { engine, g, q, k, v, dtype, bias, mask, causal, scale: options.scale ?? 1 / Math.sqrt(g.D), kernel, splits: 1, chunk: g.Lk };
+  if (kernel === 'decode_subgroup' || kernel === 'decode_tiled') {
+    const splits = options.splits ?? defaultSplits(engine, g);
+    if (!Number.isInteger(splits) || splits < 1) throw new RangeError(`${OP}: splits must be a positive integer, got ${splits}`);
+    const step = kernel === 'decode_subgroup' ? 8 : 64;
+    call.chunk = Math.max(step, Math.ceil(Math.ceil(g.Lk / splits) / step) * step);
+    call.splits = Math.max(1, Math.ceil(g.Lk / call.chunk));
+  } else if (options.splits !== undefined) {
+    throw new RangeError(`${OP}: splits applies to the decoding kernels only (kernel '${kernel}')`);
+  }
+  // Every check (binding limits included) happens before anything is allocated.
+  const ranges = headChunks(call);
+  const out = engine.empty(g.outShape, dtype);
+  for (const [bh0, bh1] of ranges) dispatch(call, out, bh0, bh1);
+  return out;
+}
+
+interface Call {
+  engine: Engine;
+  g: AttentionGeometry;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  dtype: DType;
+  bias?: AdditiveTerm;
+  mask?: AdditiveTerm;
+  causal: boolean;
+  scale: number;
+  kernel: AttentionKernel;
+  splits: number;
+  chunk: number;
+}
+
+function subgroupsOf8(engine: Engine): boolean {
+  const s = engine.gpu.summary;
+  return engine.has('subgroups') && s.subgroupMinSize === 8 && s.subgroupMaxSize === 8;
+}
+
+function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {
+  const sub = engine.profile === 'cpu' && subgroupsOf8(engine);
+  if (g.Lq <= DECODE_MAX_ROWS) return sub ? 'decode_subgroup' : 'decode_tiled';
+  return sub ? 'subgroup' : 'tiled';
+}
+
+/**
+ * Key chunks per query row: enough work items for every core (CPU adapters: lavapipe runs one
+ * workgroup per thread) or every multiprocessor, but chunks of at least MIN_CHUNK keys so the merge
+ * pass stays small.
+ */
+function defaultSplits(engine: Engine, g: AttentionGeometry): number {
+  const MIN_CHUNK = 256;
+  const wanted = engine.profile === 'cpu' ? 4 * os.availableParallelism() : 512;
+  const rows = g.B * g.Hq * g.Lq;
+  return Math.max(1, Math.min(Math.ceil(wanted / rows), Math.floor(g.Lk / MIN_CHUNK)));
+}
+
+/** Bytes of scratch per query head for the split-K partial results (D outputs, max and sum per chunk). */
+function partBytesPerHead(c: Call): number {
+  return c.splits > 1 ? c.g.Lq * c.splits * (c.g.D + 2) * 4 : 0;
+}
+
+/**
+ * Ranges of query heads [bh0, bh1) whose Q, O, K and V windows (and split-K scratch) each fit one
+ * storage binding. The additive terms are bound whole.
+ */
+function headChunks(c: Call): [number, number][] {
+  const { engine, g } = c;
+  const limit = engine.maxBindingBytes;
+  for (const [role, term] of [['bias', c.bias], ['mask', c.mask]] as const) {
+    if (term && term.tensor.byteLength > limit) {
+      throw new RangeError(`${OP}: ${role} ${formatShape(term.tensor.shape)} is ${term.tensor.byteLength} bytes, over the ${limit}-byte binding limit`);
+    }
+  }
+  const out = { dtype: c.dtype, byteOffset: 0, engine }; // a new tensor starts its buffer
+  const fits = (bh0: number, bh1: number) =>
+    windowBytes(c.q, headSpan(g, 'q', bh0, bh1)) <= limit &&
+    windowBytes(out, headSpan(g, 'q', bh0, bh1)) <= limit &&
+    windowBytes(c.k, headSpan(g, 'k', bh0, bh1)) <= limit &&
+    windowBytes(c.v, headSpan(g, 'k', bh0, bh1)) <= limit &&
+    partBytesPerHead(c) * (bh1 - bh0) <= limit;
+  return unitRanges(g.B * g.Hq, fits, () =>
+    `${OP}: one head of q ${formatShape(c.q.shape)} / k ${formatShape(c.k.shape)} (${c.k.dtype}, layouts '${g.layout}'/'${g.kvLayout}') ` +
+    `does not fit the ${limit}-byte binding limit; heads are the smallest unit attention splits`);
+}
+
+const placeholders = new WeakMap<Engine, Tensor>();
+
+/** A 1-element tensor bound where an optional input is absent (an override keeps it unread). */
+function placeholder(engine: Engine): Tensor {
+  let t = placeholders.get(engine);
+  if (!t || t.isDisposed) {
+    t = engine.tensor(new Float32Array(4), [4], 'f32', { persistent: true });
+    placeholders.set(engine, t);
+  }
+  return t;
+}
+
+function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
+  const { engine, g } = c;
+  const count = bh1 - bh0;
+  const qw = bindingWindow(c.q, headSpan(g, 'q', bh0, bh1));
+  const ow = bindingWindow(out, headSpan(g, 'q', bh0, bh1));
+  const kw = bindingWindow(c.k, headSpan(g, 'k', bh0, bh1));
+  const vw = bindingWindow(c.v, headSpan(g, 'k', bh0, bh1));
+  const none = placeholder(engine);
+  const bias = c.bias?.tensor ?? none;
+  const mask = c.mask?.tensor ?? none;
+  const dtypes = { query: c.q.dtype, keys: c.k.dtype, values: c.v.dtype, bias: bias.dtype, mask: mask.dtype, out: out.dtype };
+  const flags = { CAUSAL: c.causal, HAS_BIAS: c.bias !== undefined, HAS_MASK: c.mask !== undefined };
+  const term = (t: AdditiveTerm | undefined, name: string) => ({
+    [`${name}_nb`]: t?.nb ?? 1, [`${name}_sb`]: t?.sb ?? 0, [`${name}_sh`]: t?.sh ?? 0, [`${name}_sl`]: t?.sl ?? 0,
+  });
+  const params = (items: number) => ({
+    Lq: g.Lq, Lk: g.Lk, D: g.D, Hq: g.Hq, group: g.group,
+    bh_begin: bh0, bh_count: count, items,
+    q_sb: g.qStrides[0], q_sh: g.qStrides[1], q_sl: g.qStrides[2], q_base: qw.base, o_base: ow.base,
+    k_sb: g.kStrides[0], k_sh: g.kStrides[1], k_sl: g.kStrides[2], k_base: kw.base, v_base: vw.base,
+    causal_offset: c.causal ? g.Lk - g.Lq : 0,
+    ...term(c.bias, 'bias'), ...term(c.mask, 'mask'),
+    scale: c.scale, splits: c.splits, chunk: c.chunk,
+  });
+  const tensors = { query: qw.view, keys: kw.view, values: vw.view, bias, mask, out: ow.view };
+  const HB = Math.ceil(g.D / 32);
+  switch (c.kernel) {
+    case 'subgroup': {
+      const items = Math.ceil(g.Lq / 8);
+      engine.run({ file: 'attention.wgsl', entry: 'attention_subgroup', dtypes, overrides: { ...flags, HB } }, tensors, params(items), items * count);
+      break;
+    }
+    case 'tiled': {
+      const items = Math.ceil(g.Lq / 64);
+      const TK = Math.floor(2048 / g.D);
+      engine.run({ file: 'attention.wgsl', entry: 'attention_tiled', dtypes, overrides: { ...flags, TK } }, tensors, params(items), items * count);
+      break;
+    }
+    case 'decode_subgroup':
+    case 'decode_tiled':
+      decode(c, count, tensors, dtypes, flags, params);
+      break;
+  }
+  for (const w of [qw, ow, kw, vw]) w.view.dispose();
+}
+
+function decode(
+  c: Call,
+  count: number,
+  tensors: Record<string, Tensor>,
+  dtypes: Record<string, DType>,
+  flags: Record<string, boolean>,
+  params: (items: number) => Record<string, number>,
+): void {
+  const { engine, g } = c;
+  const split = c.splits > 1;
+  // Without a merge pass the kernel never writes `part`, but it must still be bound (and not alias an input).
+  const part = engine.empty(split ? [count * g.Lq * c.splits * (g.D + 2)] : [4], 'f32');
+  const sub = c.kernel === 'decode_subgroup';
+  const WG = sub ? 8 : 64;
+  const overrides = sub ? { ...flags, SPLIT: split, HB: Math.ceil(g.D / 32) } : { ...flags, SPLIT: split, WG };
+  const items = g.Lq * c.splits;
+  const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides };
+  engine.run(spec, { ...tensors, part }, params(items), items * count);
+  if (split) {
+    const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG } };
+    engine.run(combine, { out: tensors.out!, part }, params(g.Lq), g.Lq * count);
+  }
+  part.dispose();
+}

@@ -1,0 +1,216 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Engine } from '../src/engine/engine.js';
+import { KVCache } from '../src/ops/kv-cache.js';
+import { RotaryEmbedding, rope } from '../src/ops/rope.js';
+import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
+import { hashed, pickRows, toHeadMajor, toTokenMajor } from './hash-inputs.js';
+
+const golden = loadGolden('attention');
+
+interface RopeCase {
+  name: string;
+  index: number;
+  B: number;
+  H: number;
+  L: number;
+  D: number;
+  theta: number;
+  start?: number;
+  positions?: number[][];
+}
+
+const ROPE_CASES = JSON.parse(golden.metadata.rope_cases!) as RopeCase[];
+const CACHE = JSON.parse(golden.metadata.cache!) as {
+  H: number;
+  Hkv: number;
+  D: number;
+  T: number;
+  theta: number;
+  seeds: { k: number; v: number; q: number; q_prompt: number };
+  prompt_rows: number[];
+};
+
+/** Rows [r0, r1) of every head of a [1, H, L, D] host array. */
+function rowsOf(data: Float32Array, H: number, L: number, D: number, r0: number, r1: number): Float32Array {
+  const out = new Float32Array(H * (r1 - r0) * D);
+  for (let h = 0; h < H; h++) out.set(data.subarray((h * L + r0) * D, (h * L + r1) * D), h * (r1 - r0) * D);
+  return out;
+}
+
+describe('rotary embedding (Hugging Face rotate-half)', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await testEngine();
+  });
+
+  describe.each(['f32', 'f16'] as const)('%s', (dtype) => {
+    it.each(ROPE_CASES.map((c) => [c.name, c] as const))('%s, head- and token-major', async (_, c) => {
+      const rotary = new RotaryEmbedding(engine, c.D, { theta: c.theta });
+      const x = hashed([c.B, c.H, c.L, c.D], 1000 + c.index, 2);
+      const positions = c.positions ? c.positions.flat() : c.start!;
+      const want = golden.values(`${c.name}.out`);
+      const a = engine.tensor(x, [c.B, c.H, c.L, c.D], dtype);
+      const y = rope(a, rotary, { positions });
+      expect(y.dtype).toBe(dtype);
+      expectClose(await y.toArray(), want, { rel: TOL[dtype], label: `${c.name} bhld` });
+      const b = engine.tensor(toTokenMajor(x, [c.B, c.H, c.L, c.D]), [c.B, c.L, c.H, c.D], dtype);
+      const z = rope(b, rotary, { positions, layout: 'blhd' });
+      expectClose(toHeadMajor(await z.toArray(), [c.B, c.L, c.H, c.D]), want, { rel: TOL[dtype], label: `${c.name} blhd` });
+      [a, y, b, z].forEach((t) => t.dispose());
+      rotary.dispose();
+    });
+  });
+
+  it('matches the frequencies Hugging Face computes in f32, and accepts a checkpoint\'s own', () => {
+    const rotary = new RotaryEmbedding(engine, 8, { theta: 10000 });
+    // 1 / 10000^(2i/8) rounded to f32 at each step, as torch does.
+    expect(Array.from(rotary.invFreq)).toEqual([1, 0.10000000149011612, 0.009999999776482582, 0.0010000000474974513]);
+    const own = new RotaryEmbedding(engine, 4, { invFreq: [1, 0.5] });
+    expect(Array.from(own.invFreq)).toEqual([1, 0.5]);
+    expect(() => new RotaryEmbedding(engine, 4, { invFreq: [1] })).toThrow(/invFreq has 1 values; head dim 4 needs 2/);
+    expect(() => new RotaryEmbedding(engine, 7)).toThrow(/head dim 7 must be a positive even integer/);
+  });
+
+  it('rejects positions it cannot honour, naming them', () => {
+    const rotary = new RotaryEmbedding(engine, 8);
+    const x = engine.empty([1, 2, 3, 8]);
+    expect(() => rope(x, rotary, { positions: [0, 1] })).toThrow(/2 positions given for 3 rows \(batch 1\); give 3 or 3/);
+    expect(() => rope(x, rotary, { positions: [0, -1, 2] })).toThrow(/position -1 \(index 1\) must be a non-negative integer/);
+    expect(() => rope(x, rotary, { positions: 1.5 })).toThrow(/start position 1.5 must be a non-negative integer/);
+    expect(() => rope(x, rotary, { positions: 1 << 20 })).toThrow(/position 1048578 is outside \[0, 1048576\)/);
+    expect(() => rope(engine.empty([1, 2, 3, 6]), rotary)).toThrow(/has head dim 6; the rotary embedding was made for 8/);
+    expect(() => rope(x, rotary, { layout: 'hbld' as 'bhld' })).toThrow(/unknown layout 'hbld'/);
+    // Refused calls allocate nothing (the table, grown once, is the embedding's own).
+    rope(x, rotary).dispose();
+    const before = engine.memory().liveBuffers;
+    expect(() => rope(x, rotary, { positions: [0, -1, 2] })).toThrow();
+    expect(() => rope(x, rotary, { positions: 1 << 20 })).toThrow();
+    expect(engine.memory().liveBuffers).toBe(before);
+    x.dispose();
+    rotary.dispose();
+  });
+});
+
+describe('KV cache: append with rotary keys, attend', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await testEngine();
+  });
+
+  const { H, Hkv, D, T, theta, seeds } = CACHE;
+  const kAll = hashed([1, Hkv, T + 1, D], seeds.k);
+  const vAll = hashed([1, Hkv, T + 1, D], seeds.v);
+
+  describe.each([
+    ['f32', 'bhld'],
+    ['f16', 'bhld'],
+    ['f16', 'blhd'],
+  ] as const)('%s cache, %s inputs', (dtype, layout) => {
+    it('a 513-token prompt, then one decoding step, match a naive Hugging Face-style reference', async () => {
+      const tol = TOL[dtype];
+      const rotary = new RotaryEmbedding(engine, D, { theta });
+      const cache = new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 600, dtype, rotary });
+      const put = (data: Float32Array, heads: number, L: number) =>
+        layout === 'bhld' ? engine.tensor(data, [heads, L, D]) : engine.tensor(toTokenMajor(data, [1, heads, L, D]), [L, heads, D]);
+
+      // Prompt: keys and values of 513 tokens appended at once, queries rotated at positions 0..512.
+      const k = put(rowsOf(kAll, Hkv, T + 1, D, 0, T), Hkv, T);
+      const v = put(rowsOf(vAll, Hkv, T + 1, D, 0, T), Hkv, T);
+      cache.append(k, v, { layout });
+      expect(cache.length).toBe(T);
+      const qp = put(hashed([1, H, T, D], seeds.q_prompt, 2), H, T);
+      const qpRot = rope(qp, rotary, { positions: 0, layout });
+      const prompt = cache.attend(qpRot, { causal: true, layout });
+      let promptOut = await prompt.toArray();
+      if (layout === 'blhd') promptOut = toHeadMajor(promptOut, [1, T, H, D]);
+      expectClose(pickRows(promptOut, [1, H, T, D], CACHE.prompt_rows), golden.values('cache_prompt.out'), { rel: tol, label: 'prompt' });
+
+      // One decoding step at position 513.
+      const k1 = put(rowsOf(kAll, Hkv, T + 1, D, T, T + 1), Hkv, 1);
+      const v1 = put(rowsOf(vAll, Hkv, T + 1, D, T, T + 1), Hkv, 1);
+      cache.append(k1, v1, { layout });
+      expect(cache.length).toBe(T + 1);
+      const q1 = put(hashed([1, H, 1, D], seeds.q, 2), H, 1);
+      const q1Rot = rope(q1, rotary, { positions: T, layout });
+      const step = cache.attend(q1Rot, { causal: true, layout });
+      expectClose(await step.toArray(), golden.values('cache_step.out'), { rel: tol, label: 'decoding step' });
+
+      [k, v, qp, qpRot, prompt, k1, v1, q1, q1Rot, step].forEach((t) => t.dispose());
+      cache.dispose();
+      rotary.dispose();
+    });
+  });
+
+  it('stores keys unrotated without a rotary embedding, at explicit positions too', async () => {
+    const cache = new KVCache(engine, { heads: 2, headDim: 8, maxLength: 5, dtype: 'f32' });
+    const kData = hashed([2, 3, 8], 1);
+    const vData = hashed([2, 3, 8], 2);
+    const k = engine.tensor(kData, [2, 3, 8]);
+    const v = engine.tensor(vData, [2, 3, 8]);
+    cache.append(k, v);
+    const keys = await cache.keys.toArray();
+    const values = await cache.values.toArray();
+    for (let h = 0; h < 2; h++) {
+      expect(Array.from(keys.slice(h * 5 * 8, h * 5 * 8 + 24))).toEqual(Array.from(kData.slice(h * 24, h * 24 + 24)));
+      expect(Array.from(values.slice(h * 5 * 8, h * 5 * 8 + 24))).toEqual(Array.from(vData.slice(h * 24, h * 24 + 24)));
+    }
+    // With a rotary embedding and explicit positions, row r holds rope(k) at positions[r].
+    const rotary = new RotaryEmbedding(engine, 8);
+    const rotated = new KVCache(engine, { heads: 2, headDim: 8, maxLength: 5, dtype: 'f32', rotary });
+    rotated.append(k, v, { positions: [7, 2, 300] });
+    const want = rope(k.reshape([1, 2, 3, 8]), rotary, { positions: [7, 2, 300] });
+    const got = await rotated.keys.toArray();
+    const wantData = await want.toArray();
+    const rows = new Float32Array(48);
+    for (let h = 0; h < 2; h++) rows.set(got.slice(h * 40, h * 40 + 24), h * 24);
+    expectClose(rows, wantData, { rel: TOL.f32, label: 'explicit positions' });
+    [k, v, want].forEach((t) => t.dispose());
+    cache.dispose();
+    rotated.dispose();
+    rotary.dispose();
+  });
+
+  it('refuses to overflow, names bad shapes, and can truncate and reset', () => {
+    const cache = new KVCache(engine, { heads: 2, headDim: 8, maxLength: 4 });
+    expect(cache.dtype).toBe('f16');
+    const three = engine.empty([2, 3, 8]);
+    cache.append(three, three);
+    expect(() => cache.append(three, three)).toThrow(/appending 3 token\(s\) to 3 would overflow the cache of 4 positions/);
+    expect(cache.length).toBe(3);
+    expect(() => cache.append(engine.empty([3, 3, 8]), engine.empty([3, 3, 8]))).toThrow(/k \[3, 3, 8\] must be \[2, T, 8\] \(layout 'bhld'\) for this cache/);
+    expect(() => cache.append(three, engine.empty([2, 2, 8]))).toThrow(/k \[2, 3, 8\] and v \[2, 2, 8\] must have the same shape/);
+    expect(() => cache.truncate(5)).toThrow(/length 5 must be an integer in \[0, 3\]/);
+    cache.truncate(1);
+    expect(cache.length).toBe(1);
+    cache.append(three, three);
+    expect(cache.length).toBe(4);
+    cache.reset();
+    expect(cache.length).toBe(0);
+    expect(() => new KVCache(engine, { heads: 2, headDim: 6, maxLength: 4 })).toThrow(/headDim 6 must be a multiple of 4/);
+    expect(() => new KVCache(engine, { heads: 0, headDim: 8, maxLength: 4 })).toThrow(/heads must be a positive integer, got 0/);
+    expect(() => new KVCache(engine, { heads: 2, headDim: 8, maxLength: 4, rotary: new RotaryEmbedding(engine, 16) })).toThrow(/rotary embedding is for head dim 16, the cache has 8/);
+    three.dispose();
+    cache.dispose();
+  });
+});
+
+describe('KV cache over small storage bindings', () => {
+  it('splits the append across heads; refuses one head beyond the limit', async () => {
+    const engine = await testEngine({ maxBindingBytes: 4096 });
+    const rotary = new RotaryEmbedding(engine, 16);
+    // 6 heads x 40 rows x 16 x 4 bytes = 15 KB of cache per tensor, 2.5 KB per head.
+    const cache = new KVCache(engine, { heads: 6, headDim: 16, maxLength: 40, dtype: 'f32', rotary });
+    const kData = hashed([6, 3, 16], 5);
+    const k = engine.tensor(kData, [6, 3, 16]);
+    cache.append(k, k);
+    cache.append(k, k);
+    const want = await rope(k.reshape([1, 6, 3, 16]), rotary, { positions: 3 }).toArray();
+    const got = await cache.keys.toArray();
+    const rows = new Float32Array(6 * 3 * 16);
+    for (let h = 0; h < 6; h++) rows.set(got.slice((h * 40 + 3) * 16, (h * 40 + 6) * 16), h * 48);
+    expectClose(rows, want, { rel: TOL.f32, label: 'split append' });
+    const big = new KVCache(engine, { heads: 2, headDim: 16, maxLength: 100, dtype: 'f32' });
+    const k70 = engine.empty([2, 70, 16]);
+    expect(() => big.append(k70, k70)).toThrow(/KVCache.append: one head of \[2, 70, 16\] \(f32\) does not fit the 4096-byte binding limit/);
+  });
+});
