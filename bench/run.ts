@@ -9,6 +9,7 @@ import { benchAttention } from './attention.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
+import { benchMllm } from './mllm.js';
 import { benchTokenizer } from './tokenizer.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
@@ -22,6 +23,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['multi-scale deformable attention', benchMsDeformAttn],
   ['tokenizer (CPU)', benchTokenizer],
   ['checkpoint loading', benchCheckpoint],
+  ['MLLM end to end', benchMllm],
 ];
 
 function arg(name: string): string | undefined {

@@ -10,3 +10,7 @@ export { Checkpoint, defaultStoragePolicy, storageDType, type StoragePolicy, typ
 export { convertCheckpoint, type ConvertOptions, type ConvertReport } from './io/convert.js';
 export { Tokenizer, type AddedToken, type TokenizerOptions, type StreamDecoder } from './tokenizer/tokenizer.js';
 export { SentencePieceProcessor } from './tokenizer/sentencepiece.js';
+export { VisionLLM, type LoadOptions, type ChatOptions, type ChatResult, type ChatTimings, type ImageInput } from './model/vision-llm.js';
+export type { ChatTurn } from './model/chat-template.js';
+export type { FinishReason, SamplingSettings } from './model/generate.js';
+export { readConfigFile, type ModelConfig, type VisionLLMConfig, type LlamaConfig, type ClipVisionConfig } from './model/config.js';

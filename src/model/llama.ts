@@ -1,0 +1,172 @@
+/**
+ * LLaMA (Hugging Face LlamaForCausalLM: RMSNorm, rotate-half RoPE, SwiGLU, grouped-query attention,
+ * tied or untied head) as Vicuna / VisionLLM v2's language model. One forward() serves prefill and
+ * decode: it runs T new positions against the KV cache and leaves their keys and values there.
+ *
+ * Per layer, with x the residual stream [T, d]:
+ *   h = rmsnorm(x);  q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;  cache ← (rope(k), v);  o = attention(rope(q), cache)
+ *   x = x + o·Woᵀ;   h = rmsnorm(x);  x = x + (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
+ * q|k|v and gate|up are fused matrices. In decoding (T = 1) each norm rides in the following GEMV
+ * and the SiLU gate in the gate|up GEMV, residual adds in the output projections: a layer is a
+ * handful of dispatches, which is what a decode step's time on lavapipe depends on.
+ */
+import type { DType } from '../engine/dtype.js';
+import type { Engine } from '../engine/engine.js';
+import type { Tensor } from '../engine/tensor.js';
+import { embedding } from '../ops/gather.js';
+import { KVCache } from '../ops/kv-cache.js';
+import { linear, linearResidual, matmul } from '../ops/matmul.js';
+import { RotaryEmbedding, rope } from '../ops/rope.js';
+import { rmsNorm } from '../ops/rows.js';
+import type { LlamaConfig } from './config.js';
+import type { Weights } from './weights.js';
+
+interface LlamaLayer {
+  inputNorm: Tensor;
+  /** [(heads + 2 kvHeads) * headDim, d]: q rows, then k rows, then v rows. */
+  qkv: Tensor;
+  o: Tensor;
+  postNorm: Tensor;
+  /** [2 * intermediate, d]: gate rows then up rows. */
+  gateUp: Tensor;
+  down: Tensor;
+}
+
+export interface LlamaCacheOptions {
+  /** Positions the caches hold (default: the model's context length). */
+  maxLength?: number;
+  /** Storage dtype of keys and values (default f16 where the adapter can; arithmetic stays f32). */
+  dtype?: DType;
+}
+
+/** One KV cache per layer: a conversation's state. */
+export class LlamaCache {
+  constructor(readonly layers: KVCache[]) {}
+
+  get length(): number {
+    return this.layers[0]?.length ?? 0;
+  }
+
+  get maxLength(): number {
+    return this.layers[0]?.maxLength ?? 0;
+  }
+
+  truncate(length: number): void {
+    for (const c of this.layers) c.truncate(length);
+  }
+
+  dispose(): void {
+    for (const c of this.layers) c.dispose();
+  }
+}
+
+export class Llama {
+  readonly rotary: RotaryEmbedding;
+
+  private constructor(
+    readonly config: LlamaConfig,
+    readonly embedTokens: Tensor,
+    private readonly layers: LlamaLayer[],
+    private readonly finalNorm: Tensor,
+    private readonly head: Tensor,
+  ) {
+    this.rotary = new RotaryEmbedding(embedTokens.engine, config.headDim, { theta: config.ropeTheta });
+  }
+
+  /** Builds from LlamaForCausalLM names under `prefix` ('llm.' inside VisionLLM v2, '' for a plain checkpoint). */
+  static fromWeights(w: Weights, config: LlamaConfig, prefix = ''): Llama {
+    const { hiddenSize: d, intermediateSize: ff, heads, kvHeads, headDim, vocabSize } = config;
+    const layers: LlamaLayer[] = [];
+    for (let i = 0; i < config.layers; i++) {
+      const p = `${prefix}model.layers.${i}.`;
+      layers.push({
+        inputNorm: w.get(p + 'input_layernorm.weight', [d]),
+        qkv: w.fuseRows(
+          [p + 'self_attn.q_proj.weight', p + 'self_attn.k_proj.weight', p + 'self_attn.v_proj.weight'],
+          [[heads * headDim, d], [kvHeads * headDim, d], [kvHeads * headDim, d]],
+        ),
+        o: w.get(p + 'self_attn.o_proj.weight', [d, heads * headDim]),
+        postNorm: w.get(p + 'post_attention_layernorm.weight', [d]),
+        gateUp: w.fuseRows([p + 'mlp.gate_proj.weight', p + 'mlp.up_proj.weight'], [[ff, d], [ff, d]]),
+        down: w.get(p + 'mlp.down_proj.weight', [d, ff]),
+      });
+    }
+    const embed = w.get(`${prefix}model.embed_tokens.weight`, [vocabSize, d]);
+    const head = config.tieWordEmbeddings || !w.has(`${prefix}lm_head.weight`) ? embed : w.get(`${prefix}lm_head.weight`, [vocabSize, d]);
+    return new Llama(config, embed, layers, w.get(`${prefix}model.norm.weight`, [d]), head);
+  }
+
+  get engine(): Engine {
+    return this.embedTokens.engine;
+  }
+
+  newCache(options: LlamaCacheOptions = {}): LlamaCache {
+    const { layers, kvHeads, headDim, maxPositions } = this.config;
+    const dtype = options.dtype ?? (this.engine.has('shader-f16') ? 'f16' : 'f32');
+    const caches: KVCache[] = [];
+    try {
+      for (let i = 0; i < layers; i++) {
+        caches.push(new KVCache(this.engine, { heads: kvHeads, headDim, maxLength: options.maxLength ?? maxPositions, dtype, rotary: this.rotary }));
+      }
+    } catch (err) {
+      caches.forEach((c) => c.dispose());
+      throw err;
+    }
+    return new LlamaCache(caches);
+  }
+
+  /** Token embeddings [T, d] for ids (checked against the vocabulary). */
+  embed(ids: readonly number[]): Tensor {
+    return embedding(this.embedTokens, ids, 'f32');
+  }
+
+  /**
+   * Runs T positions (input embeddings [T, d]) after the cache's contents, appending their keys and
+   * values. Returns the final hidden states after the last norm, [T, d].
+   */
+  forward(embeds: Tensor, cache: LlamaCache): Tensor {
+    const T = embeds.shape[0]!;
+    if (embeds.rank !== 2 || embeds.shape[1] !== this.config.hiddenSize) {
+      throw new RangeError(`llama: input embeddings ${JSON.stringify(embeds.shape)} must be [T, ${this.config.hiddenSize}]`);
+    }
+    if (cache.length + T > cache.maxLength) {
+      throw new RangeError(`llama: ${cache.length} cached + ${T} new positions exceed the context of ${cache.maxLength}`);
+    }
+    return this.engine.scope(() => {
+      let x = embeds;
+      this.layers.forEach((layer, i) => (x = this.layer(layer, cache.layers[i]!, x)));
+      return rmsNorm(x, this.finalNorm, this.config.rmsNormEps);
+    });
+  }
+
+  /** Vocabulary logits [T, vocab] from final hidden states. */
+  logits(hidden: Tensor): Tensor {
+    return linear(hidden, this.head, undefined, undefined, 'f32');
+  }
+
+  private layer(l: LlamaLayer, cache: KVCache, x: Tensor): Tensor {
+    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
+    const T = x.shape[0]!;
+    const [q, k, v] = this.projectQKV(l, x);
+    const qr = rope(q.reshape([1, T, heads, headDim]), this.rotary, { positions: cache.length, layout: 'blhd' });
+    cache.append(k.reshape([T, kvHeads, headDim]), v.reshape([T, kvHeads, headDim]), { layout: 'blhd' });
+    const o = cache.attend(qr, { causal: true, layout: 'blhd' }).reshape([T, heads * headDim]);
+    x = linearResidual(o, l.o, x);
+    const mlp = matmul(x, l.gateUp, { transposeB: true, preNorm: { weight: l.postNorm, eps }, gated: 'silu' });
+    return linearResidual(mlp, l.down, x);
+  }
+
+  /** rmsnorm(x) times the q, k and v weights: one fused GEMV when decoding, the norm once and three products otherwise. */
+  private projectQKV(l: LlamaLayer, x: Tensor): [Tensor, Tensor, Tensor] {
+    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
+    const T = x.shape[0]!;
+    const [qd, kd] = [heads * headDim, kvHeads * headDim];
+    if (T === 1) {
+      const qkv = matmul(x, l.qkv, { transposeB: true, preNorm: { weight: l.inputNorm, eps } });
+      return [qkv.view([1, qd], 0), qkv.view([1, kd], qd), qkv.view([1, kd], qd + kd)];
+    }
+    const h = rmsNorm(x, l.inputNorm, eps);
+    const part = (r0: number, r1: number) => linear(h, l.qkv.rows(r0, r1));
+    return [part(0, qd), part(qd, qd + kd), part(qd + kd, qd + 2 * kd)];
+  }
+}

@@ -1,0 +1,84 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Engine } from '../src/engine/engine.js';
+import type { Tensor } from '../src/engine/tensor.js';
+import { readLlama2c } from '../src/io/llama2c.js';
+import { generate } from '../src/model/generate.js';
+import { Llama } from '../src/model/llama.js';
+import { VisionLLM } from '../src/model/vision-llm.js';
+import { Weights } from '../src/model/weights.js';
+import { SHARED_DIR, TEST_DIR, expectClose, loadGolden, testEngine } from './helpers.js';
+
+const F32 = { matrix: 'f32', vector: 'f32', integer: 'i32' } as const;
+const LOGIT_TOL = 1e-3;
+
+describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
+  const golden = loadGolden('tiny_llama');
+  let engine: Engine;
+  let model: VisionLLM;
+  beforeAll(async () => {
+    engine = await testEngine();
+    model = await VisionLLM.load(path.join(TEST_DIR, 'fixtures', 'tiny-llama'), { engine, policy: F32, cacheDType: 'f32' });
+  });
+  afterAll(() => model?.dispose());
+
+  it('logits at every prompt position match the reference (multi-query attention, 4:1)', async () => {
+    const ids = Array.from(golden.values('prompt_ids'));
+    const cache = model.llm.newCache({ maxLength: 256, dtype: 'f32' });
+    const logits = engine.scope(() => model.llm.logits(model.llm.forward(model.llm.embed(ids), cache)));
+    expectClose(await logits.toArray(), golden.values('logits'), { rel: LOGIT_TOL, label: 'logits' });
+    logits.dispose();
+    cache.dispose();
+  });
+
+  it('chat() generates the reference greedy tokens, and refuses an image', async () => {
+    const result = await model.chat({ prompt: 'Describe a red cat on the table.', maxNewTokens: 20 });
+    expect(result.tokenIds).toEqual(Array.from(golden.values('greedy_ids')));
+    expect(result.timings.promptTokens).toBe(golden.shape('prompt_ids')[0]);
+    await expect(model.chat({ prompt: 'x', image: new Uint8Array(4) })).rejects.toThrow(/no vision encoder; it is text-only/);
+  });
+
+  it('samples reproducibly from a seed', async () => {
+    const a = await model.chat({ prompt: 'Describe a dog.', maxNewTokens: 12, temperature: 0.9, topP: 0.95, seed: 7 });
+    const b = await model.chat({ prompt: 'Describe a dog.', maxNewTokens: 12, temperature: 0.9, topP: 0.95, seed: 7 });
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(a.tokenIds.length).toBeGreaterThan(0);
+  });
+});
+
+const STORIES = path.join(SHARED_DIR, 'models', 'stories260K.bin');
+
+describe.skipIf(!fs.existsSync(STORIES))('a real trained model: llama2.c stories260K', () => {
+  const golden = loadGolden('stories260k');
+  let engine: Engine;
+  let llm: Llama;
+  let weights: Weights;
+  beforeAll(async () => {
+    engine = await testEngine();
+    const ckpt = readLlama2c(STORIES);
+    const tensors = new Map<string, Tensor>();
+    for (const [name, t] of ckpt.tensors) tensors.set(name, engine.tensor(t.data, t.shape, 'f32', { persistent: true }));
+    weights = Weights.fromTensors(engine, STORIES, tensors);
+    llm = Llama.fromWeights(weights, ckpt.config);
+  });
+  afterAll(() => weights?.dispose());
+
+  it('logits of a token sequence match PyTorch', async () => {
+    const ids = Array.from(golden.values('ids'));
+    const cache = llm.newCache({ maxLength: 64, dtype: 'f32' });
+    const logits = engine.scope(() => llm.logits(llm.forward(llm.embed(ids), cache)));
+    expectClose(await logits.toArray(), golden.values('logits'), { rel: LOGIT_TOL, label: 'stories260K logits' });
+    logits.dispose();
+    cache.dispose();
+  });
+
+  it('greedy decoding from <s> gives the reference story tokens', async () => {
+    const cache = llm.newCache({ maxLength: 64, dtype: 'f32' });
+    const bos = llm.embed([1]);
+    const result = await generate(llm, cache, bos, { maxNewTokens: 40, stopIds: [] });
+    expect(result.tokenIds).toEqual(Array.from(golden.values('greedy_from_bos')));
+    bos.dispose();
+    cache.dispose();
+  });
+});
