@@ -55,7 +55,10 @@ export class Engine {
     if (!(requested >= 1024)) throw new RangeError(`maxBindingBytes must be at least 1024, got ${requested}`);
     this.maxBindingBytes = Math.min(requested, deviceMax) & ~3;
     this.storageAlign = gpu.limits.minStorageBufferOffsetAlignment;
-    this.pool = new BufferPool(gpu.device, gpu.limits.maxBufferSize, options.maxPooledBytes, () => this.recorder.flush());
+    this.pool = new BufferPool(gpu.device, gpu.limits.maxBufferSize, options.maxPooledBytes, (buffers) => {
+      this.recorder.flush();
+      this.recorder.forget(buffers);
+    });
     this.kernels = new KernelCache(gpu);
     this.recorder = new CommandRecorder(gpu, options.dispatchesPerSubmit ?? 16);
   }
@@ -219,6 +222,11 @@ export class Engine {
     } finally {
       staging.destroy();
     }
+  }
+
+  /** Submits recorded work now (the GPU starts on it while the CPU goes on). */
+  flush(): void {
+    this.recorder.flush();
   }
 
   /** Submits pending work, waits for the GPU to finish it, and throws any GPU error. */

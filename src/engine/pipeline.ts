@@ -45,7 +45,12 @@ export interface KernelBinding {
   access: 'uniform' | 'read' | 'read_write';
 }
 
+let nextKernelId = 1;
+
 export class CompiledKernel {
+  /** A small unique number (bind-group cache keys). */
+  readonly id = nextKernelId++;
+
   constructor(
     readonly label: string,
     readonly pipeline: GPUComputePipeline,
@@ -150,7 +155,8 @@ export class KernelCache {
         uniformSize = res.size;
         fields = flattenStruct(label, res.members ?? []);
         bindings.push({ name: res.name, binding: res.binding, access: 'uniform' });
-        layoutEntries.push({ binding: res.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+        // A dynamic offset: each dispatch's parameters are a slot of the recorder's uniform arena.
+        layoutEntries.push({ binding: res.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true } });
       } else if (res.resourceType === ResourceType.Storage) {
         const access = res.access === 'read' ? 'read' : 'read_write';
         bindings.push({ name: res.name, binding: res.binding, access });

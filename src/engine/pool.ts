@@ -31,10 +31,11 @@ export class BufferPool {
     /** Freed bytes kept for reuse beyond which buffers are destroyed instead. */
     private readonly maxPooledBytes = 1 << 30,
     /**
-     * Called before a buffer is destroyed: work already recorded may still use it, and WebGPU
-     * refuses a submit that references a destroyed buffer, so the engine submits that work first.
+     * Called before buffers are destroyed: work already recorded may still use them, and WebGPU
+     * refuses a submit that references a destroyed buffer, so the engine submits that work first
+     * (and drops cached bind groups that name them).
      */
-    private readonly beforeDestroy: () => void = () => {},
+    private readonly beforeDestroy: (buffers: GPUBuffer[]) => void = () => {},
   ) {}
 
   /** Allocates at least `bytes`. `exact` skips bucketing, for long-lived tensors. */
@@ -60,7 +61,7 @@ export class BufferPool {
     this.stats.liveBytes -= size;
     this.stats.liveBuffers -= 1;
     if (this.stats.pooledBytes + size > this.maxPooledBytes || size !== bucketSize(size)) {
-      this.beforeDestroy();
+      this.beforeDestroy([buffer]);
       buffer.destroy();
       return;
     }
@@ -72,8 +73,9 @@ export class BufferPool {
 
   /** Destroys every pooled (free) buffer. */
   trim(): void {
-    if (this.free.size) this.beforeDestroy();
-    for (const list of this.free.values()) for (const b of list) b.destroy();
+    const all = [...this.free.values()].flat();
+    if (all.length) this.beforeDestroy(all);
+    for (const b of all) b.destroy();
     this.free.clear();
     this.stats.pooledBytes = 0;
   }

@@ -6,7 +6,9 @@
  * Each dispatch gets its own slot in a uniform arena. The slots of one chunk are written with a
  * single queue.writeBuffer right before that chunk is submitted; the queue orders that write after
  * every earlier submit, so one arena serves all chunks without a dispatch ever seeing another's
- * parameters.
+ * parameters. The slot is a dynamic offset, so a bind group depends only on the storage buffers
+ * it binds, and is cached: decoding binds the same weights and pooled activations step after step,
+ * and creating a bind group is the largest host cost of a dispatch.
  */
 import type { GpuDevice } from './device.js';
 import type { CompiledKernel, Params } from './pipeline.js';
@@ -23,6 +25,17 @@ export interface RecorderCounters {
 }
 
 const UNIFORM_ARENA_BYTES = 64 * 1024;
+/** Cached bind groups kept (least recently used dropped first). */
+const BIND_GROUP_CACHE = 4096;
+
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
+  return id;
+}
 
 export class CommandRecorder {
   private encoder: GPUCommandEncoder | null = null;
@@ -33,6 +46,7 @@ export class CommandRecorder {
   private readonly stagingView = new DataView(this.staging);
   private arenaUsed = 0;
   private readonly slotAlign: number;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
   readonly counters: RecorderCounters = { dispatches: 0, submits: 0 };
 
   constructor(
@@ -53,26 +67,45 @@ export class CommandRecorder {
   }
 
   dispatch(kernel: CompiledKernel, buffers: Map<number, BufferRange>, params: Params, workgroups: [number, number, number]): void {
-    const entries: GPUBindGroupEntry[] = [];
+    let slot: number | null = null;
     if (kernel.uniformBinding !== null) {
       const slotSize = Math.ceil(kernel.uniformSize / this.slotAlign) * this.slotAlign;
       if (this.arenaUsed + slotSize > UNIFORM_ARENA_BYTES) this.flush();
       // Pack first: a bad parameter throws before anything is recorded.
       kernel.packParams(params, this.stagingView, this.arenaUsed);
-      entries.push({ binding: kernel.uniformBinding, resource: { buffer: this.arena, offset: this.arenaUsed, size: kernel.uniformSize } });
+      slot = this.arenaUsed;
       this.arenaUsed += slotSize;
     } else if (Object.keys(params).length) {
       throw new Error(`${kernel.label}: takes no parameters, got ${Object.keys(params).join(', ')}`);
     }
-    for (const [binding, range] of buffers) entries.push({ binding, resource: range });
-
-    const bindGroup = this.gpu.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.label });
+    const bindGroup = this.bindGroup(kernel, buffers);
     const pass = this.computePass();
     pass.setPipeline(kernel.pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (slot === null) pass.setBindGroup(0, bindGroup);
+    else pass.setBindGroup(0, bindGroup, [slot]);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.counters.dispatches += 1;
     if (++this.chunkDispatches >= this.dispatchesPerSubmit) this.flush();
+  }
+
+  /** The bind group for these storage ranges (the uniform slot is a dynamic offset), cached. */
+  private bindGroup(kernel: CompiledKernel, buffers: Map<number, BufferRange>): GPUBindGroup {
+    let key = `${kernel.id}`;
+    for (const [binding, r] of buffers) key += `|${binding}:${bufferId(r.buffer)}:${r.offset}:${r.size}`;
+    let group = this.bindGroups.get(key);
+    if (group) {
+      this.bindGroups.delete(key); // re-insert: most recently used last
+    } else {
+      const entries: GPUBindGroupEntry[] = [];
+      if (kernel.uniformBinding !== null) {
+        entries.push({ binding: kernel.uniformBinding, resource: { buffer: this.arena, offset: 0, size: kernel.uniformSize } });
+      }
+      for (const [binding, range] of buffers) entries.push({ binding, resource: range });
+      group = this.gpu.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.label });
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
+    }
+    this.bindGroups.set(key, group);
+    return group;
   }
 
   /** Records a buffer-to-buffer copy (ends the compute pass; the next dispatch opens a new one). */
@@ -99,7 +132,17 @@ export class CommandRecorder {
     this.arenaUsed = 0;
   }
 
+  /** Forgets cached bind groups that reference these buffers (called before they are destroyed). */
+  forget(buffers: readonly GPUBuffer[]): void {
+    const ids = new Set(buffers.map((b) => bufferIds.get(b)).filter((id) => id !== undefined));
+    if (!ids.size || !this.bindGroups.size) return;
+    for (const key of [...this.bindGroups.keys()]) {
+      if (key.split('|').slice(1).some((entry) => ids.has(Number(entry.split(':')[1])))) this.bindGroups.delete(key);
+    }
+  }
+
   destroy(): void {
+    this.bindGroups.clear();
     this.encoder = null;
     this.pass = null;
     this.arena.destroy();

@@ -1,7 +1,12 @@
 /**
  * Autoregressive generation with the KV cache: one prefill over the prompt's embeddings, then one
  * position per step. Each step's work (embedding, every layer, the head, sampling) is recorded in
- * one go and read back once: only the chosen token id crosses to the CPU.
+ * one go, and only the chosen token id crosses to the CPU.
+ *
+ * Steps are pipelined: the sampled id stays on the GPU and feeds the next step's embedding, so
+ * step t+1 is recorded and submitted before token t has been read back. The GPU never waits for
+ * the CPU's read-back, recording overlaps the GPU's work, and when token t turns out to end the
+ * answer, the speculative step is dropped (its cache row truncated).
  */
 import type { Tensor } from '../engine/tensor.js';
 import { sampleTokens } from '../ops/sample.js';
@@ -67,41 +72,60 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   const ids: number[] = [];
   const counters = engine.recorder.counters;
 
-  const choose = (hidden: Tensor): Tensor =>
-    engine.scope(() => sampleTokens(llm.logits(hidden.rows(hidden.shape[0]! - 1, hidden.shape[0]!)), rng.next(), sampling));
-  const readId = async (t: Tensor) => {
-    const id = (await t.read())[0]!;
-    t.dispose();
-    return id;
-  };
+  /** Records T positions and the choice of the next token; returns the id, still on the GPU. */
+  const choose = (embeds: Tensor): Tensor => engine.scope(() => sampleTokens(llm.nextTokenLogits(embeds, cache), rng.next(), sampling));
+  /** Records one decode step fed by a token id that is still on the GPU. */
+  const step = (id: Tensor): Tensor => engine.scope(() => choose(llm.embed(id)));
 
   const t0 = performance.now();
-  let next = maxNew > 0 ? await readId(engine.scope(() => choose(llm.forward(promptEmbeds, cache)))) : -1;
-  const prefillMs = performance.now() - t0;
-
+  let current = maxNew > 0 ? choose(promptEmbeds) : null;
+  let pending = current?.read();
+  let prefillMs = 0;
   let finishReason: FinishReason = 'length';
   let recordMs = 0;
-  const start = { time: performance.now(), dispatches: counters.dispatches, submits: counters.submits };
-  while (ids.length < maxNew) {
-    ids.push(next);
-    if (options.onToken) options.onToken(options.decoder?.push(next) ?? '', next);
-    if (stop.has(next)) {
-      finishReason = 'stop';
+  let stepsRecorded = 0;
+  let stepDispatches = 0;
+  let start = { time: 0, submits: 0 };
+  while (current && pending) {
+    // Speculate: record the next step before this token is known, unless it cannot be needed.
+    let next: Tensor | null = null;
+    const room = cache.length < cache.maxLength;
+    if (ids.length + 1 < maxNew && room && !options.signal?.aborted) {
+      const recordStart = performance.now();
+      const before = counters.dispatches;
+      next = step(current);
+      engine.flush(); // all of it queued behind the current step: the GPU need not wait for us
+      recordMs += performance.now() - recordStart;
+      stepDispatches += counters.dispatches - before;
+      stepsRecorded += 1;
+    }
+    const id = (await pending)[0]!;
+    current.dispose();
+    if (ids.length === 0) {
+      prefillMs = performance.now() - t0;
+      start = { time: performance.now(), submits: counters.submits };
+    }
+    ids.push(id);
+    if (options.onToken) options.onToken(options.decoder?.push(id) ?? '', id);
+    const reason: FinishReason | null = stop.has(id)
+      ? 'stop'
+      : ids.length >= maxNew
+        ? 'length'
+        : options.signal?.aborted
+          ? 'aborted'
+          : !room
+            ? 'context'
+            : null;
+    if (reason) {
+      finishReason = reason;
+      if (next) {
+        cache.truncate(cache.length - 1); // the speculative step's position
+        next.dispose();
+      }
       break;
     }
-    if (ids.length === maxNew) break;
-    if (options.signal?.aborted) {
-      finishReason = 'aborted';
-      break;
-    }
-    if (cache.length >= cache.maxLength) {
-      finishReason = 'context';
-      break;
-    }
-    const recordStart = performance.now();
-    const chosen = engine.scope(() => choose(llm.forward(llm.embed([next]), cache)));
-    recordMs += performance.now() - recordStart;
-    next = await readId(chosen);
+    current = next;
+    pending = next?.read();
   }
   if (options.onToken && options.decoder) {
     const rest = options.decoder.flush();
@@ -116,8 +140,8 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       prefillMs,
       decodeTokens: steps,
       decodeMs: performance.now() - start.time,
-      recordMsPerToken: steps ? recordMs / steps : 0,
-      dispatchesPerToken: steps ? (counters.dispatches - start.dispatches) / steps : 0,
+      recordMsPerToken: stepsRecorded ? recordMs / stepsRecorded : 0,
+      dispatchesPerToken: stepsRecorded ? stepDispatches / stepsRecorded : 0,
       submitsPerToken: steps ? (counters.submits - start.submits) / steps : 0,
     },
   };

@@ -115,8 +115,8 @@ export class Llama {
     return new LlamaCache(caches);
   }
 
-  /** Token embeddings [T, d] for ids (checked against the vocabulary). */
-  embed(ids: readonly number[]): Tensor {
+  /** Token embeddings [T, d] for ids: host numbers (checked against the vocabulary) or a GPU tensor. */
+  embed(ids: readonly number[] | Tensor): Tensor {
     return embedding(this.embedTokens, ids, 'f32');
   }
 
@@ -125,6 +125,28 @@ export class Llama {
    * values. Returns the final hidden states after the last norm, [T, d].
    */
   forward(embeds: Tensor, cache: LlamaCache): Tensor {
+    return this.engine.scope(() => rmsNorm(this.residualStream(embeds, cache), this.finalNorm, this.config.rmsNormEps));
+  }
+
+  /**
+   * Runs T positions like forward() and returns the logits of the last one, [1, vocab]: what
+   * generation needs. The final norm rides in the head's GEMV.
+   */
+  nextTokenLogits(embeds: Tensor, cache: LlamaCache): Tensor {
+    return this.engine.scope(() => {
+      const x = this.residualStream(embeds, cache);
+      const last = x.rows(x.shape[0]! - 1, x.shape[0]!);
+      return matmul(last, this.head, { transposeB: true, preNorm: { weight: this.finalNorm, eps: this.config.rmsNormEps }, dtype: 'f32' });
+    });
+  }
+
+  /** Vocabulary logits [T, vocab] from final hidden states. */
+  logits(hidden: Tensor): Tensor {
+    return linear(hidden, this.head, undefined, undefined, 'f32');
+  }
+
+  /** The residual stream after the last layer (before the final norm), [T, d]. */
+  private residualStream(embeds: Tensor, cache: LlamaCache): Tensor {
     const T = embeds.shape[0]!;
     if (embeds.rank !== 2 || embeds.shape[1] !== this.config.hiddenSize) {
       throw new RangeError(`llama: input embeddings ${JSON.stringify(embeds.shape)} must be [T, ${this.config.hiddenSize}]`);
@@ -132,16 +154,9 @@ export class Llama {
     if (cache.length + T > cache.maxLength) {
       throw new RangeError(`llama: ${cache.length} cached + ${T} new positions exceed the context of ${cache.maxLength}`);
     }
-    return this.engine.scope(() => {
-      let x = embeds;
-      this.layers.forEach((layer, i) => (x = this.layer(layer, cache.layers[i]!, x)));
-      return rmsNorm(x, this.finalNorm, this.config.rmsNormEps);
-    });
-  }
-
-  /** Vocabulary logits [T, vocab] from final hidden states. */
-  logits(hidden: Tensor): Tensor {
-    return linear(hidden, this.head, undefined, undefined, 'f32');
+    let x = embeds;
+    this.layers.forEach((layer, i) => (x = this.layer(layer, cache.layers[i]!, x)));
+    return x;
   }
 
   private layer(l: LlamaLayer, cache: KVCache, x: Tensor): Tensor {
