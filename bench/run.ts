@@ -10,6 +10,7 @@ import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
 import { benchMllm } from './mllm.js';
+import { benchSuperlink } from './superlink.js';
 import { benchTokenizer } from './tokenizer.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
@@ -24,6 +25,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['tokenizer (CPU)', benchTokenizer],
   ['checkpoint loading', benchCheckpoint],
   ['MLLM end to end', benchMllm],
+  ['super link', benchSuperlink],
 ];
 
 function arg(name: string): string | undefined {

@@ -170,14 +170,58 @@ def add_vision(add, params):
     add(v + 'post_layernorm.bias', d, const=0.0)
 
 
+# The super link's projections, at the official widths where they are small (256 for the detector
+# and pose decoder) and a tiny Stable Diffusion width (the official 768 would be 17M parameters).
+DET_DIM = 256
+POSE_DIM = 256
+SD_DIM = 96
+SD_QUERIES = 77
+
+
+def superlink_params(seed):
+    """Projection weights of the decoders' super-link inputs, under the official names."""
+    g = torch.Generator().manual_seed(seed)
+    h = LLM['hidden_size']
+    params = {}
+
+    def linear(name, rows, cols):
+        params[name + '.weight'] = torch.randn(rows, cols, generator=g) / math.sqrt(cols)
+        params[name + '.bias'] = torch.randn(rows, generator=g) * 0.1
+
+    for name, width in (('gdino.patch2query', DET_DIM), ('unipose.projection_llava', POSE_DIM), ('unipose.projection_kpt_llava', POSE_DIM)):
+        linear(f'{name}.layers.0', width, h)
+        linear(f'{name}.layers.1', width, width)
+        linear(f'{name}.layers.2', width, width)
+    for module in ('sd', 'ip2p'):
+        linear(f'{module}.emb_proj.0', SD_DIM, h)
+        linear(f'{module}.emb_proj.2', SD_DIM, SD_DIM)
+        torch.manual_seed(seed + len(module))
+        mapper = torch.nn.Transformer(d_model=SD_DIM, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
+                                      dim_feedforward=4 * SD_DIM, dropout=0.0, batch_first=True, norm_first=True)
+        for k, v in mapper.state_dict().items():
+            params[f'{module}.llm2sd_mapper.{k}'] = v.detach().clone()
+        # Perturb the norms so a missing or swapped norm shows in the output.
+        for k in list(params):
+            if k.startswith(f'{module}.llm2sd_mapper') and '.norm' in k:
+                params[k] = params[k] + torch.randn(params[k].shape, generator=g) * 0.1
+        params[f'{module}.llm2sd_mapper_queries'] = torch.randn(1, SD_QUERIES, SD_DIM, generator=g)
+    return params
+
+
 def config_json():
     return {
         'model_type': 'visionllmv2', 'architectures': ['VisionLLMv2Model'],
         'vis_encoder_config': VISION, 'llm_config': LLM,
         'pretrained_vl_bridge': None, 'use_llm_lora': False, 'vl_bridge_type': 'mlp2x_gelu',
         'vis_output_layer': -2, 'use_pixelshuffle': False, 'num_embs': 4, 'num_embs_gen': 64,
-        'use_region_encoder': False, 'use_gdino': False, 'gdino_config': None, 'use_unipose': False,
-        'unipose_config': None, 'use_sd': False, 'sd_config': None, 'use_ip2p': False, 'ip2p_config': None,
+        'use_region_encoder': False,
+        # The decoders' super-link projections only: the decoders themselves are not in this checkpoint.
+        'use_gdino': True, 'gdino_config': {'d_model': DET_DIM, 'l_hidden_size': LLM['hidden_size']},
+        'use_unipose': True, 'unipose_config': {'hidden_dim': POSE_DIM, 'l_hidden_size': LLM['hidden_size']},
+        'use_sd': True, 'sd_config': {'llm_hidden_size': LLM['hidden_size'], 'sd_hidden_size': SD_DIM, 'num_queries': SD_QUERIES,
+                                      'num_encoder_layers': 1, 'num_decoder_layers': 1, 'trigger_token': '[GEN]'},
+        'use_ip2p': True, 'ip2p_config': {'llm_hidden_size': LLM['hidden_size'], 'sd_hidden_size': SD_DIM, 'num_queries': SD_QUERIES,
+                                          'num_encoder_layers': 1, 'num_decoder_layers': 1, 'trigger_token': '[EDIT]'},
         'torch_dtype': 'float32', 'transformers_version': '4.32.0',
         # Data arguments of the official evaluation scripts, kept beside the model config.
         'image_aspect_ratio': 'anyres', 'image_size': 336, 'image_max_tile': 4, 'conv_mode': 'vicuna_v1',
@@ -287,6 +331,51 @@ def text_only_case(params, sp, added):
             'greedy_ids': torch.tensor(greedy_ids, dtype=torch.int32)}
 
 
+COCO = ['person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+        'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
+        'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
+        'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
+        'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+        'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch',
+        'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard',
+        'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase',
+        'scissors', 'teddy bear', 'hair drier', 'toothbrush']
+DET_QUESTION = 'Please detect the objects in the image.'
+MIXED_QUESTION = 'Find the people, their pose, and draw and edit a picture.'
+MIXED_ANSWER = ('A person[DET] rides a bicycle[DET]. Pose: person[POSE], nose[POSE], left eye[POSE]. '
+                'A red cat[GEN], now make it blue[EDIT].')
+
+
+def superlink_cases(params, config, sp, added):
+    """Teacher-forced answers with routing blocks, with the square image: the 80 COCO classes, and a
+    mixed [DET]/[POSE]/[GEN]/[EDIT] answer. Queries are spliced in after each routing token, as the
+    official code does when the text holds none."""
+    import reference_superlink as link
+    p64 = {k: v.to(torch.float64) for k, v in params.items()}
+    tiles = ref.anyres_tiles(test_image(300, 300))
+    pixels = torch.stack([ref.clip_pixels(t) for t in tiles]).to(torch.float64)
+    _, proj = ref.image_features(p64, config, pixels)
+    out, meta = {}, {'det_question': DET_QUESTION, 'mixed_question': MIXED_QUESTION, 'mixed_answer': MIXED_ANSWER,
+                     'coco_answer': ', '.join(f'{c}[DET]' for c in COCO), 'pose_object_classes': 1}
+    for name, question, answer in (('coco', DET_QUESTION, meta['coco_answer']), ('mixed', MIXED_QUESTION, MIXED_ANSWER)):
+        # The answer continues the prompt's last piece, as in the training data: "... ASSISTANT: answer</s>".
+        before, after = (ref.vicuna_prompt('<image>\n' + question) + ' ' + answer).split('<image>')
+        ids = [1] + tokenize_chunked(sp, added, before) + [added['<im_patch>']] * (576 * len(tiles)) + tokenize_chunked(sp, added, after) + [2]
+        spliced, blocks, rows = link.splice(ids, added, p64)
+        embeds = link.embeddings(p64, spliced, rows, proj, added['<im_patch>'])
+        hidden = link.final_hidden(p64, config, embeds)
+        conds = link.project(p64, config, blocks, hidden)
+        out[f'{name}.ids'] = torch.tensor(ids, dtype=torch.int32)
+        out[f'{name}.spliced_ids'] = torch.tensor(spliced, dtype=torch.int32)
+        first, last = blocks[0], blocks[-1]
+        out[f'{name}.first_block_hidden'] = hidden[first[2]]
+        out[f'{name}.last_block_hidden'] = hidden[last[2]]
+        for route, c in conds.items():
+            out[f'{name}.{route}'] = c
+        print(f'superlink {name}: {len(spliced)} positions, {len(blocks)} blocks, ' + ', '.join(f'{k} {tuple(v.shape)}' for k, v in conds.items()))
+    return out, meta
+
+
 def write_checkpoint(directory, params, config, tokenizer_src, added):
     os.makedirs(directory, exist_ok=True)
     common.write_safetensors(os.path.join(directory, 'model.safetensors'), params, {'format': 'pt'})
@@ -312,6 +401,7 @@ def generate():
         assert sp.get_piece_size() == VOCAB, sp.get_piece_size()
         added = {tok: VOCAB + i for i, tok in enumerate(SPECIAL_TOKENS)}
         params = init_params(seed=20240608)
+        params.update(superlink_params(seed=608))
         config = config_json()
         write_checkpoint(TINY_DIR, params, config, model_file, added)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
@@ -331,7 +421,9 @@ def generate():
         out['grid_sizes'] = torch.tensor(sizes, dtype=torch.int32)
         out['grids'] = torch.tensor([ref.tile_grid(w, h) for w, h in sizes], dtype=torch.int32)
         text = text_only_case(llama_params, sp, added)
+        link, link_meta = superlink_cases(params, config, sp, added)
     return {
         'mllm': (out, meta),
+        'superlink': (link, link_meta),
         'tiny_llama': (text, {'prompt': ref.vicuna_prompt('Describe a red cat on the table.')}),
     }

@@ -160,7 +160,7 @@ export class Engine {
 
   /**
    * Runs `fn` and disposes every tensor created inside it (views included) except those it returns
-   * (a tensor, or arrays/objects of tensors) and those passed to keep(); those move to the
+   * (a tensor, or arrays, maps, sets and plain objects of them) and those passed to keep(); those move to the
    * enclosing scope. Keeps model code free of manual dispose() calls for intermediates.
    */
   scope<T>(fn: () => T): T {
@@ -291,7 +291,8 @@ export class Engine {
 
 function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {
   if (value instanceof Tensor) into.add(value);
-  else if (depth < 4 && Array.isArray(value)) value.forEach((v) => collectTensors(v, into, depth + 1));
+  else if (depth < 4 && (Array.isArray(value) || value instanceof Set)) value.forEach((v) => collectTensors(v, into, depth + 1));
+  else if (depth < 4 && value instanceof Map) value.forEach((v) => collectTensors(v, into, depth + 1));
   else if (depth < 4 && value && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
     Object.values(value).forEach((v) => collectTensors(v, into, depth + 1));
   }

@@ -45,6 +45,18 @@ export interface VisionLLMConfig {
   /** Tiling of the official evaluation scripts. */
   imageSize: number;
   maxTiles: number;
+  /** The decoders present (use_gdino, ...), with the sizes their super-link inputs need. */
+  decoders: DecoderConfigs;
+}
+
+export interface DecoderConfigs {
+  /** Grounding DINO: its text width (patch2query's output). */
+  gdino?: { dModel: number };
+  /** UniPose: its hidden width (the projections' output). */
+  unipose?: { hiddenDim: number };
+  /** Stable Diffusion and InstructPix2Pix: the U-Net's cross-attention width and the mapper's query count. */
+  sd?: { dModel: number; queries: number };
+  ip2p?: { dModel: number; queries: number };
 }
 
 export interface PlainLlamaConfig {
@@ -128,6 +140,7 @@ export function parseConfig(json: Json, file = 'config.json'): ModelConfig {
       numEmbsGen: r.int('num_embs_gen', 64),
       imageSize: r.int('image_size', 336),
       maxTiles: r.int('image_max_tile', 4),
+      decoders: parseDecoders(r),
     };
     if (r.bool('use_pixelshuffle', false)) throw new Error(`${file}: use_pixelshuffle is not supported (the released 7B model does not use it)`);
     const layers = config.vision.layers;
@@ -143,6 +156,18 @@ export function parseConfig(json: Json, file = 'config.json'): ModelConfig {
     return { kind: 'llama', llm: parseLlama(r) };
   }
   throw new Error(`${file}: model_type ${JSON.stringify(type)} is not supported (expected "visionllmv2" or "llama")`);
+}
+
+function parseDecoders(r: ConfigReader): DecoderConfigs {
+  const decoders: DecoderConfigs = {};
+  if (r.bool('use_gdino', false)) decoders.gdino = { dModel: r.sub('gdino_config').int('d_model', 256) };
+  if (r.bool('use_unipose', false)) decoders.unipose = { hiddenDim: r.sub('unipose_config').int('hidden_dim', 256) };
+  for (const key of ['sd', 'ip2p'] as const) {
+    if (!r.bool(`use_${key}`, false)) continue;
+    const c = r.sub(`${key}_config`);
+    decoders[key] = { dModel: c.int('sd_hidden_size', 768), queries: c.int('num_queries', 77) };
+  }
+  return decoders;
 }
 
 function parseClipVision(r: ConfigReader): ClipVisionConfig {

@@ -9,6 +9,7 @@
  * answer, the speculative step is dropped (its cache row truncated).
  */
 import type { Tensor } from '../engine/tensor.js';
+import { concat, slice } from '../ops/copy.js';
 import { sampleTokens } from '../ops/sample.js';
 import type { StreamDecoder } from '../tokenizer/tokenizer.js';
 import type { Llama, LlamaCache } from './llama.js';
@@ -33,6 +34,15 @@ export interface GenerateOptions extends SamplingSettings {
   /** Turns ids into text for onToken. */
   decoder?: StreamDecoder;
   signal?: AbortSignal;
+  /**
+   * Asked about every generated token: embeddings [N, d] to splice in after it (a super-link
+   * routing token's queries), or null. The step that feeds the token then runs 1 + N positions.
+   */
+  expand?: (id: number) => Tensor | null;
+  /** Receives the final hidden states [N, d] of the spliced positions; the tensor is the callee's. */
+  onSpliced?: (id: number, hidden: Tensor) => void;
+  /** Emit these tokens instead of sampling (teacher forcing through the decoding path). */
+  forcedIds?: readonly number[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'context' | 'aborted';
@@ -76,6 +86,16 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   const choose = (embeds: Tensor): Tensor => engine.scope(() => sampleTokens(llm.nextTokenLogits(embeds, cache), rng.next(), sampling));
   /** Records one decode step fed by a token id that is still on the GPU. */
   const step = (id: Tensor): Tensor => engine.scope(() => choose(llm.embed(id)));
+  /** Records a step fed by a known id, with spliced queries after it when given. */
+  const explicitStep = (id: number, queries: Tensor | null): Tensor =>
+    engine.scope(() => {
+      const token = llm.embed([id]);
+      if (!queries) return choose(token);
+      const { hidden, logits } = llm.forwardWithLogits(concat([token, queries], 0), cache);
+      options.onSpliced?.(id, engine.keep(slice(hidden, 0, 1, hidden.shape[0]!)));
+      return sampleTokens(logits, rng.next(), sampling);
+    });
+  const forced = options.forcedIds;
 
   const t0 = performance.now();
   let current = maxNew > 0 ? choose(promptEmbeds) : null;
@@ -86,46 +106,59 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   let stepsRecorded = 0;
   let stepDispatches = 0;
   let start = { time: 0, submits: 0 };
+  const record = (fn: () => Tensor): Tensor => {
+    const recordStart = performance.now();
+    const before = counters.dispatches;
+    const t = fn();
+    engine.flush(); // all of it queued behind the current step: the GPU need not wait for us
+    recordMs += performance.now() - recordStart;
+    stepDispatches += counters.dispatches - before;
+    stepsRecorded += 1;
+    return t;
+  };
   while (current && pending) {
-    // Speculate: record the next step before this token is known, unless it cannot be needed.
+    // Speculate: record the next step, fed by the id still on the GPU, before this token is known.
+    // It is dropped if the token ends the answer or needs queries spliced after it.
     let next: Tensor | null = null;
-    const room = cache.length < cache.maxLength;
-    if (ids.length + 1 < maxNew && room && !options.signal?.aborted) {
-      const recordStart = performance.now();
-      const before = counters.dispatches;
-      next = step(current);
-      engine.flush(); // all of it queued behind the current step: the GPU need not wait for us
-      recordMs += performance.now() - recordStart;
-      stepDispatches += counters.dispatches - before;
-      stepsRecorded += 1;
+    if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
+      next = record(() => step(current!));
     }
-    const id = (await pending)[0]!;
+    const sampled = (await pending)[0]!;
     current.dispose();
     if (ids.length === 0) {
       prefillMs = performance.now() - t0;
       start = { time: performance.now(), submits: counters.submits };
     }
+    const id = forced ? forced[ids.length]! : sampled;
     ids.push(id);
     if (options.onToken) options.onToken(options.decoder?.push(id) ?? '', id);
+    const queries = options.expand?.(id) ?? null;
+    // Positions the step feeding this token needs: itself and its spliced queries.
+    const settled = cache.length - (next ? 1 : 0);
+    const needed = 1 + (queries ? queries.shape[0]! : 0);
     const reason: FinishReason | null = stop.has(id)
       ? 'stop'
-      : ids.length >= maxNew
+      : ids.length >= maxNew || (forced && ids.length >= forced.length)
         ? 'length'
         : options.signal?.aborted
           ? 'aborted'
-          : !room
+          : settled + needed > cache.maxLength
             ? 'context'
             : null;
+    if (next && (reason || queries)) {
+      cache.truncate(cache.length - 1); // the speculative step's position
+      next.dispose();
+      next = null;
+    }
     if (reason) {
       finishReason = reason;
-      if (next) {
-        cache.truncate(cache.length - 1); // the speculative step's position
-        next.dispose();
-      }
+      queries?.dispose();
       break;
     }
+    next ??= record(() => explicitStep(id, queries));
+    queries?.dispose();
     current = next;
-    pending = next?.read();
+    pending = next.read();
   }
   if (options.onToken && options.decoder) {
     const rest = options.decoder.flush();

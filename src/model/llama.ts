@@ -140,6 +140,15 @@ export class Llama {
     });
   }
 
+  /** forward() and the logits of the last position: a step whose hidden states are kept (super-link queries). */
+  forwardWithLogits(embeds: Tensor, cache: LlamaCache): { hidden: Tensor; logits: Tensor } {
+    return this.engine.scope(() => {
+      const hidden = this.forward(embeds, cache);
+      const T = hidden.shape[0]!;
+      return { hidden, logits: this.logits(hidden.rows(T - 1, T)) };
+    });
+  }
+
   /** Vocabulary logits [T, vocab] from final hidden states. */
   logits(hidden: Tensor): Tensor {
     return linear(hidden, this.head, undefined, undefined, 'f32');

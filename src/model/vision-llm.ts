@@ -22,6 +22,8 @@ import { generate, type FinishReason, type GenerationTimings, type SamplingSetti
 import { Llama, type LlamaCache } from './llama.js';
 import { VisionProjector } from './projector.js';
 import { Weights } from './weights.js';
+import { ROUTE_WEIGHT_PREFIXES } from '../superlink/routes.js';
+import { SuperLink, type Link } from '../superlink/superlink.js';
 
 export interface LoadOptions {
   /** Run on this engine (the model does not dispose it); by default the model creates its own. */
@@ -41,6 +43,13 @@ export type ImageInput = string | Uint8Array | RgbImage;
 
 export interface ChatOptions extends SamplingSettings {
   prompt: string;
+  /**
+   * Teacher forcing: process this answer (with its routing blocks, e.g. "person[DET], dog[DET]")
+   * in one forward pass instead of generating one.
+   */
+  answer?: string;
+  /** Pose: how many leading [POSE] blocks are object classes (the rest are keypoints). Default 1. */
+  poseObjectClasses?: number;
   image?: ImageInput;
   /** Earlier turns of the conversation; the image belongs to the first one, as in the official code. */
   history?: readonly ChatTurn[];
@@ -62,10 +71,12 @@ export interface ChatResult {
   text: string;
   tokenIds: number[];
   finishReason: FinishReason;
+  /** The super link's outputs, in answer order: one per routing block, ready for the decoders. Dispose their conditions. */
+  links: Link[];
   timings: ChatTimings;
 }
 
-const VISIONLLM_PREFIXES = ['vis_encoder.', 'llm.', 'vl_bridge.'];
+const VISIONLLM_PREFIXES = ['vis_encoder.', 'llm.', 'vl_bridge.', ...ROUTE_WEIGHT_PREFIXES];
 
 export class VisionLLM {
   private cache: LlamaCache | null = null;
@@ -78,6 +89,8 @@ export class VisionLLM {
     readonly weights: Weights,
     readonly llm: Llama,
     readonly vision: { tower: ClipVisionTower; projector: VisionProjector } | null,
+    /** Routing tokens to decoders (VisionLLM v2 checkpoints); null for a plain LLaMA. */
+    readonly superlink: SuperLink | null,
     private readonly contextLength: number,
     private readonly cacheDType: DType | undefined,
   ) {}
@@ -106,8 +119,9 @@ export class VisionLLM {
         config.kind === 'visionllmv2'
           ? { tower: ClipVisionTower.fromWeights(weights, config.vision), projector: VisionProjector.fromWeights(weights, config) }
           : null;
+      const superlink = config.kind === 'visionllmv2' ? SuperLink.fromWeights(weights, config, tokenizer) : null;
       const contextLength = Math.min(options.contextLength ?? config.llm.maxPositions, config.llm.maxPositions);
-      return new VisionLLM(engine, !options.engine, config, tokenizer, weights, llm, vision, contextLength, options.cacheDType);
+      return new VisionLLM(engine, !options.engine, config, tokenizer, weights, llm, vision, superlink, contextLength, options.cacheDType);
     } catch (err) {
       weights?.dispose();
       if (!options.engine) engine.dispose();
@@ -135,34 +149,107 @@ export class VisionLLM {
         throw new Error(`chat: the prompt contains ${IMAGE_TOKEN} but no image was given`);
       }
       const visionMs = performance.now() - t0;
-      const ids = promptIds(this.tokenizer, vicunaPrompt(question, history), features ? features.shape[0]! : 0);
+      const prompt = vicunaPrompt(question, history);
+      if (options.answer !== undefined) {
+        return await this.teacherForce(prompt, options.answer, features, options, { visionMs, imageTiles: tiles, t0 });
+      }
+      const ids = promptIds(this.tokenizer, prompt, features ? features.shape[0]! : 0);
       const promptEmbeds = this.llm.embed(ids);
       embeds.push(promptEmbeds);
       if (features) this.spliceImage(promptEmbeds, ids, features);
 
       const cache = this.conversationCache();
       const decoder = this.tokenizer.decoder({ skipSpecialTokens: true });
-      const result = await generate(this.llm, cache, promptEmbeds, {
-        maxNewTokens: options.maxNewTokens,
-        temperature: options.temperature,
-        topK: options.topK,
-        topP: options.topP,
-        seed: options.seed,
-        stopIds: [this.config.llm.eosTokenId],
-        decoder,
-        onToken: options.onToken,
-        signal: options.signal,
-      });
-      const answerIds = result.finishReason === 'stop' ? result.tokenIds.slice(0, -1) : result.tokenIds;
-      return {
-        text: this.tokenizer.decode(answerIds, { skipSpecialTokens: true }).trim(),
-        tokenIds: result.tokenIds,
-        finishReason: result.finishReason,
-        timings: { ...result.timings, visionMs, imageTiles: tiles, totalMs: performance.now() - t0 },
-      };
+      const spliced: Tensor[] = [];
+      const link = this.superlink;
+      try {
+        const result = await generate(this.llm, cache, promptEmbeds, {
+          maxNewTokens: options.maxNewTokens,
+          temperature: options.temperature,
+          topK: options.topK,
+          topP: options.topP,
+          seed: options.seed,
+          stopIds: [this.config.llm.eosTokenId],
+          decoder,
+          onToken: options.onToken,
+          signal: options.signal,
+          expand: link ? (id) => link.routeFor(id)?.table.view(link.routeFor(id)!.table.shape) ?? null : undefined,
+          onSpliced: (_, hidden) => spliced.push(hidden),
+        });
+        const answerIds = result.finishReason === 'stop' ? result.tokenIds.slice(0, -1) : result.tokenIds;
+        let links: Link[] = [];
+        if (link && spliced.length) {
+          const blocks = result.tokenIds.flatMap((id, index) => {
+            const route = link.routeFor(id);
+            return route ? [{ route, token: this.tokenizer.idToToken(id), tokenIndex: index, firstQuery: -1 }] : [];
+          });
+          const gathered = link.stack(blocks, spliced);
+          try {
+            links = link.links(blocks, gathered, link.phrases(result.tokenIds, blocks.map((b) => b.tokenIndex)), options);
+          } finally {
+            gathered.forEach((t) => t.dispose());
+          }
+        }
+        return {
+          text: this.tokenizer.decode(answerIds, { skipSpecialTokens: true }).trim(),
+          tokenIds: result.tokenIds,
+          finishReason: result.finishReason,
+          links,
+          timings: { ...result.timings, visionMs, imageTiles: tiles, totalMs: performance.now() - t0 },
+        };
+      } finally {
+        spliced.forEach((t) => t.dispose());
+      }
     } finally {
       features?.dispose();
       embeds.forEach((t) => t.dispose());
+    }
+  }
+
+  /**
+   * Teacher forcing: "<prompt> <answer></s>" in one forward pass, the routing blocks' queries spliced
+   * in, their last-layer hidden states gathered and projected on the GPU.
+   */
+  private async teacherForce(
+    prompt: string,
+    answer: string,
+    features: Tensor | null,
+    options: ChatOptions,
+    timing: { visionMs: number; imageTiles: number; t0: number },
+  ): Promise<ChatResult> {
+    const link = this.superlink;
+    const promptOnly = promptIds(this.tokenizer, prompt, features ? features.shape[0]! : 0);
+    const ids = promptIds(this.tokenizer, `${prompt} ${answer}</s>`, features ? features.shape[0]! : 0);
+    const plan = link ? link.plan(ids, promptOnly.length) : { ids, blocks: [] };
+    const cache = this.conversationCache();
+    if (plan.ids.length > cache.maxLength) {
+      throw new RangeError(`chat: the prompt and answer need ${plan.ids.length} positions, and the context holds ${cache.maxLength}`);
+    }
+    const start = performance.now();
+    const gathered = this.engine.scope(() => {
+      const embeds = this.llm.embed(plan.ids);
+      if (features) this.spliceImage(embeds, plan.ids, features);
+      link?.fill(embeds, plan.blocks);
+      return link ? link.gather(this.llm.forward(embeds, cache), plan.blocks) : new Map();
+    });
+    try {
+      const phrases = link ? link.phrases(plan.ids, plan.blocks.map((b) => b.tokenIndex), promptOnly.length) : [];
+      const links = link ? link.links(plan.blocks, gathered, phrases, options) : [];
+      await this.engine.sync();
+      const forwardMs = performance.now() - start;
+      return {
+        text: answer,
+        tokenIds: plan.ids.slice(promptOnly.length),
+        finishReason: 'stop',
+        links,
+        timings: {
+          promptTokens: plan.ids.length, prefillMs: forwardMs, decodeTokens: 0, decodeMs: 0, recordMsPerToken: 0,
+          dispatchesPerToken: 0, submitsPerToken: 0, visionMs: timing.visionMs, imageTiles: timing.imageTiles,
+          totalMs: performance.now() - timing.t0,
+        },
+      };
+    } finally {
+      gathered.forEach((t) => t.dispose());
     }
   }
 
@@ -184,6 +271,7 @@ export class VisionLLM {
   }
 
   dispose(): void {
+    this.superlink?.dispose();
     this.cache?.dispose();
     this.cache = null;
     this.weights.dispose();
