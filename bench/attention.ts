@@ -14,17 +14,8 @@ import { add } from '../src/ops/elementwise.js';
 import { matmul } from '../src/ops/matmul.js';
 import { softmax } from '../src/ops/rows.js';
 import type { Harness, Measurement } from './harness.js';
+import { randomTensor } from './random.js';
 
-function random(engine: Engine, shape: number[], seed: number, dtype: DType = 'f32'): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    data[i] = (s / 2 ** 32) * 2 - 1;
-  }
-  return engine.tensor(data, shape, dtype);
-}
 
 /** The unfused reference: scores materialised, softmax, second matmul. */
 function unfused(q: Tensor, k: Tensor, v: Tensor, scale: number, causalMask?: Tensor): Tensor {
@@ -62,9 +53,9 @@ async function prefill(h: Harness, c: PrefillCase): Promise<void> {
   const e = h.engine;
   const fusedName = `attention_${c.name}`;
   if (!h.wanted(fusedName) && !h.wanted(`${fusedName}_unfused`)) return;
-  const q = random(e, [1, c.H, c.L, c.D], 1, c.dtype);
-  const k = random(e, [1, c.H, c.L, c.D], 2, c.dtype);
-  const v = random(e, [1, c.H, c.L, c.D], 3, c.dtype);
+  const q = randomTensor(e, [1, c.H, c.L, c.D], 1, { dtype: c.dtype });
+  const k = randomTensor(e, [1, c.H, c.L, c.D], 2, { dtype: c.dtype });
+  const v = randomTensor(e, [1, c.H, c.L, c.D], 3, { dtype: c.dtype });
   const scale = 1 / Math.sqrt(c.D);
   const mask = c.causal ? causalMask(e, c.L) : undefined;
   // Useful work: two L x L x D products per head, halved when causal.
@@ -88,8 +79,8 @@ async function gemvBandwidth(h: Harness, dtype: DType): Promise<number> {
   if (known) return known;
   const e = h.engine;
   const n = 4096;
-  const x = random(e, [1, n], 3);
-  const w = random(e, [n, n], 4, dtype);
+  const x = randomTensor(e, [1, n], 3);
+  const w = randomTensor(e, [n, n], 4, { dtype: dtype });
   const m = await h.gpu({
     name: `attention_decode_gemv_${dtype}_reference`, shape: `1x${n}x${n}`, bytes: n * n * (dtype === 'f32' ? 4 : 2),
     ceiling: 'read', run: () => matmul(x, w, { transposeB: true }), repeat: 4, always: true,
@@ -104,9 +95,9 @@ async function decode(h: Harness, Lk: number, dtype: DType): Promise<void> {
   const D = 128;
   const name = `attention_decode_${Lk}_${dtype}`;
   if (!h.wanted(name) && !h.wanted(`${name}_unfused`)) return;
-  const q = random(e, [1, H, 1, D], 1);
-  const k = random(e, [1, H, Lk, D], 2, dtype);
-  const v = random(e, [1, H, Lk, D], 3, dtype);
+  const q = randomTensor(e, [1, H, 1, D], 1);
+  const k = randomTensor(e, [1, H, Lk, D], 2, { dtype: dtype });
+  const v = randomTensor(e, [1, H, Lk, D], 3, { dtype: dtype });
   const scale = 1 / Math.sqrt(D);
   const bytes = 2 * H * Lk * D * (dtype === 'f32' ? 4 : 2);
   const shape = `1x${Lk}x${H}hx${D} ${dtype} kv`;

@@ -2,8 +2,6 @@
  * Convolution, normalisation and image benchmarks: the U-Net's 3x3 convolution against a matmul timed in the
  * same run, GroupNorm bandwidth, and image resizing.
  */
-import type { Engine } from '../src/engine/engine.js';
-import type { Tensor } from '../src/engine/tensor.js';
 import { cast } from '../src/ops/copy.js';
 import { conv2d, type Conv2dKernel } from '../src/ops/conv.js';
 import { matmul } from '../src/ops/matmul.js';
@@ -12,32 +10,23 @@ import { resize } from '../src/ops/resize.js';
 import { normalizeImage, pilResize, uploadImage, type RgbImage } from '../src/image/gpu-image.js';
 import { CLIP_MEAN, CLIP_STD, clipPreprocess } from '../src/image/preprocess.js';
 import type { Harness } from './harness.js';
+import { randomTensor } from './random.js';
 
-function random(engine: Engine, shape: number[], seed: number, scale = 1): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    data[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return engine.tensor(data, shape);
-}
 
 export async function benchConv(h: Harness): Promise<void> {
   const e = h.engine;
   // The baseline every conv ratio is taken against, timed here so the ratio comes from one run.
   const size = 1024;
-  const a = random(e, [size, size], 1);
-  const b = random(e, [size, size], 2);
+  const a = randomTensor(e, [size, size], 1);
+  const b = randomTensor(e, [size, size], 2);
   const mm = await h.gpu({ name: 'conv_baseline_matmul_f32', shape: `${size}x${size}x${size}`, flops: 2 * size ** 3, run: () => matmul(a, b), always: true });
   [a, b].forEach((t) => t.dispose());
 
   // One U-Net down block's convolution: 3x3, 320 -> 320 channels, 64x64 latents, batch 2 (CFG).
   const [n, c, s] = [2, 320, 64];
-  const x = random(e, [n, c, s, s], 3);
-  const w = random(e, [c, c, 3, 3], 4, 0.02);
-  const bias = random(e, [c], 5);
+  const x = randomTensor(e, [n, c, s, s], 3);
+  const w = randomTensor(e, [c, c, 3, 3], 4, { scale: 0.02 });
+  const bias = randomTensor(e, [c], 5);
   const flops = 2 * n * c * c * 9 * s * s;
   const shape = `${n}x${c}x${s}x${s} k3 ->${c}`;
   const ratio = (m: Awaited<ReturnType<Harness['gpu']>>) => {
@@ -57,9 +46,9 @@ export async function benchConv(h: Harness): Promise<void> {
 export async function benchNorm2d(h: Harness): Promise<void> {
   const e = h.engine;
   // The U-Net's GroupNorm + SiLU at its largest activation: 2 x 320 x 64 x 64.
-  const x = random(e, [2, 320, 64, 64], 6, 4);
-  const w = random(e, [320], 7);
-  const b = random(e, [320], 8);
+  const x = randomTensor(e, [2, 320, 64, 64], 6, { scale: 4 });
+  const w = randomTensor(e, [320], 7);
+  const b = randomTensor(e, [320], 8);
   const bytes = 2 * x.size * 4; // the input read once for statistics is re-read from cache at best; count one read + one write
   await h.gpu({ name: 'group_norm_silu_f32', shape: '2x320x64x64 g32', bytes, run: () => groupNorm(x, 32, w, b, { act: 'silu' }), repeat: 2 });
   const x16 = cast(x, 'f16');
@@ -88,7 +77,7 @@ export async function benchResize(h: Harness): Promise<void> {
   // The same from host pixels: packing and upload included.
   await h.gpu({ name: 'clip_preprocess_1080p', shape: `${width}x${height}->336x336`, run: () => clipPreprocess(e, image, { aspect: 'pad' }).pixelValues });
   // PyTorch-style antialiased bicubic on an f32 NCHW tensor.
-  const x = random(e, [1, 3, height, width], 9);
+  const x = randomTensor(e, [1, 3, height, width], 9);
   await h.gpu({ name: 'resize_bicubic_aa_f32_1080p', shape: `1x3x${height}x${width}->336x336`, run: () => resize(x, [336, 336], { mode: 'bicubic', antialias: true }) });
   [gpu, x].forEach((t) => t.dispose());
 }

@@ -1,21 +1,10 @@
 /** Foundation kernels: substrate ceilings, matmul, GEMV and row ops. */
-import type { Engine } from '../src/engine/engine.js';
-import type { Tensor } from '../src/engine/tensor.js';
 import { matmul, type MatmulKernel } from '../src/ops/matmul.js';
 import { layerNorm, rmsNorm, softmax } from '../src/ops/rows.js';
 import { cast } from '../src/ops/copy.js';
 import type { Harness } from './harness.js';
+import { randomTensor } from './random.js';
 
-function random(engine: Engine, shape: number[], seed: number, scale = 1): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    data[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  return engine.tensor(data, shape);
-}
 
 /** The substrate's ceilings: arithmetic (FMA chains) and memory (a plain copy). Run first. */
 export async function benchCeilings(h: Harness): Promise<void> {
@@ -81,8 +70,8 @@ export async function benchCeilings(h: Harness): Promise<void> {
 export async function benchMatmul(h: Harness): Promise<void> {
   const e = h.engine;
   for (const size of [512, 1024, 2048]) {
-    const a = random(e, [size, size], 1);
-    const b = random(e, [size, size], 2);
+    const a = randomTensor(e, [size, size], 1);
+    const b = randomTensor(e, [size, size], 2);
     await h.gpu({
       name: 'matmul_f32',
       shape: `${size}x${size}x${size}`,
@@ -109,8 +98,8 @@ export async function benchMatmul(h: Harness): Promise<void> {
 export async function benchGemv(h: Harness): Promise<void> {
   const e = h.engine;
   const n = 4096;
-  const x = random(e, [1, n], 3);
-  const w = random(e, [n, n], 4, 0.02);
+  const x = randomTensor(e, [1, n], 3);
+  const w = randomTensor(e, [n, n], 4, { scale: 0.02 });
   const w16 = cast(w, 'f16');
   for (const [weights, dtype] of [[w, 'f32'], [w16, 'f16']] as const) {
     const bytes = n * n * (dtype === 'f32' ? 4 : 2);
@@ -123,9 +112,9 @@ export async function benchRows(h: Harness): Promise<void> {
   const e = h.engine;
   const rows = 512;
   const width = 4096;
-  const x = random(e, [rows, width], 5, 4);
-  const w = random(e, [width], 6);
-  const b = random(e, [width], 7);
+  const x = randomTensor(e, [rows, width], 5, { scale: 4 });
+  const w = randomTensor(e, [width], 6);
+  const b = randomTensor(e, [width], 7);
   const bytes = 2 * rows * width * 4; // one read and one write of the rows
   await h.gpu({ name: 'softmax', shape: `${rows}x${width}`, bytes, run: () => softmax(x), repeat: 4 });
   await h.gpu({ name: 'layernorm', shape: `${rows}x${width}`, bytes, run: () => layerNorm(x, w, b), repeat: 4 });

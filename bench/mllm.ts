@@ -13,9 +13,9 @@ import { generate } from '../src/model/generate.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { Weights } from '../src/model/weights.js';
-import { cast } from '../src/ops/copy.js';
 import { projectRoot } from '../src/paths.js';
 import { round, type Harness, type Measurement } from './harness.js';
+import { randomTensor } from './random.js';
 
 const SMALL_LLM: LlamaConfig = {
   vocabSize: 32000, hiddenSize: 512, intermediateSize: 1376, layers: 8, heads: 8, kvHeads: 8, headDim: 64,
@@ -25,30 +25,12 @@ const SMALL_VIT: ClipVisionConfig = {
   hiddenSize: 256, intermediateSize: 1024, layers: 6, heads: 4, imageSize: 336, patchSize: 14, layerNormEps: 1e-5, act: 'quick_gelu',
 };
 
-function random(engine: Engine, shape: number[], seed: number, scale: number, dtype: 'f32' | 'f16'): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = ((s / 2 ** 32) * 2 - 1) * scale;
-  }
-  const t = engine.tensor(data, shape, 'f32', { persistent: dtype === 'f32' });
-  if (dtype === 'f32') return t;
-  const h = cast(t, 'f16');
-  t.dispose();
-  const kept = engine.empty(h.shape, 'f16', { persistent: true });
-  engine.copyBytes(h, 0, kept, 0, Math.ceil(h.byteLength / 4) * 4);
-  h.dispose();
-  return kept;
-}
-
 /** Random weights under the Hugging Face names for a LLaMA of `c` (matrices f16, norms f32). */
 function randomLlamaWeights(engine: Engine, c: LlamaConfig): Map<string, Tensor> {
   const m = new Map<string, Tensor>();
   let seed = 1;
-  const mat = (name: string, rows: number, cols: number) => m.set(name, random(engine, [rows, cols], seed++, 1 / Math.sqrt(cols), 'f16'));
-  const vec = (name: string, n: number) => m.set(name, random(engine, [n], seed++, 0.1, 'f32'));
+  const mat = (name: string, rows: number, cols: number) => m.set(name, randomTensor(engine, [rows, cols], seed++, { scale: 1 / Math.sqrt(cols), dtype: 'f16', persistent: true }));
+  const vec = (name: string, n: number) => m.set(name, randomTensor(engine, [n], seed++, { scale: 0.1, persistent: true }));
   mat('model.embed_tokens.weight', c.vocabSize, c.hiddenSize);
   for (let i = 0; i < c.layers; i++) {
     const p = `model.layers.${i}.`;
@@ -72,7 +54,7 @@ function randomClipWeights(engine: Engine, c: ClipVisionConfig): Map<string, Ten
   const p = 'vis_encoder.vision_model.';
   let seed = 1000;
   const d = c.hiddenSize;
-  const add = (name: string, shape: number[], scale: number, dtype: 'f32' | 'f16' = 'f32') => m.set(p + name, random(engine, shape, seed++, scale, dtype));
+  const add = (name: string, shape: number[], scale: number, dtype: 'f32' | 'f16' = 'f32') => m.set(p + name, randomTensor(engine, shape, seed++, { scale, dtype, persistent: true }));
   add('embeddings.patch_embedding.weight', [d, 3, c.patchSize, c.patchSize], 0.05);
   add('embeddings.class_embedding', [d], 0.5);
   add('embeddings.position_embedding.weight', [(c.imageSize / c.patchSize) ** 2 + 1, d], 0.5);
@@ -164,7 +146,7 @@ export async function benchMllm(h: Harness): Promise<void> {
 
     const vitWeights = Weights.fromTensors(engine, 'random small ViT', randomClipWeights(engine, SMALL_VIT));
     const tower = ClipVisionTower.fromWeights(vitWeights, SMALL_VIT);
-    const pixels = random(engine, [1, 3, 336, 336], 99, 1, 'f32');
+    const pixels = randomTensor(engine, [1, 3, 336, 336], 99);
     await h.gpu({
       name: 'mllm_small_vit',
       shape: '1 tile, 577 tokens, d 256, 6 layers',

@@ -9,25 +9,7 @@
 
 override SG_ROWS: u32 = 2u;
 
-var<private> acc0: vec4<f32>;
-var<private> acc1: vec4<f32>;
-var<private> acc2: vec4<f32>;
-var<private> acc3: vec4<f32>;
-var<private> acc4: vec4<f32>;
-var<private> acc5: vec4<f32>;
-var<private> acc6: vec4<f32>;
-var<private> acc7: vec4<f32>;
-
-fn rank1(av: f32, bv: vec4<f32>) {
-  acc0 += subgroupBroadcast(av, 0u) * bv;
-  acc1 += subgroupBroadcast(av, 1u) * bv;
-  acc2 += subgroupBroadcast(av, 2u) * bv;
-  acc3 += subgroupBroadcast(av, 3u) * bv;
-  acc4 += subgroupBroadcast(av, 4u) * bv;
-  acc5 += subgroupBroadcast(av, 5u) * bv;
-  acc6 += subgroupBroadcast(av, 6u) * bv;
-  acc7 += subgroupBroadcast(av, 7u) * bv;
-}
+#include "lib/subgroup_rank1.wgsl"
 
 @compute @workgroup_size(64)
 fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

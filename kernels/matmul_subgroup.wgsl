@@ -10,26 +10,7 @@ override SG_ROWS: u32 = 2u;
 // B is f16, contiguous along k, and K is even: read two k values per load.
 override B_PAIRS: bool = false;
 
-var<private> acc0: vec4<f32>;
-var<private> acc1: vec4<f32>;
-var<private> acc2: vec4<f32>;
-var<private> acc3: vec4<f32>;
-var<private> acc4: vec4<f32>;
-var<private> acc5: vec4<f32>;
-var<private> acc6: vec4<f32>;
-var<private> acc7: vec4<f32>;
-
-// acc[r] += A[row r, k] * B[k, cols]: `av` is this lane's A value for row (lane), broadcast per row.
-fn rank1(av: f32, bv: vec4<f32>) {
-  acc0 += subgroupBroadcast(av, 0u) * bv;
-  acc1 += subgroupBroadcast(av, 1u) * bv;
-  acc2 += subgroupBroadcast(av, 2u) * bv;
-  acc3 += subgroupBroadcast(av, 3u) * bv;
-  acc4 += subgroupBroadcast(av, 4u) * bv;
-  acc5 += subgroupBroadcast(av, 5u) * bv;
-  acc6 += subgroupBroadcast(av, 6u) * bv;
-  acc7 += subgroupBroadcast(av, 7u) * bv;
-}
+#include "lib/subgroup_rank1.wgsl"
 
 // Four consecutive k of B for one column: two paired loads when B_PAIRS, else four.
 fn b_k4(batch: u32, k: u32, n: u32) -> vec4<f32> {

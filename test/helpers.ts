@@ -6,6 +6,7 @@ import { bf16ArrayToF32, f16ArrayToF32 } from '../src/engine/dtype.js';
 import { Engine, type EngineOptions } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { readSafetensors, type LoadedTensor } from '../src/io/safetensors.js';
+import { VisionLLM } from '../src/model/vision-llm.js';
 
 export const TEST_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const SHARED_DIR = path.resolve(TEST_DIR, '..', '..', 'shared');
@@ -75,6 +76,20 @@ export function loadGolden(stem: string): Golden {
   const file = path.join(TEST_DIR, 'golden', `${stem}.safetensors`);
   const { tensors, metadata } = readSafetensors(file);
   return new Golden(file, tensors, metadata);
+}
+
+/** The embedded tiny VisionLLM v2 checkpoint. */
+export const TINY_WEIGHTS = path.join(TEST_DIR, '..', 'weights', 'tiny');
+
+/**
+ * A model loaded for comparison with the float64 reference: f32 weights and an f32 KV cache, on
+ * a test engine; disposed after the file's tests.
+ */
+export async function referenceModel(dir = TINY_WEIGHTS): Promise<{ engine: Engine; model: VisionLLM }> {
+  const engine = await testEngine();
+  const model = await VisionLLM.load(dir, { engine, policy: { matrix: 'f32', vector: 'f32', integer: 'i32' }, cacheDType: 'f32' });
+  afterAll(() => model.dispose());
+  return { engine, model };
 }
 
 /** Tolerances relative to the reference's scale (its largest magnitude). */

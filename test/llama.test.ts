@@ -8,9 +8,8 @@ import { generate } from '../src/model/generate.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { Weights } from '../src/model/weights.js';
-import { SHARED_DIR, TEST_DIR, expectClose, loadGolden, testEngine } from './helpers.js';
+import { SHARED_DIR, TEST_DIR, expectClose, loadGolden, referenceModel, testEngine } from './helpers.js';
 
-const F32 = { matrix: 'f32', vector: 'f32', integer: 'i32' } as const;
 const LOGIT_TOL = 1e-3;
 
 describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
@@ -18,10 +17,8 @@ describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
   let engine: Engine;
   let model: VisionLLM;
   beforeAll(async () => {
-    engine = await testEngine();
-    model = await VisionLLM.load(path.join(TEST_DIR, 'fixtures', 'tiny-llama'), { engine, policy: F32, cacheDType: 'f32' });
+    ({ engine, model } = await referenceModel(path.join(TEST_DIR, 'fixtures', 'tiny-llama')));
   });
-  afterAll(() => model?.dispose());
 
   it('logits at every prompt position match the reference (multi-query attention, 4:1)', async () => {
     const ids = Array.from(golden.values('prompt_ids'));

@@ -1,15 +1,14 @@
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { CLIP_MEAN, CLIP_STD } from '../src/image/preprocess.js';
 import { promptIds, vicunaPrompt } from '../src/model/chat-template.js';
 import { generate } from '../src/model/generate.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
-import { TEST_DIR, expectClose, loadGolden, testEngine, type Golden } from './helpers.js';
+import { TEST_DIR, TINY_WEIGHTS as TINY, expectClose, loadGolden, referenceModel, type Golden } from './helpers.js';
 
 const golden = loadGolden('mllm');
-const TINY = path.join(TEST_DIR, '..', 'weights', 'tiny');
 const F32 = { matrix: 'f32', vector: 'f32', integer: 'i32' } as const;
 /** The issue's tolerance: max |error| <= 1e-3 of the logits' scale, in f32. */
 const LOGIT_TOL = 1e-3;
@@ -52,10 +51,8 @@ describe('VisionLLM v2 (tiny checkpoint) against the PyTorch reference', () => {
   let engine: Engine;
   let model: VisionLLM;
   beforeAll(async () => {
-    engine = await testEngine();
-    model = await VisionLLM.load(TINY, { engine, policy: F32, cacheDType: 'f32' });
+    ({ engine, model } = await referenceModel());
   });
-  afterAll(() => model?.dispose());
 
   describe.each(['wide', 'square'])('%s image', (name) => {
     const tiles = golden.shape(`${name}.tiles_u8`)[0]!;

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { promptIds, vicunaPrompt } from '../src/model/chat-template.js';
@@ -8,12 +8,10 @@ import { generate } from '../src/model/generate.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { DEFAULT_ROUTES, RouteRegistry } from '../src/superlink/routes.js';
 import { SuperLink, type Link } from '../src/superlink/superlink.js';
-import { TEST_DIR, expectClose, loadGolden, testEngine } from './helpers.js';
+import { TEST_DIR, expectClose, loadGolden, referenceModel } from './helpers.js';
 
 const golden = loadGolden('superlink');
-const TINY = path.join(TEST_DIR, '..', 'weights', 'tiny');
 const IMAGE = path.join(TEST_DIR, 'fixtures', 'images', 'square.png');
-const F32 = { matrix: 'f32', vector: 'f32', integer: 'i32' } as const;
 const TOL = 1e-4;
 
 async function stack(links: Link[], route: string): Promise<Float32Array> {
@@ -31,10 +29,8 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
   let engine: Engine;
   let model: VisionLLM;
   beforeAll(async () => {
-    engine = await testEngine();
-    model = await VisionLLM.load(TINY, { engine, policy: F32, cacheDType: 'f32' });
+    ({ engine, model } = await referenceModel());
   });
-  afterAll(() => model?.dispose());
 
   it('registers every route of the checkpoint', () => {
     expect(model.superlink!.routes.sort()).toEqual(['det', 'edit', 'gen', 'pose']);
