@@ -21,6 +21,8 @@ const SMALL_LLM: LlamaConfig = {
   vocabSize: 32000, hiddenSize: 512, intermediateSize: 1376, layers: 8, heads: 8, kvHeads: 8, headDim: 64,
   rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: 4096, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
 };
+/** A medium LLaMA (d=1536, 4 layers, 324 MB of f16 weights): where weight traffic, not per-dispatch cost, dominates. */
+const MEDIUM_LLM: LlamaConfig = { ...SMALL_LLM, hiddenSize: 1536, intermediateSize: 4096, layers: 4, heads: 12, kvHeads: 12, headDim: 128 };
 const SMALL_VIT: ClipVisionConfig = {
   hiddenSize: 256, intermediateSize: 1024, layers: 6, heads: 4, imageSize: 336, patchSize: 14, layerNormEps: 1e-5, act: 'quick_gelu',
 };
@@ -143,6 +145,11 @@ export async function benchMllm(h: Harness): Promise<void> {
     const llm = Llama.fromWeights(llmWeights, SMALL_LLM);
     await benchGeneration(h, 'mllm_small_llm', llm, 512, 24, decodeWeightBytes(SMALL_LLM, 2));
     llmWeights.dispose();
+
+    const mediumWeights = Weights.fromTensors(engine, 'random medium LLaMA', randomLlamaWeights(engine, MEDIUM_LLM));
+    const medium = Llama.fromWeights(mediumWeights, MEDIUM_LLM);
+    await benchGeneration(h, 'mllm_medium_llm', medium, 128, 12, decodeWeightBytes(MEDIUM_LLM, 2));
+    mediumWeights.dispose();
 
     const vitWeights = Weights.fromTensors(engine, 'random small ViT', randomClipWeights(engine, SMALL_VIT));
     const tower = ClipVisionTower.fromWeights(vitWeights, SMALL_VIT);

@@ -172,13 +172,15 @@ export class Engine {
       if (result instanceof Promise) throw new TypeError('scope() takes a synchronous function; await outside it');
     } catch (err) {
       this.scopes.pop();
-      for (const t of created) t.dispose();
+      for (const t of [...created].reverse()) t.dispose();
       throw err;
     }
     this.scopes.pop();
     const survivors = new Set<Tensor>();
     collectTensors(result, survivors);
-    for (const t of created) {
+    // Newest first, like a stack: with the pool's last-in-first-out reuse, the next identical step
+    // receives the same buffers in the same order.
+    for (const t of [...created].reverse()) {
       if (survivors.has(t) || this.kept.has(t)) {
         this.kept.delete(t);
         this.scopes[this.scopes.length - 1]?.add(t);

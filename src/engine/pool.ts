@@ -44,6 +44,9 @@ export class BufferPool {
     if (size > this.maxBufferSize) {
       throw new RangeError(`buffer of ${bytes} bytes exceeds the device's maxBufferSize of ${this.maxBufferSize} bytes`);
     }
+    // Last freed, first reused: scope() frees in reverse creation order, so a step that allocates
+    // the same sequence as the previous one gets the same buffers back in the same order, and the
+    // recorder's cached bind groups keep matching.
     let buffer = this.free.get(size)?.pop();
     if (buffer) {
       this.stats.pooledBytes -= size;

@@ -22,6 +22,8 @@ export interface BufferRange {
 export interface RecorderCounters {
   dispatches: number;
   submits: number;
+  /** Bind groups made (the rest of the dispatches found theirs cached). */
+  bindGroupsCreated: number;
 }
 
 const UNIFORM_ARENA_BYTES = 64 * 1024;
@@ -47,7 +49,7 @@ export class CommandRecorder {
   private arenaUsed = 0;
   private readonly slotAlign: number;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
-  readonly counters: RecorderCounters = { dispatches: 0, submits: 0 };
+  readonly counters: RecorderCounters = { dispatches: 0, submits: 0, bindGroupsCreated: 0 };
 
   constructor(
     private readonly gpu: GpuDevice,
@@ -102,6 +104,7 @@ export class CommandRecorder {
       }
       for (const [binding, range] of buffers) entries.push({ binding, resource: range });
       group = this.gpu.device.createBindGroup({ layout: kernel.layout, entries, label: kernel.label });
+      this.counters.bindGroupsCreated += 1;
       if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
     }
     this.bindGroups.set(key, group);

@@ -17,8 +17,14 @@ export function windowBytes(t: Pick<Tensor, 'dtype' | 'byteOffset' | 'engine'>, 
   return (end - first) * bytes + (start % t.engine.storageAlign);
 }
 
-/** A view of `t` covering `span` from an aligned start, and the element index the view starts at. */
-export function bindingWindow(t: Tensor, [first, end]: Span): { view: Tensor; base: number } {
+/**
+ * A view of `t` covering `span` from an aligned start, and the element index the view starts at.
+ * When all of `t` fits one binding the view is all of it: the binding is then the same on every
+ * call (a KV cache read at a growing length, say), and so is the cached bind group.
+ */
+export function bindingWindow(t: Tensor, span: Span): { view: Tensor; base: number } {
+  const whole: Span = [0, t.size];
+  const [first, end] = windowBytes(t, whole) <= t.engine.maxBindingBytes ? whole : span;
   const bytes = DTYPE_BYTES[t.dtype];
   const start = t.byteOffset + first * bytes;
   const aligned = start - (start % t.engine.storageAlign);
