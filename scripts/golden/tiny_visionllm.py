@@ -75,6 +75,74 @@ def corpus_lines():
     return lines
 
 
+def conversations(count, seed):
+    """Vicuna-formatted exchanges about pictures, in the corpus's words, for training the tiny LLM."""
+    rng = random.Random(seed)
+    things = ['cat', 'dog', 'person', 'bicycle', 'car', 'tree', 'house', 'bird', 'boat', 'horse', 'cup', 'chair']
+    colours = ['red', 'green', 'blue', 'yellow', 'white', 'black', 'orange', 'purple', 'grey', 'brown']
+    places = ['on the table', 'in the garden', 'near the window', 'under the tree', 'on the road', 'in the water']
+    questions = [QUESTION, 'Describe the image.', 'What do you see?', 'What is in the picture?']
+    out = []
+    for _ in range(count):
+        t, c, c2, p = rng.choice(things), rng.choice(colours), rng.choice(colours), rng.choice(places)
+        answer = rng.choice([
+            f'The picture shows a {c} {t} {p}. The colours are {c} and {c2}.',
+            f'I see a {c} {t} {p}, mostly {c} and {c2}.',
+            f'There is a {c} {t} {p}. It looks bright and {c2}.',
+        ])
+        out.append((rng.choice(questions), answer))
+    return out
+
+
+def train_llm(params, config, sp, added, steps=200, batch=6):
+    """A few hundred Adam steps so the tiny model answers like a chat and ends with </s>: picture
+    conversations in the corpus's words, half of them with an image (features of synthetic pictures
+    through the fixed random CLIP; vl_bridge and the LLM learn). Deterministic: fixed seeds, one thread."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    images = []
+    with torch.no_grad():
+        for w, h in [(300, 300), (520, 260), (336, 336), (400, 300), (260, 520)]:
+            tiles = ref.anyres_tiles(test_image(w, h))
+            pixels = torch.stack([ref.clip_pixels(t) for t in tiles])
+            feats, _ = ref.image_features({k: v for k, v in params.items()}, config, pixels)
+            images.append(feats)
+    talks = conversations(2000, 11)
+    names = [k for k in params if k.startswith('llm.') or k.startswith('vl_bridge.')]
+    weights = {k: params[k].clone().requires_grad_(True) for k in names}
+    opt = torch.optim.Adam(weights.values(), lr=3e-3)
+    order = random.Random(12)
+    patch = added['<im_patch>']
+    for step in range(steps):
+        opt.zero_grad()
+        loss = 0.0
+        for b in range(batch):
+            q, a = order.choice(talks)
+            feats = images[order.randrange(len(images))] if b % 2 else None
+            tiles = feats.shape[0] if feats is not None else 0
+            text = ref.vicuna_prompt(('<image>\n' if tiles else '') + q) + ' ' + a
+            pieces = text.split('<image>')
+            ids = [1] + tokenize_chunked(sp, added, pieces[0])
+            if tiles:
+                ids += [patch] * (576 * tiles) + tokenize_chunked(sp, added, pieces[1])
+            ids += [2]
+            x = torch.tensor(ids)
+            embeds = weights['llm.model.embed_tokens.weight'][x]
+            if tiles:
+                projected = ref.vl_bridge(weights, feats).reshape(-1, embeds.shape[-1])
+                embeds = torch.cat([embeds[:ids.index(patch)], projected, embeds[ids.index(patch) + projected.shape[0]:]])
+            logits = ref.llama_logits(weights, LLM, embeds[None])[0]
+            answer_from = len(ids) - len(tokenize_chunked(sp, added, ' ' + a)) - 2
+            loss = loss + torch.nn.functional.cross_entropy(logits[answer_from:-1], x[answer_from + 1:]) / batch
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f'tiny LLM training: step {step}, loss {float(loss):.3f}')
+    for k in names:
+        params[k] = weights[k].detach().clone()
+    torch.set_num_threads(2)
+
+
 def train_tokenizer(directory):
     """Trains into directory/tok.model. The model file records its input paths, so training runs
     inside `directory` with relative names: the same bytes on every run and machine."""
@@ -401,8 +469,9 @@ def generate():
         assert sp.get_piece_size() == VOCAB, sp.get_piece_size()
         added = {tok: VOCAB + i for i, tok in enumerate(SPECIAL_TOKENS)}
         params = init_params(seed=20240608)
-        params.update(superlink_params(seed=608))
         config = config_json()
+        train_llm(params, config, sp, added)
+        params.update(superlink_params(seed=608))
         write_checkpoint(TINY_DIR, params, config, model_file, added)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
         write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
