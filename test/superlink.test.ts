@@ -81,7 +81,7 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     const result = await generate(model.llm, cache, embeds, {
       forcedIds: answer,
       maxNewTokens: answer.length,
-      expand: (id) => link.routeFor(id)?.table.view(link.routeFor(id)!.table.shape) ?? null,
+      expand: (id) => link.queriesFor(id),
       onSpliced: (_, hidden) => spliced.push(hidden),
     });
     expect(result.tokenIds).toEqual(answer);
@@ -90,10 +90,7 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     expect(cache.length).toBe(Array.from(golden.values('mixed.spliced_ids')).length - 1); // all but the final </s> were fed
     expectClose(await spliced[0]!.toArray(), golden.values('mixed.first_block_hidden'), { rel: TOL, label: 'first block, decoding path' });
     expectClose(await spliced[6]!.toArray(), golden.values('mixed.last_block_hidden'), { rel: TOL, label: 'last block, decoding path' });
-    const blocks = result.tokenIds.flatMap((id, i) => {
-      const route = link.routeFor(id);
-      return route ? [{ route, token: model.tokenizer.idToToken(id), tokenIndex: i, firstQuery: -1 }] : [];
-    });
+    const blocks = link.generatedBlocks(result.tokenIds);
     const stacked = link.stack(blocks, spliced);
     const links = link.links(blocks, stacked, link.phrases(result.tokenIds, blocks.map((b) => b.tokenIndex)), { poseObjectClasses: 1 });
     stacked.forEach((t) => t.dispose());
@@ -113,7 +110,7 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     const result = await generate(model.llm, cache, prompt, {
       forcedIds: [det, gen, 7, 2],
       maxNewTokens: 4,
-      expand: (id) => link.routeFor(id)?.table.view(link.routeFor(id)!.table.shape) ?? null,
+      expand: (id) => link.queriesFor(id),
       onSpliced: (_, hidden) => {
         spliced.push(hidden.shape[0]!);
         hidden.dispose();

@@ -173,16 +173,13 @@ export class VisionLLM {
           decoder,
           onToken: options.onToken,
           signal: options.signal,
-          expand: link ? (id) => link.routeFor(id)?.table.view(link.routeFor(id)!.table.shape) ?? null : undefined,
+          expand: link ? (id) => link.queriesFor(id) : undefined,
           onSpliced: (_, hidden) => spliced.push(hidden),
         });
         const answerIds = result.finishReason === 'stop' ? result.tokenIds.slice(0, -1) : result.tokenIds;
         let links: Link[] = [];
         if (link && spliced.length) {
-          const blocks = result.tokenIds.flatMap((id, index) => {
-            const route = link.routeFor(id);
-            return route ? [{ route, token: this.tokenizer.idToToken(id), tokenIndex: index, firstQuery: -1 }] : [];
-          });
+          const blocks = link.generatedBlocks(result.tokenIds);
           const gathered = link.stack(blocks, spliced);
           try {
             links = link.links(blocks, gathered, link.phrases(result.tokenIds, blocks.map((b) => b.tokenIndex)), options);

@@ -15,6 +15,8 @@ export interface RouteDefinition {
   tokens: readonly string[];
   /** The query table: `<table>.weight`, [N, llm width]. */
   table: string;
+  /** How many query rows follow a routing token (the table's rows: num_embs or num_embs_gen). */
+  queries: (config: VisionLLMConfig) => number;
   /** The tokens standing at the query positions: [EMB]..[EMBn] (N <= 8), else [EMB] N times. */
   queryTokens: (n: number) => string[];
   /** Most blocks one answer may route here (the decoder's class capacity). */
@@ -30,6 +32,7 @@ export function embTokens(n: number): string[] {
 export const DEFAULT_ROUTES: readonly RouteDefinition[] = [
   {
     name: 'det',
+    queries: (c) => c.numEmbs,
     tokens: ['[DET]', '[SEG]', '[GRD]'],
     table: 'emb_embeddings_det',
     queryTokens: embTokens,
@@ -41,6 +44,7 @@ export const DEFAULT_ROUTES: readonly RouteDefinition[] = [
   },
   {
     name: 'pose',
+    queries: (c) => c.numEmbs,
     tokens: ['[POSE]'],
     table: 'emb_embeddings_pose',
     queryTokens: embTokens,
@@ -55,6 +59,7 @@ export const DEFAULT_ROUTES: readonly RouteDefinition[] = [
   },
   {
     name: 'gen',
+    queries: (c) => c.numEmbsGen,
     tokens: ['[GEN]'],
     table: 'emb_embeddings_gen',
     queryTokens: embTokens,
@@ -66,6 +71,7 @@ export const DEFAULT_ROUTES: readonly RouteDefinition[] = [
   },
   {
     name: 'edit',
+    queries: (c) => c.numEmbsGen,
     tokens: ['[EDIT]'],
     table: 'emb_embeddings_edit',
     queryTokens: embTokens,

@@ -68,7 +68,7 @@ export class SuperLink {
     for (const def of registry.all()) {
       let route: ActiveRoute | string;
       const tableName = `${def.table}.weight`;
-      const queryTokens = def.queryTokens(def.name === 'gen' || def.name === 'edit' ? config.numEmbsGen : config.numEmbs);
+      const queryTokens = def.queryTokens(def.queries(config));
       const queryIds = queryTokens.map((t) => tokenizer.tokenToId(t));
       if (!w.has(tableName)) {
         route = `the checkpoint has no '${tableName}'`;
@@ -110,6 +110,20 @@ export class SuperLink {
     const route = this.byId.get(id);
     if (typeof route === 'string') throw new Error(`super link: ${this.tokenizer.idToToken(id)} cannot be routed: ${route}`);
     return route;
+  }
+
+  /** A view of the query embeddings to splice after token `id` (generate()'s expand hook), or null for an ordinary token. */
+  queriesFor(id: number): Tensor | null {
+    const route = this.routeFor(id);
+    return route ? route.table.view(route.table.shape) : null;
+  }
+
+  /** The routing blocks of generated ids (their queries were spliced during generation, not placed in the ids). */
+  generatedBlocks(ids: readonly number[]): RoutedBlock[] {
+    return ids.flatMap((id, tokenIndex) => {
+      const route = this.routeFor(id);
+      return route ? [{ route, token: this.tokenizer.idToToken(id), tokenIndex, firstQuery: -1 }] : [];
+    });
   }
 
   /** Routes available, by decoder name. */
