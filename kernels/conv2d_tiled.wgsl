@@ -5,8 +5,7 @@
 // computed once.
 #include "lib/conv_common.wgsl"
 
-var<workgroup> x_tile: array<array<f32, 64>, 16>;  // [k][pixel]
-var<workgroup> w_tile: array<array<f32, 64>, 16>;  // [k][channel]
+#include "lib/tile_64x64.wgsl"
 
 @compute @workgroup_size(16, 16)
 fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -26,7 +25,6 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
   let wc = n0 + lid / 4u;
   let wrow = weight_row(g, min(wc, p.cout_g - 1u));
 
-  var acc: array<vec4<f32>, 4>;
   for (var k0 = 0u; k0 < kk; k0 += 16u) {
     for (var i = 0u; i < 4u; i++) {
       let xk = lid / 64u + 4u * i;
@@ -34,23 +32,16 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
       let ci = k / taps;
       let t = k % taps;
       var v = tap(planes + ci * p.h * p.w, o.iy + i32(t / KW) * p.dil_y, o.ix + i32(t % KW) * p.dil_x);
-      x_tile[xk][lid % 64u] = select(0.0, v, k < kk && gather_pixel < p.pixels);
+      tile_a[xk][lid % 64u] = select(0.0, v, k < kk && gather_pixel < p.pixels);
       let wk = (lid % 4u) * 4u + i;
       let in_w = k0 + wk < kk && wc < p.cout_g;
-      w_tile[wk][lid / 4u] = select(0.0, weight_ld(wrow + min(k0 + wk, kk - 1u)), in_w);
+      tile_b[wk][lid / 4u] = select(0.0, weight_ld(wrow + min(k0 + wk, kk - 1u)), in_w);
     }
     workgroupBarrier();
-    for (var kq = 0u; kq < 16u; kq++) {
-      let av = vec4<f32>(x_tile[kq][tid.y * 4u], x_tile[kq][tid.y * 4u + 1u], x_tile[kq][tid.y * 4u + 2u], x_tile[kq][tid.y * 4u + 3u]);
-      let bv = vec4<f32>(w_tile[kq][tid.x * 4u], w_tile[kq][tid.x * 4u + 1u], w_tile[kq][tid.x * 4u + 2u], w_tile[kq][tid.x * 4u + 3u]);
-      acc[0] += av.x * bv;
-      acc[1] += av.y * bv;
-      acc[2] += av.z * bv;
-      acc[3] += av.w * bv;
-    }
+    tile_accumulate(tid);
     workgroupBarrier();
   }
   for (var i = 0u; i < 4u; i++) {
-    store_y4(m0 + tid.y * 4u + i, g, n0 + tid.x * 4u, acc[i]);
+    store_y4(m0 + tid.y * 4u + i, g, n0 + tid.x * 4u, tile_acc[i]);
   }
 }

@@ -6,8 +6,7 @@
 // B is contiguous along k (Linear weights): stage it k-fastest so neighbouring threads read neighbouring words.
 override B_K_CONTIGUOUS: bool = false;
 
-var<workgroup> a_tile: array<array<f32, 64>, 16>;   // [k][m]
-var<workgroup> b_tile: array<array<f32, 64>, 16>;   // [k][n]
+#include "lib/tile_64x64.wgsl"
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) tid: vec3<u32>,
@@ -15,14 +14,13 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) ti
   let batch = wg.z;
   let m0 = wg.y * 64u;
   let n0 = wg.x * 64u;
-  var acc: array<vec4<f32>, 4>;
   for (var k0 = 0u; k0 < p.K; k0 += 16u) {
     for (var i = 0u; i < 4u; i++) {
       let idx = lid + i * 256u;
       let am = idx / 16u;
       let ak = idx % 16u;
       let in_a = m0 + am < p.M && k0 + ak < p.K;
-      a_tile[ak][am] = select(0.0, a_at(batch, min(m0 + am, p.M - 1u), min(k0 + ak, p.K - 1u)), in_a);
+      tile_a[ak][am] = select(0.0, a_at(batch, min(m0 + am, p.M - 1u), min(k0 + ak, p.K - 1u)), in_a);
       var bk = idx / 64u;
       var bn = idx % 64u;
       if (B_K_CONTIGUOUS) {
@@ -30,20 +28,13 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) ti
         bn = idx / 16u;
       }
       let in_b = k0 + bk < p.K && n0 + bn < p.N;
-      b_tile[bk][bn] = select(0.0, b_at(batch, min(k0 + bk, p.K - 1u), min(n0 + bn, p.N - 1u)), in_b);
+      tile_b[bk][bn] = select(0.0, b_at(batch, min(k0 + bk, p.K - 1u), min(n0 + bn, p.N - 1u)), in_b);
     }
     workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk++) {
-      let av = vec4<f32>(a_tile[kk][tid.y * 4u], a_tile[kk][tid.y * 4u + 1u], a_tile[kk][tid.y * 4u + 2u], a_tile[kk][tid.y * 4u + 3u]);
-      let bv = vec4<f32>(b_tile[kk][tid.x * 4u], b_tile[kk][tid.x * 4u + 1u], b_tile[kk][tid.x * 4u + 2u], b_tile[kk][tid.x * 4u + 3u]);
-      acc[0] += av.x * bv;
-      acc[1] += av.y * bv;
-      acc[2] += av.z * bv;
-      acc[3] += av.w * bv;
-    }
+    tile_accumulate(tid);
     workgroupBarrier();
   }
   for (var i = 0u; i < 4u; i++) {
-    store_c4(batch, m0 + tid.y * 4u + i, n0 + tid.x * 4u, acc[i]);
+    store_c4(batch, m0 + tid.y * 4u + i, n0 + tid.x * 4u, tile_acc[i]);
   }
 }
