@@ -51,18 +51,29 @@ def timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, max_period
     return emb
 
 
+def norm_inputs(c, seed):
+    """A normalisation case's input (hashed, moved by its offset) and its per-channel weight and
+    bias, both None where the case has no affine."""
+    x = hashed(c['shape'], seed, 4.0) + c['offset']
+    if not c['affine']:
+        return x, None, None
+    ch = c['shape'][1]
+    return x, hashed([ch], seed + 1, 0.5) + 1.0, hashed([ch], seed + 2, 0.5)
+
+
+def exact_or_none(t, dt):
+    return None if t is None else exact(t, dt)
+
+
 def generate():
     out = {}
     meta = {'group_norm': {}, 'layer_norm2d': {}, 'pad': PADS, 'timesteps': TIMESTEPS, 'embeddings': EMBEDDINGS}
     for i, (name, c) in enumerate(GROUP_NORMS.items()):
         seed = 300 + 10 * i
         meta['group_norm'][name] = dict(c, seed=seed)
-        x = hashed(c['shape'], seed, 4.0) + c['offset']
-        ch = c['shape'][1]
-        w = hashed([ch], seed + 1, 0.5) + 1.0
-        b = hashed([ch], seed + 2, 0.5)
+        x, w, b = norm_inputs(c, seed)
         for dt in ('f32', 'f16'):
-            ref = F.group_norm(exact(x, dt), c['groups'], exact(w, dt) if c['affine'] else None, exact(b, dt) if c['affine'] else None, c['eps'])
+            ref = F.group_norm(exact(x, dt), c['groups'], exact_or_none(w, dt), exact_or_none(b, dt), c['eps'])
             if c['act'] == 'silu':
                 ref = F.silu(ref)
             idx = sample_indices(ref.numel(), SAMPLES, seed)
@@ -71,13 +82,10 @@ def generate():
     for i, (name, c) in enumerate(LAYER_NORMS.items()):
         seed = 400 + 10 * i
         meta['layer_norm2d'][name] = dict(c, seed=seed)
-        x = hashed(c['shape'], seed, 4.0) + c['offset']
-        ch = c['shape'][1]
-        w = hashed([ch], seed + 1, 0.5) + 1.0
-        b = hashed([ch], seed + 2, 0.5)
+        x, w, b = norm_inputs(c, seed)
         for dt in ('f32', 'f16'):
             xs = exact(x, dt).permute(0, 2, 3, 1)
-            ref = F.layer_norm(xs, (ch,), exact(w, dt) if c['affine'] else None, exact(b, dt) if c['affine'] else None, c['eps'])
+            ref = F.layer_norm(xs, (x.shape[1],), exact_or_none(w, dt), exact_or_none(b, dt), c['eps'])
             ref = ref.permute(0, 3, 1, 2).contiguous()
             idx = sample_indices(ref.numel(), SAMPLES, seed)
             out[f'{name}.idx'] = torch.from_numpy(idx.astype('int32'))
