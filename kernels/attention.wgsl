@@ -14,6 +14,7 @@
 // attention_tiled (GPUs). A workgroup of 64 invocations owns 64 query rows, one per invocation;
 // tiles of K and V are staged in workgroup memory and read by all rows.
 #include "lib/attention_common.wgsl"
+#include "lib/attention_kv_read.wgsl"
 
 // ceil(D / 32): column blocks of 4 per lane (attention_subgroup).
 override HB: u32 = 2u;

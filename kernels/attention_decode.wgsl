@@ -5,12 +5,21 @@
 // O = Σ_c exp(m_c - M) o_c / Σ_c exp(m_c - M) l_c with M = max_c m_c. Streaming K and V once is the
 // whole cost, so chunks exist to give every core (or GPU multiprocessor) a share of the keys.
 //
+// FRESH (one decoding step, one query row): the step's own key and value have just been projected
+// and are not in the cache yet. They sit in the query binding (a fused q|k|v projection) at
+// fresh_k / fresh_v, and key index new_key is theirs. With ROPE the query and the fresh key are
+// rotated here (rotate-half, the table row of the step's position). Work items read cache rows
+// below new_key only and fold the fresh key in from registers, and the first query head of each
+// kv head writes the row into the cache (keys and values are then bound read-write): rope, the
+// cache append and attention are one dispatch, and no item reads a row another writes.
+//
 // decode_subgroup (CPU adapters, subgroups of 8): one subgroup per item. Lane l scores key j0 + l
 // (Q values shared by shuffles), and for P·V lane l owns output columns 4l..4l+3 of each 32-column
 // block, with probabilities shuffled from the lanes that computed them. No barriers.
 // decode_tiled (GPUs): 64 invocations per item, one key each; max and sum through workgroup
 // memory, then invocations own output columns and read the probabilities from workgroup memory.
 #include "lib/attention_common.wgsl"
+#include "lib/attention_kv_{kv}.wgsl"
 #include "lib/reduce_shared.wgsl"
 
 // Partial results: per (row, chunk) D output values, then m and l.
@@ -22,6 +31,11 @@ override HB: u32 = 4u;
 // Workgroup size of decode_tiled and decode_combine (reduce_shared needs WG and SG).
 override WG: u32 = 64u;
 override SG: u32 = 0u;
+override FRESH: bool = false;
+override ROPE: bool = false;
+
+// cos | sin rows of the rotary table (ROPE); row table_row is the step's position.
+@group(0) @binding(8) var<storage, read> table: array<f32>;
 
 const MAX_HB: u32 = 8u;
 
@@ -48,7 +62,50 @@ fn item_of(wid: u32) -> Item {
 
 fn part_at(it: Item) -> u32 { return (it.local_row * p.splits + it.split) * (p.D + 2u); }
 
+// Keys an item reads from the cache: its chunk, minus the fresh key.
+fn cache_end(it: Item) -> u32 {
+  if (FRESH) { return min(it.end, p.new_key); }
+  return it.end;
+}
+
+// Whether the fresh key falls in this item's chunk.
+fn has_fresh(it: Item) -> bool {
+  return FRESH && it.start <= p.new_key && p.new_key < it.start + p.chunk;
+}
+
+// Whether this item writes the fresh row into the cache: the first query head of its kv head does.
+fn writes_fresh(it: Item) -> bool {
+  return has_fresh(it) && it.hd.head % p.group == 0u;
+}
+
+// Element i of a row starting at `base` of the query binding, rotated when ROPE (rotate-half:
+// y[i] = x[i] cos - x[i + D/2] sin for i < D/2, x[i] cos + x[i - D/2] sin above).
+fn packed_at(base: u32, i: u32) -> f32 {
+  let x = query_ld(base + i);
+  if (!ROPE) { return x; }
+  let half = p.D / 2u;
+  let j = i % half;
+  let c = table[p.table_row + j];
+  let s = table[p.table_row + half + j];
+  if (i < half) { return x * c - query_ld(base + i + half) * s; }
+  return x * c + query_ld(base + i - half) * s;
+}
+
+fn fresh_k_at(hd: Head) -> u32 { return p.fresh_k + hd.kvh * p.D; }
+fn fresh_v_at(hd: Head) -> u32 { return p.fresh_v + hd.kvh * p.D; }
+
+// Writes elements first, first + step, ... of the fresh key (rotated) and value into the cache.
+fn write_fresh(it: Item, first: u32, step: u32) {
+  let kb = k_at(it.hd, p.new_key);
+  let vb = v_at(it.hd, p.new_key);
+  for (var i = first; i < p.D; i += step) {
+    cache_st(kb + i, packed_at(fresh_k_at(it.hd), i), vb + i, query_ld(fresh_v_at(it.hd) + i));
+  }
+}
+
 var<private> acc: array<vec4<f32>, MAX_HB>;
+// decode_subgroup: query element 8b + lane of each block b of 8 dimensions (rotated under ROPE).
+var<private> q_lane: array<f32, 32>;
 
 @compute @workgroup_size(8)
 fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -57,16 +114,18 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   if (wid >= p.items * p.bh_count) { return; }
   let it = item_of(wid);
   let q_row = q_at(it.hd, it.row);
+  for (var d = 0u; d < p.D; d += 8u) { q_lane[d / 8u] = packed_at(q_row, min(d + lane, p.D - 1u)); }
   var m = LOWEST;
   var lsum = 0.0;
   for (var h = 0u; h < HB; h++) { acc[h] = vec4<f32>(0.0); }
-  for (var j0 = it.start; j0 < it.end; j0 += 8u) {
+  let end = cache_end(it);
+  for (var j0 = it.start; j0 < end; j0 += 8u) {
     let key = j0 + lane;
     let kb = k_at(it.hd, min(key, p.Lk - 1u));
     // This lane's key against the query: lane t contributes Q[d + t] of each 8 dimensions.
     var dot4 = vec4<f32>(0.0);
     for (var d = 0u; d < p.D; d += 8u) {
-      let qd = query_ld(q_row + min(d + lane, p.D - 1u));
+      let qd = q_lane[d / 8u];
       let ka = k4(kb + d);
       dot4 += vec4<f32>(subgroupShuffle(qd, 0u), subgroupShuffle(qd, 1u), subgroupShuffle(qd, 2u), subgroupShuffle(qd, 3u)) * ka;
       if (d + 4u < p.D) {
@@ -76,7 +135,7 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
     var sc = (dot4.x + dot4.y + dot4.z + dot4.w) * p.scale;
     if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, min(key, p.Lk - 1u)); }
-    let seen = key < it.end && visible(it.row, key);
+    let seen = key < end && visible(it.row, key);
     sc = select(LOWEST, sc, seen);
     let m_new = max(m, subgroupMax(sc));
     let alpha = exp(m - m_new);
@@ -97,6 +156,25 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         acc[h] = scaled + pr.x * v4(va + col) + pr.y * v4(vb + col) + pr.z * v4(vc + col) + pr.w * v4(vd + col);
       }
     }
+  }
+  if (has_fresh(it)) {
+    // The fresh key, from registers: one more step of the online softmax.
+    var part_dot = 0.0;
+    for (var d = 0u; d < p.D; d += 8u) {
+      if (d + lane < p.D) { part_dot += q_lane[d / 8u] * packed_at(fresh_k_at(it.hd), d + lane); }
+    }
+    var sc = subgroupAdd(part_dot) * p.scale;
+    if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, p.new_key); }
+    let m_new = max(m, sc);
+    let alpha = exp(m - m_new);
+    let pk = exp(sc - m_new);
+    m = m_new;
+    lsum = lsum * alpha + select(0.0, pk, lane == 0u);
+    for (var h = 0u; h < HB; h++) {
+      let col = min(32u * h + 4u * lane, p.D - 4u);
+      acc[h] = acc[h] * alpha + pk * q4(fresh_v_at(it.hd) + col);
+    }
+    if (writes_fresh(it)) { write_fresh(it, lane, 8u); }
   }
   let total = subgroupAdd(lsum);
   if (SPLIT) {
@@ -140,14 +218,15 @@ fn decode_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
   if (wid >= p.items * p.bh_count) { return; }
   let it = item_of(wid);
   let q_row = q_at(it.hd, it.row);
-  for (var d = lid; d < p.D; d += 64u) { q_shared[d] = query_ld(q_row + d) * p.scale; }
+  for (var d = lid; d < p.D; d += 64u) { q_shared[d] = packed_at(q_row, d) * p.scale; }
   var m = LOWEST;
   var l = 0.0;
   var cols = vec4<f32>(0.0);  // output columns lid, lid + 64, lid + 128, lid + 192
-  for (var j0 = it.start; j0 < it.end; j0 += 64u) {
+  let end = cache_end(it);
+  for (var j0 = it.start; j0 < end; j0 += 64u) {
     workgroupBarrier();
     let key = j0 + lid;
-    let seen = key < it.end && visible(it.row, key);
+    let seen = key < end && visible(it.row, key);
     var sc = LOWEST;
     if (seen) {
       let kb = k_at(it.hd, key);
@@ -166,7 +245,7 @@ fn decode_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     p_shared[lid] = pk;
     workgroupBarrier();
     cols *= alpha;
-    let n = min(64u, it.end - j0);
+    let n = min(64u, end - j0);
     for (var t = 0u; t < n; t++) {
       let vb = v_at(it.hd, j0 + t);
       let pt = p_shared[t];
@@ -175,6 +254,23 @@ fn decode_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         if (col < p.D) { cols[c] += pt * values_ld(vb + col); }
       }
     }
+  }
+  if (has_fresh(it)) {
+    workgroupBarrier();
+    var part_dot = 0.0;
+    for (var d = lid; d < p.D; d += 64u) { part_dot += q_shared[d] * packed_at(fresh_k_at(it.hd), d); }
+    var sc = reduce_sum(part_dot, lid);
+    if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, p.new_key); }
+    let m_new = max(m, sc);
+    let alpha = exp(m - m_new);
+    let pk = exp(sc - m_new);
+    m = m_new;
+    l = l * alpha + pk;
+    for (var c = 0u; c < 4u; c++) {
+      let col = lid + 64u * c;
+      cols[c] = cols[c] * alpha + select(0.0, pk * query_ld(fresh_v_at(it.hd) + col), col < p.D);
+    }
+    if (writes_fresh(it)) { write_fresh(it, lid, 64u); }
   }
   if (SPLIT) {
     let base = part_at(it);

@@ -1,5 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
+import { attention } from '../src/ops/attention.js';
 import { KVCache } from '../src/ops/kv-cache.js';
 import { RotaryEmbedding, rope } from '../src/ops/rope.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
@@ -29,6 +30,24 @@ const CACHE = JSON.parse(golden.metadata.cache!) as {
   seeds: { k: number; v: number; q: number; q_prompt: number };
   prompt_rows: number[];
 };
+
+/** Row `row` of every head of a cache [H, maxLength, D] read back. */
+function cacheRow(data: Float32Array | Int32Array | Uint32Array, H: number, maxLength: number, D: number, row: number): Float32Array {
+  const out = new Float32Array(H * D);
+  for (let h = 0; h < H; h++) out.set(data.subarray((h * maxLength + row) * D, (h * maxLength + row + 1) * D), h * D);
+  return out;
+}
+
+/** Host arrays one after another. */
+function concatRows(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 /** Rows [r0, r1) of every head of a [1, H, L, D] host array. */
 function rowsOf(data: Float32Array, H: number, L: number, D: number, r0: number, r1: number): Float32Array {
@@ -135,10 +154,80 @@ describe('KV cache: append with rotary keys, attend', () => {
       const step = cache.attend(q1Rot, { causal: true, layout });
       expectClose(await step.toArray(), golden.values('cache_step.out'), { rel: tol, label: 'decoding step' });
 
-      [k, v, qp, qpRot, prompt, k1, v1, q1, q1Rot, step].forEach((t) => t.dispose());
+      // The same step fused: q|k|v of the new token as one projection's views, one dispatch.
+      const fused = new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 600, dtype, rotary });
+      fused.append(k, v, { layout });
+      const qkv = engine.tensor(concatRows([hashed([1, H, 1, D], seeds.q, 2), rowsOf(kAll, Hkv, T + 1, D, T, T + 1), rowsOf(vAll, Hkv, T + 1, D, T, T + 1)]), [1, (H + 2 * Hkv) * D]);
+      const dispatches = engine.recorder.counters.dispatches;
+      const fusedStep = fused.appendAndAttend(qkv.view([1, H, D]), qkv.view([1, Hkv, D], H * D), qkv.view([1, Hkv, D], (H + Hkv) * D), { causal: true, layout: 'blhd' });
+      expect(engine.recorder.counters.dispatches - dispatches).toBe(1);
+      expect(fused.length).toBe(T + 1);
+      expectClose(await fusedStep.toArray(), golden.values('cache_step.out'), { rel: tol, label: 'fused decoding step' });
+      // ... and leaves the cache as rope + append would (row T of every kv head).
+      expectClose(cacheRow(await fused.keys.toArray(), Hkv, 600, D, T), cacheRow(await cache.keys.toArray(), Hkv, 600, D, T), { rel: tol, label: 'fused key row' });
+      expectClose(cacheRow(await fused.values.toArray(), Hkv, 600, D, T), cacheRow(await cache.values.toArray(), Hkv, 600, D, T), { rel: tol, label: 'fused value row' });
+
+      [k, v, qp, qpRot, prompt, k1, v1, q1, q1Rot, step, qkv, fusedStep].forEach((t) => t.dispose());
       cache.dispose();
+      fused.dispose();
       rotary.dispose();
     });
+  });
+
+  describe.each(['decode_subgroup', 'decode_tiled'] as const)('a fused decoding step (%s)', (kernel) => {
+    // Cached lengths where the fresh key starts a chunk of its own (64 and 128 with 64-key chunks)
+    // or shares one; with and without rotation, grouped-query and plain heads.
+    it.each([
+      [37, 1, 4, 2, true],
+      [64, 2, 4, 4, true],
+      [128, 3, 6, 2, false],
+      [200, 4, 4, 1, true],
+    ] as const)('%i cached keys, %i split(s), %i query heads on %i kv heads, rotary %s: as rope + append + attend', async (cached, splits, H, Hkv, rotate) => {
+      const D = 32;
+      const rotary = rotate ? new RotaryEmbedding(engine, D) : undefined;
+      const make = () => new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 256, dtype: 'f16', rotary });
+      const [fused, plain] = [make(), make()];
+      const prompt = engine.tensor(hashed([cached, Hkv, D], 31), [cached, Hkv, D]);
+      for (const c of [fused, plain]) c.append(prompt, prompt, { layout: 'blhd' });
+      const qkv = engine.tensor(hashed([1, (H + 2 * Hkv) * D], 32, 2), [1, (H + 2 * Hkv) * D]);
+      const [q, k, v] = [qkv.view([1, H, D]), qkv.view([1, Hkv, D], H * D), qkv.view([1, Hkv, D], (H + Hkv) * D)];
+      const keys = fused.keys.reshape([1, Hkv, 256, D]);
+      const values = fused.values.reshape([1, Hkv, 256, D]);
+      const table = rotary ? { table: rotary.tableFor(cached), row: cached } : undefined;
+      const got = attention(q, keys, values, { layout: 'blhd', kvLayout: 'bhld', causal: true, kvLength: cached + 1, kernel, splits, fresh: { k, v, rotary: table } });
+      const q2 = rotary ? rope(q, rotary, { positions: cached, layout: 'blhd' }) : q;
+      plain.append(k, v, { layout: 'blhd' });
+      const want = plain.attend(q2, { causal: true, layout: 'blhd' });
+      const out = await got.toArray();
+      expect(out.some((x) => x !== 0) && out.every(Number.isFinite)).toBe(true);
+      expectClose(out, await want.toArray(), { rel: TOL.f16, label: 'output' });
+      expectClose(cacheRow(await fused.keys.toArray(), Hkv, 256, D, cached), cacheRow(await plain.keys.toArray(), Hkv, 256, D, cached), { rel: TOL.f16, label: 'key row' });
+      expectClose(cacheRow(await fused.values.toArray(), Hkv, 256, D, cached), cacheRow(await plain.values.toArray(), Hkv, 256, D, cached), { rel: TOL.f16, label: 'value row' });
+      [prompt, qkv, q, k, v, keys, values, got, want].forEach((t) => t.dispose());
+      if (q2 !== q) q2.dispose();
+      [fused, plain].forEach((c) => c.dispose());
+      rotary?.dispose();
+    });
+  });
+
+  it('fuses only what it can: prompts and separate tensors take rope + append + attend; bad fresh rows are named', () => {
+    const cache = new KVCache(engine, { heads: 2, headDim: 8, maxLength: 8, dtype: 'f32' });
+    const apart = [engine.empty([1, 2, 8]), engine.empty([1, 2, 8]), engine.empty([1, 2, 8])] as const;
+    let dispatches = engine.recorder.counters.dispatches;
+    cache.appendAndAttend(...apart, { layout: 'blhd' }).dispose();
+    expect(engine.recorder.counters.dispatches - dispatches).toBe(2); // append, attend (no rotary)
+    const qkv = engine.empty([2, 6, 8]);
+    dispatches = engine.recorder.counters.dispatches;
+    cache.appendAndAttend(qkv.view([2, 2, 8]), qkv.view([2, 2, 8], 32), qkv.view([2, 2, 8], 64), { layout: 'blhd', causal: true }).dispose();
+    expect(engine.recorder.counters.dispatches - dispatches).toBe(2); // two tokens: not fused
+    expect(cache.length).toBe(3);
+    const keys = cache.keys.reshape([1, 2, 8, 8]);
+    const k = qkv.view([1, 2, 8], 16);
+    expect(() => attention(qkv.view([2, 2, 8]), keys, keys, { layout: 'blhd', kvLayout: 'bhld', kvLength: 4, fresh: { k, v: k } })).toThrow(/needs one query row and batch 1/);
+    expect(() => attention(qkv.view([1, 2, 8]), keys, keys, { layout: 'blhd', kvLayout: 'bhld', kvLength: 4, fresh: { k, v: apart[0] } })).toThrow(/v must be a view of q's storage after q/);
+    expect(() => attention(qkv.view([1, 2, 8]), keys, keys, { layout: 'blhd', kvLayout: 'bhld', kvLength: 4, fresh: { k: qkv.view([1, 1, 8], 16), v: k } })).toThrow(/k \[1, 1, 8\] f32 must hold 2 x 8 f32 elements/);
+    [...apart, qkv, keys, k].forEach((t) => t.dispose());
+    cache.dispose();
   });
 
   it('stores keys unrotated without a rotary embedding, at explicit positions too', async () => {

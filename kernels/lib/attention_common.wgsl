@@ -46,6 +46,12 @@ struct Params {
   // Split-K decoding: key chunks per row and keys per chunk.
   splits: u32,
   chunk: u32,
+  // Decoding with a fresh key (attention_decode.wgsl, FRESH): its key index, where the step's key
+  // and value rows start in the query binding, and the rotary table row of its position.
+  new_key: u32,
+  fresh_k: u32,
+  fresh_v: u32,
+  table_row: u32,
 }
 
 override CAUSAL: bool = false;
@@ -54,8 +60,8 @@ override HAS_MASK: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> query: array<query_t4>;
-@group(0) @binding(2) var<storage, read> keys: array<keys_t4>;
-@group(0) @binding(3) var<storage, read> values: array<values_t4>;
+// keys (binding 2) and values (binding 3): declared by the including kernel, read-only or, for a
+// kernel that appends to a cache, read-write (lib/attention_kv_read*.wgsl).
 @group(0) @binding(4) var<storage, read> bias: array<bias_t>;
 @group(0) @binding(5) var<storage, read> mask: array<mask_t>;
 @group(0) @binding(6) var<storage, read_write> out: array<out_t>;

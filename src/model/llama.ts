@@ -6,9 +6,10 @@
  * Per layer, with x the residual stream [T, d]:
  *   h = rmsnorm(x);  q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;  cache ← (rope(k), v);  o = attention(rope(q), cache)
  *   x = x + o·Woᵀ;   h = rmsnorm(x);  x = x + (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
- * q|k|v and gate|up are fused matrices. In decoding (T = 1) each norm rides in the following GEMV
- * and the SiLU gate in the gate|up GEMV, residual adds in the output projections: a layer is a
- * handful of dispatches, which is what a decode step's time on lavapipe depends on.
+ * q|k|v and gate|up are fused matrices. In decoding (T = 1) each norm rides in the following GEMV,
+ * the SiLU gate in the gate|up GEMV, residual adds in the output projections, and rope and the
+ * cache append in the attention kernel: a layer is five dispatches, which is what a decode step's
+ * time on lavapipe depends on.
  */
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
@@ -16,7 +17,7 @@ import type { Tensor } from '../engine/tensor.js';
 import { embedding } from '../ops/gather.js';
 import { KVCache } from '../ops/kv-cache.js';
 import { linear, linearResidual, matmul } from '../ops/matmul.js';
-import { RotaryEmbedding, rope } from '../ops/rope.js';
+import { RotaryEmbedding } from '../ops/rope.js';
 import { rmsNorm } from '../ops/rows.js';
 import type { LlamaConfig } from './config.js';
 import type { Weights } from './weights.js';
@@ -172,9 +173,9 @@ export class Llama {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
     const T = x.shape[0]!;
     const [q, k, v] = this.projectQKV(l, x);
-    const qr = rope(q.reshape([1, T, heads, headDim]), this.rotary, { positions: cache.length, layout: 'blhd' });
-    cache.append(k.reshape([T, kvHeads, headDim]), v.reshape([T, kvHeads, headDim]), { layout: 'blhd' });
-    const o = cache.attend(qr, { causal: true, layout: 'blhd' }).reshape([T, heads * headDim]);
+    const o = cache
+      .appendAndAttend(q.reshape([T, heads, headDim]), k.reshape([T, kvHeads, headDim]), v.reshape([T, kvHeads, headDim]), { causal: true, layout: 'blhd' })
+      .reshape([T, heads * headDim]);
     x = linearResidual(o, l.o, x);
     const mlp = matmul(x, l.gateUp, { transposeB: true, preNorm: { weight: l.postNorm, eps }, gated: 'silu' });
     return linearResidual(mlp, l.down, x);

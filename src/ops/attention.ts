@@ -13,14 +13,18 @@
  * workgroup per 64 rows with workgroup-memory K/V tiles on GPUs); up to DECODE_MAX_ROWS rows take
  * the split-K decoding kernels, which give each core a chunk of keys and merge the chunks after.
  * Heads are split across dispatches when Q, K or V exceed one storage binding.
+ *
+ * A decoding step against a KV cache can be one dispatch (option `fresh`): the step's key and value
+ * come straight from the q|k|v projection, are rotated with the query, attended from registers and
+ * written into the cache by the same kernel (see KVCache.appendAndAttend).
  */
 import os from 'node:os';
-import type { DType } from '../engine/dtype.js';
+import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
-import { bindingWindow, unitRanges, windowBytes } from './windows.js';
+import { bindingWindow, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
 
 export type { AttentionLayout } from './attention-layout.js';
 
@@ -46,6 +50,21 @@ export interface AttentionOptions {
   kernel?: AttentionKernel;
   /** Force the number of key chunks of the decoding kernels (1 = no merge pass). */
   splits?: number;
+  /**
+   * One decoding step with a KV cache, fused: k and v are the cache, whose key row kvLength - 1 is
+   * written from fresh.k / fresh.v (the key rotated like q when fresh.rotary is given) rather than
+   * read. Needs one query row, batch 1, a decoding kernel, and the fresh rows in q's storage.
+   */
+  fresh?: FreshRow;
+}
+
+/** The step's own key and value rows (AttentionOptions.fresh). */
+export interface FreshRow {
+  /** [Hkv, D] each (leading 1s allowed), views of q's storage placed after q: a fused q|k|v projection. */
+  k: Tensor;
+  v: Tensor;
+  /** Rotate q and the fresh key (rotate-half) by row `row` of a [rows, D] f32 cos | sin table. */
+  rotary?: { table: Tensor; row: number };
 }
 
 /** Query rows at or below which the split-K decoding kernels are used. */
@@ -76,6 +95,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
     throw new Error(`${OP}: kernel '${kernel}' needs subgroups of exactly 8 invocations, which this adapter lacks`);
   }
   const call: Call = { engine, g, q, k, v, dtype, bias, mask, causal, scale: options.scale ?? 1 / Math.sqrt(g.D), kernel, splits: 1, chunk: g.Lk };
+  if (options.fresh) call.fresh = freshPlan(call, options.fresh);
   if (kernel === 'decode_subgroup' || kernel === 'decode_tiled') {
     const splits = options.splits ?? defaultSplits(engine, g);
     if (!Number.isInteger(splits) || splits < 1) throw new RangeError(`${OP}: splits must be a positive integer, got ${splits}`);
@@ -106,6 +126,46 @@ interface Call {
   kernel: AttentionKernel;
   splits: number;
   chunk: number;
+  fresh?: FreshPlan;
+}
+
+/** Where a fused step's fresh rows are, relative to q's first element, and its rotary table row. */
+interface FreshPlan {
+  /** Elements of q's storage bound as `query`: q and the fresh rows. */
+  span: Span;
+  k: number;
+  v: number;
+  rotary?: { table: Tensor; row: number };
+}
+
+function freshPlan(c: Call, fresh: FreshRow): FreshPlan {
+  const { g, q } = c;
+  const what = `${OP} (fresh row)`;
+  if (c.kernel !== 'decode_subgroup' && c.kernel !== 'decode_tiled') throw new RangeError(`${what}: needs a decoding kernel, not '${c.kernel}'`);
+  if (g.Lq !== 1 || g.B !== 1) throw new RangeError(`${what}: needs one query row and batch 1, q is ${formatShape(q.shape)}`);
+  if (g.Lk < 1) throw new RangeError(`${what}: kvLength must count the fresh row`);
+  const rowElements = g.Hkv * g.D;
+  const at = (t: Tensor, role: string): number => {
+    if (t.size !== rowElements || t.dtype !== q.dtype) {
+      throw new RangeError(`${what}: ${role} ${formatShape(t.shape)} ${t.dtype} must hold ${g.Hkv} x ${g.D} ${q.dtype} elements`);
+    }
+    const offset = (t.byteOffset - q.byteOffset) / DTYPE_BYTES[q.dtype];
+    if (t.storage !== q.storage || !Number.isInteger(offset) || offset < 0) {
+      throw new RangeError(`${what}: ${role} must be a view of q's storage after q (a fused q|k|v projection)`);
+    }
+    return offset;
+  };
+  const k = at(fresh.k, 'k');
+  const v = at(fresh.v, 'v');
+  const span: Span = [0, Math.max(q.size, k + rowElements, v + rowElements)];
+  if (windowBytes(q, span) > c.engine.maxBindingBytes) {
+    throw new RangeError(`${what}: q and the fresh rows span ${windowBytes(q, span)} bytes, over the ${c.engine.maxBindingBytes}-byte binding limit`);
+  }
+  const r = fresh.rotary;
+  if (r && (r.table.dtype !== 'f32' || r.table.rank !== 2 || r.table.shape[1] !== g.D || !Number.isInteger(r.row) || r.row < 0 || r.row >= r.table.shape[0]!)) {
+    throw new RangeError(`${what}: rotary row ${r.row} of table ${formatShape(r.table.shape)} ${r.table.dtype} must be a row of an f32 [rows, ${g.D}] table`);
+  }
+  return { span, k, v, rotary: r };
 }
 
 function subgroupsOf8(engine: Engine): boolean {
@@ -175,11 +235,14 @@ function placeholder(engine: Engine): Tensor {
 function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
   const { engine, g } = c;
   const count = bh1 - bh0;
-  const qw = bindingWindow(c.q, headSpan(g, 'q', bh0, bh1));
+  const qw = c.fresh ? spanWindow(c.q, c.fresh.span) : bindingWindow(c.q, headSpan(g, 'q', bh0, bh1));
   const ow = bindingWindow(out, headSpan(g, 'q', bh0, bh1));
   const kw = bindingWindow(c.k, headSpan(g, 'k', bh0, bh1));
   const vw = bindingWindow(c.v, headSpan(g, 'k', bh0, bh1));
   const none = placeholder(engine);
+  const rotary = c.fresh?.rotary;
+  const tw = rotary ? spanWindow(rotary.table, [rotary.row * g.D, (rotary.row + 1) * g.D]) : null;
+  const tableRow = tw ? rotary!.row * g.D - tw.base : 0;
   const bias = c.bias?.tensor ?? none;
   const mask = c.mask?.tensor ?? none;
   const dtypes = { query: c.q.dtype, keys: c.k.dtype, values: c.v.dtype, bias: bias.dtype, mask: mask.dtype, out: out.dtype };
@@ -195,6 +258,7 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
     causal_offset: c.causal ? g.Lk - g.Lq : 0,
     ...term(c.bias, 'bias'), ...term(c.mask, 'mask'),
     scale: c.scale, splits: c.splits, chunk: c.chunk,
+    new_key: c.fresh ? g.Lk - 1 : 0, fresh_k: c.fresh ? c.fresh.k - qw.base : 0, fresh_v: c.fresh ? c.fresh.v - qw.base : 0, table_row: tableRow,
   });
   const tensors = { query: qw.view, keys: kw.view, values: vw.view, bias, mask, out: ow.view };
   const HB = Math.ceil(g.D / 32);
@@ -212,10 +276,10 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
     }
     case 'decode_subgroup':
     case 'decode_tiled':
-      decode(c, count, tensors, dtypes, flags, params);
+      decode(c, count, { ...tensors, table: tw?.view ?? none }, dtypes, flags, params);
       break;
   }
-  for (const w of [qw, ow, kw, vw]) w.view.dispose();
+  for (const w of [qw, ow, kw, vw, tw]) w?.view.dispose();
 }
 
 function decode(
@@ -232,12 +296,15 @@ function decode(
   const part = engine.empty(split ? [count * g.Lq * c.splits * (g.D + 2)] : [4], 'f32');
   const sub = c.kernel === 'decode_subgroup';
   const WG = sub ? 8 : 64;
-  const overrides = sub ? { ...flags, SPLIT: split, HB: Math.ceil(g.D / 32) } : { ...flags, SPLIT: split, WG };
+  const fused = { FRESH: c.fresh !== undefined, ROPE: c.fresh?.rotary !== undefined };
+  const overrides = sub ? { ...flags, ...fused, SPLIT: split, HB: Math.ceil(g.D / 32) } : { ...flags, ...fused, SPLIT: split, WG };
   const items = g.Lq * c.splits;
-  const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides };
+  // A fused step writes the cache: keys and values are then bound read-write.
+  const includes = { kv: c.fresh ? 'read_write' : 'read' };
+  const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides, includes };
   engine.run(spec, { ...tensors, part }, params(items), items * count);
   if (split) {
-    const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG } };
+    const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG }, includes: { kv: 'read' } };
     engine.run(combine, { out: tensors.out!, part }, params(g.Lq), g.Lq * count);
   }
   part.dispose();

@@ -8,13 +8,16 @@
  *   cache.append(k, v);                       // k, v: [T, heads, D] (layout 'blhd') or [heads, T, D]
  *   const q2 = rope(q, rotary, { positions: cache.length - T, layout: 'blhd' });
  *   const out = cache.attend(q2, { causal: true, layout: 'blhd' });
+ *
+ * appendAndAttend(q, k, v) does those three steps, and in one dispatch when decoding a single token
+ * whose q, k and v are views of one fused projection.
  */
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { attention, type AttentionOptions } from './attention.js';
 import type { AttentionLayout } from './attention-layout.js';
-import { planPositions, planRotary, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
+import { planPositions, planRotary, rope, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 
 export interface KVCacheOptions {
@@ -119,6 +122,43 @@ export class KVCache {
     } finally {
       k.dispose();
       v.dispose();
+    }
+  }
+
+  /**
+   * A layer's attention over new tokens: their keys (rotated at positions length, length + 1, ...)
+   * and values join the cache, the queries are rotated alike and attend to every cached row.
+   * q [T, Hq, D], k and v [T, heads, D] with layout 'blhd' (or [H, T, D] with 'bhld'); batch 1.
+   * For one token (decoding) whose q, k and v are views of one fused q|k|v projection, a single
+   * dispatch does all of it (attention's `fresh` row); otherwise rope, append and attend.
+   */
+  appendAndAttend(q: Tensor, k: Tensor, v: Tensor, options: Pick<AttentionOptions, 'causal' | 'layout' | 'scale'> = {}): Tensor {
+    const layout = options.layout ?? 'bhld';
+    const T = layout === 'bhld' ? k.shape[k.rank - 2]! : k.shape[k.rank - 3]!;
+    const fused = T === 1 && k.rank >= 3 && q.storage === k.storage && q.storage === v.storage && k.byteOffset > q.byteOffset && v.byteOffset > q.byteOffset;
+    if (!fused) {
+      const position = this.used;
+      const q2 = this.rotary ? rope(q, this.rotary, { positions: position, layout }) : q;
+      try {
+        this.append(k, v, { layout });
+        return this.attend(q2, options);
+      } finally {
+        if (q2 !== q) q2.dispose();
+      }
+    }
+    if (this.used + 1 > this.maxLength) {
+      throw new RangeError(`KVCache.appendAndAttend: appending 1 token to ${this.used} would overflow the cache of ${this.maxLength} positions`);
+    }
+    const keys = this.keys.reshape([1, this.heads, this.maxLength, this.headDim]);
+    const values = this.values.reshape([1, this.heads, this.maxLength, this.headDim]);
+    try {
+      const rotary = this.rotary ? { table: this.rotary.tableFor(this.used), row: this.used } : undefined;
+      const out = attention(q, keys, values, { ...options, kvLength: this.used + 1, kvLayout: 'bhld', fresh: { k, v, rotary } });
+      this.used += 1;
+      return out;
+    } finally {
+      keys.dispose();
+      values.dispose();
     }
   }
 

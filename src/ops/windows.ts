@@ -24,7 +24,14 @@ export function windowBytes(t: Pick<Tensor, 'dtype' | 'byteOffset' | 'engine'>, 
  */
 export function bindingWindow(t: Tensor, span: Span): { view: Tensor; base: number } {
   const whole: Span = [0, t.size];
-  const [first, end] = windowBytes(t, whole) <= t.engine.maxBindingBytes ? whole : span;
+  return spanWindow(t, windowBytes(t, whole) <= t.engine.maxBindingBytes ? whole : span);
+}
+
+/**
+ * A view covering exactly `span` of `t`'s storage, measured in elements from t's first element (it
+ * may reach past t, e.g. over neighbouring views of one projection), from an aligned start.
+ */
+export function spanWindow(t: Tensor, [first, end]: Span): { view: Tensor; base: number } {
   const bytes = DTYPE_BYTES[t.dtype];
   const start = t.byteOffset + first * bytes;
   const aligned = start - (start % t.engine.storageAlign);
