@@ -33,6 +33,9 @@ describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
     const result = await model.chat({ prompt: 'Describe a red cat on the table.', maxNewTokens: 20 });
     expect(result.tokenIds).toEqual(Array.from(golden.values('greedy_ids')));
     expect(result.timings.promptTokens).toBe(golden.shape('prompt_ids')[0]);
+    // A decoding step: embedding, five dispatches per layer, the head, sampling; one submission.
+    expect(result.timings.dispatchesPerToken).toBe(5 * model.llm.config.layers + 3);
+    expect(result.timings.submitsPerToken).toBeLessThanOrEqual(1);
     await expect(model.chat({ prompt: 'x', image: new Uint8Array(4) })).rejects.toThrow(/no vision encoder; it is text-only/);
   });
 

@@ -226,6 +226,15 @@ export class Engine {
     }
   }
 
+  /**
+   * Runs `fn` with its dispatches kept in one submission (the periodic submits are held back; a
+   * full uniform arena still forces one): a decoding step is submitted once. The caller submits,
+   * by flush() or a read.
+   */
+  batch<T>(fn: () => T): T {
+    return this.recorder.holding(fn);
+  }
+
   /** Submits recorded work now (the GPU starts on it while the CPU goes on). */
   flush(): void {
     this.recorder.flush();

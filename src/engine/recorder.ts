@@ -49,6 +49,8 @@ export class CommandRecorder {
   private arenaUsed = 0;
   private readonly slotAlign: number;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Nesting depth of holding(): while positive, dispatchesPerSubmit does not submit. */
+  private held = 0;
   readonly counters: RecorderCounters = { dispatches: 0, submits: 0, bindGroupsCreated: 0 };
 
   constructor(
@@ -87,7 +89,17 @@ export class CommandRecorder {
     else pass.setBindGroup(0, bindGroup, [slot]);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.counters.dispatches += 1;
-    if (++this.chunkDispatches >= this.dispatchesPerSubmit) this.flush();
+    if (++this.chunkDispatches >= this.dispatchesPerSubmit && !this.held) this.flush();
+  }
+
+  /** Runs fn without the periodic submits (see Engine.batch). */
+  holding<T>(fn: () => T): T {
+    this.held += 1;
+    try {
+      return fn();
+    } finally {
+      this.held -= 1;
+    }
   }
 
   /** The bind group for these storage ranges (the uniform slot is a dynamic offset), cached. */

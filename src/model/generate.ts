@@ -8,6 +8,7 @@
  * the CPU's read-back, recording overlaps the GPU's work, and when token t turns out to end the
  * answer, the speculative step is dropped (its cache row truncated).
  */
+import type { HostArray } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import { concat, slice } from '../ops/copy.js';
 import { sampleTokens } from '../ops/sample.js';
@@ -66,6 +67,12 @@ export interface GenerationResult {
   timings: GenerationTimings;
 }
 
+/** A recorded step: the chosen id on the GPU, and its read-back in flight. */
+interface PendingStep {
+  id: Tensor;
+  value: Promise<HostArray>;
+}
+
 export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tensor, options: GenerateOptions = {}): Promise<GenerationResult> {
   const engine = llm.engine;
   const maxNew = options.maxNewTokens ?? 256;
@@ -98,33 +105,38 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   const forced = options.forcedIds;
 
   const t0 = performance.now();
-  let current = maxNew > 0 ? choose(promptEmbeds) : null;
-  let pending = current?.read();
+  let current: PendingStep | null = null;
+  if (maxNew > 0) {
+    const id = choose(promptEmbeds);
+    current = { id, value: id.read() };
+  }
   let prefillMs = 0;
   let finishReason: FinishReason = 'length';
   let recordMs = 0;
   let stepsRecorded = 0;
   let stepDispatches = 0;
   let start = { time: 0, submits: 0 };
-  const record = (fn: () => Tensor): Tensor => {
+  /** Records a step and the read-back of its id as one submission, queued behind the current step. */
+  const record = (fn: () => Tensor): PendingStep => {
     const recordStart = performance.now();
     const before = counters.dispatches;
-    const t = fn();
-    engine.flush(); // all of it queued behind the current step: the GPU need not wait for us
+    const id = engine.batch(fn);
+    const value = id.read(); // submits: the GPU need not wait for us
     recordMs += performance.now() - recordStart;
     stepDispatches += counters.dispatches - before;
     stepsRecorded += 1;
-    return t;
+    return { id, value };
   };
-  while (current && pending) {
+  while (current) {
     // Speculate: record the next step, fed by the id still on the GPU, before this token is known.
     // It is dropped if the token ends the answer or needs queries spliced after it.
-    let next: Tensor | null = null;
+    let next: PendingStep | null = null;
     if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
-      next = record(() => step(current!));
+      const fedBy = current.id;
+      next = record(() => step(fedBy));
     }
-    const sampled = (await pending)[0]!;
-    current.dispose();
+    const sampled = (await current.value)[0]!;
+    current.id.dispose();
     if (ids.length === 0) {
       prefillMs = performance.now() - t0;
       start = { time: performance.now(), submits: counters.submits };
@@ -147,7 +159,8 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
             : null;
     if (next && (reason || queries)) {
       cache.truncate(cache.length - 1); // the speculative step's position
-      next.dispose();
+      next.value.catch(() => {}); // its read-back is never awaited; a GPU error surfaces at the next read
+      next.id.dispose();
       next = null;
     }
     if (reason) {
@@ -158,7 +171,6 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
     next ??= record(() => explicitStep(id, queries));
     queries?.dispose();
     current = next;
-    pending = next.read();
   }
   if (options.onToken && options.decoder) {
     const rest = options.decoder.flush();
