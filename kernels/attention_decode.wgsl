@@ -119,9 +119,12 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   var lsum = 0.0;
   for (var h = 0u; h < HB; h++) { acc[h] = vec4<f32>(0.0); }
   let end = cache_end(it);
+  // Lanes past the chunk load its last row (masked out): never a row past `end`, which under FRESH
+  // is stale or being written, and 0 x NaN would poison the sums.
+  let last = max(end, 1u) - 1u;
   for (var j0 = it.start; j0 < end; j0 += 8u) {
     let key = j0 + lane;
-    let kb = k_at(it.hd, min(key, p.Lk - 1u));
+    let kb = k_at(it.hd, min(key, last));
     // This lane's key against the query: lane t contributes Q[d + t] of each 8 dimensions.
     var dot4 = vec4<f32>(0.0);
     for (var d = 0u; d < p.D; d += 8u) {
@@ -146,10 +149,10 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     for (var half = 0u; half < 2u; half++) {
       let t0 = 4u * half;
       let pr = vec4<f32>(subgroupShuffle(pk, t0), subgroupShuffle(pk, t0 + 1u), subgroupShuffle(pk, t0 + 2u), subgroupShuffle(pk, t0 + 3u));
-      let va = v_at(it.hd, min(j0 + t0, p.Lk - 1u));
-      let vb = v_at(it.hd, min(j0 + t0 + 1u, p.Lk - 1u));
-      let vc = v_at(it.hd, min(j0 + t0 + 2u, p.Lk - 1u));
-      let vd = v_at(it.hd, min(j0 + t0 + 3u, p.Lk - 1u));
+      let va = v_at(it.hd, min(j0 + t0, last));
+      let vb = v_at(it.hd, min(j0 + t0 + 1u, last));
+      let vc = v_at(it.hd, min(j0 + t0 + 2u, last));
+      let vd = v_at(it.hd, min(j0 + t0 + 3u, last));
       for (var h = 0u; h < HB; h++) {
         let col = min(32u * h + 4u * lane, p.D - 4u);
         let scaled = select(acc[h], acc[h] * alpha, half == 0u);

@@ -187,6 +187,9 @@ describe('KV cache: append with rotary keys, attend', () => {
       const rotary = rotate ? new RotaryEmbedding(engine, D) : undefined;
       const make = () => new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 256, dtype: 'f16', rotary });
       const [fused, plain] = [make(), make()];
+      // Rows past the prompt hold NaN, as a reused buffer might: the fresh row must never be read.
+      engine.write(fused.keys, new Uint16Array(fused.keys.size).fill(0x7e00));
+      engine.write(fused.values, new Uint16Array(fused.values.size).fill(0x7e00));
       const prompt = engine.tensor(hashed([cached, Hkv, D], 31), [cached, Hkv, D]);
       for (const c of [fused, plain]) c.append(prompt, prompt, { layout: 'blhd' });
       const qkv = engine.tensor(hashed([1, (H + 2 * Hkv) * D], 32, 2), [1, (H + 2 * Hkv) * D]);
