@@ -95,6 +95,17 @@ export async function referenceModel(dir = TINY_WEIGHTS): Promise<{ engine: Engi
 /** Tolerances relative to the reference's scale (its largest magnitude). */
 export const TOL = { f32: 1e-4, f16: 1e-2 } as const;
 
+/** Host arrays one after another, as f32. */
+export function concatArrays(parts: readonly ArrayLike<number>[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 export interface CloseOptions {
   /** Maximum |actual - expected| as a fraction of max |expected|. */
   rel: number;

@@ -3,7 +3,7 @@ import type { Engine } from '../src/engine/engine.js';
 import { attention } from '../src/ops/attention.js';
 import { KVCache } from '../src/ops/kv-cache.js';
 import { RotaryEmbedding, rope } from '../src/ops/rope.js';
-import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
+import { TOL, concatArrays, expectClose, loadGolden, testEngine } from './helpers.js';
 import { hashed, pickRows, toHeadMajor, toTokenMajor } from './hash-inputs.js';
 
 const golden = loadGolden('attention');
@@ -35,17 +35,6 @@ const CACHE = JSON.parse(golden.metadata.cache!) as {
 function cacheRow(data: Float32Array | Int32Array | Uint32Array, H: number, maxLength: number, D: number, row: number): Float32Array {
   const out = new Float32Array(H * D);
   for (let h = 0; h < H; h++) out.set(data.subarray((h * maxLength + row) * D, (h * maxLength + row + 1) * D), h * D);
-  return out;
-}
-
-/** Host arrays one after another. */
-function concatRows(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 
@@ -157,7 +146,7 @@ describe('KV cache: append with rotary keys, attend', () => {
       // The same step fused: q|k|v of the new token as one projection's views, one dispatch.
       const fused = new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 600, dtype, rotary });
       fused.append(k, v, { layout });
-      const qkv = engine.tensor(concatRows([hashed([1, H, 1, D], seeds.q, 2), rowsOf(kAll, Hkv, T + 1, D, T, T + 1), rowsOf(vAll, Hkv, T + 1, D, T, T + 1)]), [1, (H + 2 * Hkv) * D]);
+      const qkv = engine.tensor(concatArrays([hashed([1, H, 1, D], seeds.q, 2), rowsOf(kAll, Hkv, T + 1, D, T, T + 1), rowsOf(vAll, Hkv, T + 1, D, T, T + 1)]), [1, (H + 2 * Hkv) * D]);
       const dispatches = engine.recorder.counters.dispatches;
       const fusedStep = fused.appendAndAttend(qkv.view([1, H, D]), qkv.view([1, Hkv, D], H * D), qkv.view([1, Hkv, D], (H + Hkv) * D), { causal: true, layout: 'blhd' });
       expect(engine.recorder.counters.dispatches - dispatches).toBe(1);

@@ -8,21 +8,14 @@ import { generate } from '../src/model/generate.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { DEFAULT_ROUTES, RouteRegistry } from '../src/superlink/routes.js';
 import { SuperLink, type Link } from '../src/superlink/superlink.js';
-import { TEST_DIR, expectClose, loadGolden, referenceModel } from './helpers.js';
+import { TEST_DIR, concatArrays, expectClose, loadGolden, referenceModel } from './helpers.js';
 
 const golden = loadGolden('superlink');
 const IMAGE = path.join(TEST_DIR, 'fixtures', 'images', 'square.png');
 const TOL = 1e-4;
 
 async function stack(links: Link[], route: string): Promise<Float32Array> {
-  const parts = await Promise.all(links.filter((l) => l.route === route).map((l) => l.condition.toArray()));
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatArrays(await Promise.all(links.filter((l) => l.route === route).map((l) => l.condition.toArray())));
 }
 
 describe('the super link (tiny checkpoint) against the PyTorch reference', () => {
