@@ -259,7 +259,7 @@ fn decode_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
   }
   if (has_fresh(it)) {
-    workgroupBarrier();
+    // Each invocation reads back only the q_shared entries it wrote; reduce_sum starts with a barrier.
     var part_dot = 0.0;
     for (var d = lid; d < p.D; d += 64u) { part_dot += q_shared[d] * packed_at(fresh_k_at(it.hd), d); }
     var sc = reduce_sum(part_dot, lid);

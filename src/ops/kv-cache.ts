@@ -96,9 +96,7 @@ export class KVCache {
     if (H !== this.heads || dims[2] !== this.headDim) {
       throw new RangeError(`${op}: k ${formatShape(k.shape)} must be ${names} (layout '${layout}') for this cache`);
     }
-    if (this.used + T > this.maxLength) {
-      throw new RangeError(`${op}: appending ${T} token(s) to ${this.used} would overflow the cache of ${this.maxLength} positions`);
-    }
+    this.checkRoom(op, T);
     if (T === 0) return;
     const D = this.headDim;
     const positions = planPositions(op, options.positions ?? this.used, 1, T);
@@ -115,14 +113,7 @@ export class KVCache {
 
   /** Attention of q against the valid rows: K/V are the cache's own tensors, nothing is copied. */
   attend(q: Tensor, options: Omit<AttentionOptions, 'kvLength' | 'kvLayout'> = {}): Tensor {
-    const k = this.keys.reshape([1, this.heads, this.maxLength, this.headDim]);
-    const v = this.values.reshape([1, this.heads, this.maxLength, this.headDim]);
-    try {
-      return attention(q, k, v, { ...options, kvLength: this.used, kvLayout: 'bhld' });
-    } finally {
-      k.dispose();
-      v.dispose();
-    }
+    return this.attendRows(q, this.used, options);
   }
 
   /**
@@ -137,8 +128,7 @@ export class KVCache {
     const T = layout === 'bhld' ? k.shape[k.rank - 2]! : k.shape[k.rank - 3]!;
     const fused = T === 1 && k.rank >= 3 && q.storage === k.storage && q.storage === v.storage && k.byteOffset > q.byteOffset && v.byteOffset > q.byteOffset;
     if (!fused) {
-      const position = this.used;
-      const q2 = this.rotary ? rope(q, this.rotary, { positions: position, layout }) : q;
+      const q2 = this.rotary ? rope(q, this.rotary, { positions: this.used, layout }) : q;
       try {
         this.append(k, v, { layout });
         return this.attend(q2, options);
@@ -146,19 +136,28 @@ export class KVCache {
         if (q2 !== q) q2.dispose();
       }
     }
-    if (this.used + 1 > this.maxLength) {
-      throw new RangeError(`KVCache.appendAndAttend: appending 1 token to ${this.used} would overflow the cache of ${this.maxLength} positions`);
-    }
-    const keys = this.keys.reshape([1, this.heads, this.maxLength, this.headDim]);
-    const values = this.values.reshape([1, this.heads, this.maxLength, this.headDim]);
+    this.checkRoom('KVCache.appendAndAttend', 1);
+    const rotary = this.rotary ? { table: this.rotary.tableFor(this.used), row: this.used } : undefined;
+    const out = this.attendRows(q, this.used + 1, { ...options, fresh: { k, v, rotary } });
+    this.used += 1;
+    return out;
+  }
+
+  /** Attention of q against the first `rows` rows of the cache's own K/V tensors (nothing is copied). */
+  private attendRows(q: Tensor, rows: number, options: Omit<AttentionOptions, 'kvLength' | 'kvLayout'>): Tensor {
+    const k = this.keys.reshape([1, this.heads, this.maxLength, this.headDim]);
+    const v = this.values.reshape([1, this.heads, this.maxLength, this.headDim]);
     try {
-      const rotary = this.rotary ? { table: this.rotary.tableFor(this.used), row: this.used } : undefined;
-      const out = attention(q, keys, values, { ...options, kvLength: this.used + 1, kvLayout: 'bhld', fresh: { k, v, rotary } });
-      this.used += 1;
-      return out;
+      return attention(q, k, v, { ...options, kvLength: rows, kvLayout: 'bhld' });
     } finally {
-      keys.dispose();
-      values.dispose();
+      k.dispose();
+      v.dispose();
+    }
+  }
+
+  private checkRoom(op: string, T: number): void {
+    if (this.used + T > this.maxLength) {
+      throw new RangeError(`${op}: appending ${T} token(s) to ${this.used} would overflow the cache of ${this.maxLength} positions`);
     }
   }
 
