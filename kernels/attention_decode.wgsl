@@ -28,6 +28,8 @@
 override SPLIT: bool = false;
 // ceil(D / 32) (decode_subgroup).
 override HB: u32 = 4u;
+// ceil(D / 8) (decode_subgroup): a constant trip count lets the compiler keep q_lane in registers.
+override QB: u32 = 8u;
 // Workgroup size of decode_tiled and decode_combine (reduce_shared needs WG and SG).
 override WG: u32 = 64u;
 override SG: u32 = 0u;
@@ -94,12 +96,16 @@ fn packed_at(base: u32, i: u32) -> f32 {
 fn fresh_k_at(hd: Head) -> u32 { return p.fresh_k + hd.kvh * p.D; }
 fn fresh_v_at(hd: Head) -> u32 { return p.fresh_v + hd.kvh * p.D; }
 
-// Writes elements first, first + step, ... of the fresh key (rotated) and value into the cache.
+// Writes the fresh key (rotated) and value into the cache, a pair of elements at a time (the
+// cache's stores move whole pairs): pairs first, first + step, ... of the row.
 fn write_fresh(it: Item, first: u32, step: u32) {
   let kb = k_at(it.hd, p.new_key);
   let vb = v_at(it.hd, p.new_key);
-  for (var i = first; i < p.D; i += step) {
-    cache_st(kb + i, packed_at(fresh_k_at(it.hd), i), vb + i, query_ld(fresh_v_at(it.hd) + i));
+  let k0 = fresh_k_at(it.hd);
+  let v0 = fresh_v_at(it.hd);
+  for (var i = 2u * first; i < p.D; i += 2u * step) {
+    let k = vec2<f32>(packed_at(k0, i), packed_at(k0, i + 1u));
+    cache_st2(kb + i, k, vb + i, query_ld2(v0 + i));
   }
 }
 
@@ -114,7 +120,7 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   if (wid >= p.items * p.bh_count) { return; }
   let it = item_of(wid);
   let q_row = q_at(it.hd, it.row);
-  for (var d = 0u; d < p.D; d += 8u) { q_lane[d / 8u] = packed_at(q_row, min(d + lane, p.D - 1u)); }
+  for (var b = 0u; b < QB; b++) { q_lane[b] = packed_at(q_row, min(8u * b + lane, p.D - 1u)); }
   var m = LOWEST;
   var lsum = 0.0;
   for (var h = 0u; h < HB; h++) { acc[h] = vec4<f32>(0.0); }
@@ -127,8 +133,9 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     let kb = k_at(it.hd, min(key, last));
     // This lane's key against the query: lane t contributes Q[d + t] of each 8 dimensions.
     var dot4 = vec4<f32>(0.0);
-    for (var d = 0u; d < p.D; d += 8u) {
-      let qd = q_lane[d / 8u];
+    for (var b = 0u; b < QB; b++) {
+      let d = 8u * b;
+      let qd = q_lane[b];
       let ka = k4(kb + d);
       dot4 += vec4<f32>(subgroupShuffle(qd, 0u), subgroupShuffle(qd, 1u), subgroupShuffle(qd, 2u), subgroupShuffle(qd, 3u)) * ka;
       if (d + 4u < p.D) {
@@ -163,8 +170,8 @@ fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   if (has_fresh(it)) {
     // The fresh key, from registers: one more step of the online softmax.
     var part_dot = 0.0;
-    for (var d = 0u; d < p.D; d += 8u) {
-      if (d + lane < p.D) { part_dot += q_lane[d / 8u] * packed_at(fresh_k_at(it.hd), d + lane); }
+    for (var b = 0u; b < QB; b++) {
+      if (8u * b + lane < p.D) { part_dot += q_lane[b] * packed_at(fresh_k_at(it.hd), 8u * b + lane); }
     }
     var sc = subgroupAdd(part_dot) * p.scale;
     if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, p.new_key); }

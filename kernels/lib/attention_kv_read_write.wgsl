@@ -3,8 +3,8 @@
 @group(0) @binding(2) var<storage, read_write> keys: array<keys_t4>;
 @group(0) @binding(3) var<storage, read_write> values: array<values_t4>;
 
-// Stores one element of the appended key and value rows.
-fn cache_st(k_index: u32, k: f32, v_index: u32, v: f32) {
-  keys_st(k_index, k);
-  values_st(v_index, v);
+// Stores two elements (from an even index) of the appended key and value rows.
+fn cache_st2(k_index: u32, k: vec2<f32>, v_index: u32, v: vec2<f32>) {
+  keys_st2(k_index, k);
+  values_st2(v_index, v);
 }

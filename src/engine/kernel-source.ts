@@ -9,10 +9,10 @@
  * i32/u32 converted. Arithmetic therefore always happens in f32.
  *
  * A binding declared `array<name_t4>` holds four elements per array entry (vec4<f32> for f32,
- * vec2<u32> for read-only f16: one load brings four values, which on lavapipe, where every storage
+ * two packed u32 words for f16, read-write too: one load brings four values, which on lavapipe, where every storage
  * load is a bounds-checked per-lane access, is worth ~1.3x for streaming kernels) and also gets
- * `name_ld4(i) -> vec4<f32>` / `name_st4(i, v)` for entry i = elements 4i..4i+3; the scalar
- * accessors keep element indices.
+ * `name_ld4(i) -> vec4<f32>` / `name_st4(i, v)` for entry i = elements 4i..4i+3; the element
+ * accessors keep element indices (`ld`, `ld2`, and `st2` for an even i: stores come in pairs).
  *
  * `#include "lib/file.wgsl"` pastes a shared snippet; `{key}` in the path is replaced from the
  * call's `includes` map, which is how a kernel picks e.g. the subgroup or shared-memory reduction.
@@ -163,31 +163,39 @@ function accessors(name: string, dtype: DType, access: 'read' | 'read_write'): s
   return fns;
 }
 
-/** Accessors of an `array<name_t4>` binding: ld4/st4 by entry (4 elements), ld/ld2/st by element. */
+/**
+ * Accessors of an `array<name_t4>` binding: ld4/st4 by entry (4 elements), ld/ld2/st2 by element.
+ * f16 entries are two packed u32 words, read-only or not, so a load or store moves a word (two
+ * halves) at a time. Stores therefore come in pairs (st2, i even) or fours: a single-half store
+ * would race whoever writes the other half of its word. The rule holds for every dtype, so a
+ * kernel written against one dtype compiles for all.
+ */
 function vec4Accessors(name: string, dtype: DType, access: 'read' | 'read_write'): string[] {
   const rw = access === 'read_write';
-  const el = `${name}[i >> 2u][i & 3u]`;
   const fns: string[] = [];
   const add = (...lines: string[]) => fns.push(...lines);
-  if (dtype === 'f16' && !rw) {
-    // Four halves in two u32 words: one 8-byte load.
+  if (dtype === 'f16') {
+    // Four halves in two u32 words: one 8-byte load. Stores saturate at ±65504 (WGSL leaves
+    // converting an out-of-range f32 to f16 undefined).
+    const sat = (x: string) => `clamp(${x}, vec2<f32>(-65504.0), vec2<f32>(65504.0))`;
     add(`alias ${name}_t4 = vec2<u32>;`);
     add(`fn ${name}_ld4(i: u32) -> vec4<f32> { let packed_ = ${name}[i]; return vec4<f32>(unpack2x16float(packed_.x), unpack2x16float(packed_.y)); }`);
     add(`fn ${name}_ld2(i: u32) -> vec2<f32> { return unpack2x16float(${name}[i >> 2u][(i >> 1u) & 1u]); }`);
     add(`fn ${name}_ld(i: u32) -> f32 { return ${name}_ld2(i & ~1u)[i & 1u]; }`);
+    if (rw) {
+      add(`fn ${name}_st4(i: u32, v: vec4<f32>) { ${name}[i] = vec2<u32>(pack2x16float(${sat('v.xy')}), pack2x16float(${sat('v.zw')})); }`);
+      add(`fn ${name}_st2(i: u32, v: vec2<f32>) { ${name}[i >> 2u][(i >> 1u) & 1u] = pack2x16float(${sat('v')}); }`);
+    }
     return fns;
   }
-  const scalar = dtype === 'f16' ? 'f16' : dtype;
-  add(`alias ${name}_t4 = vec4<${scalar}>;`);
+  const el = (i: string) => `${name}[(${i}) >> 2u][(${i}) & 3u]`;
+  add(`alias ${name}_t4 = vec4<${dtype}>;`);
   add(`fn ${name}_ld4(i: u32) -> vec4<f32> { return vec4<f32>(${name}[i]); }`);
-  add(`fn ${name}_ld(i: u32) -> f32 { return f32(${el}); }`);
+  add(`fn ${name}_ld(i: u32) -> f32 { return f32(${el('i')}); }`);
   add(`fn ${name}_ld2(i: u32) -> vec2<f32> { return vec2<f32>(${name}_ld(i), ${name}_ld(i + 1u)); }`);
   if (rw) {
-    // f16 stores saturate at ±65504 (WGSL leaves out-of-range conversion undefined).
-    const conv = (x: string, vec: boolean) =>
-      dtype === 'f16' ? (vec ? `vec4<f16>(clamp(${x}, vec4<f32>(-65504.0), vec4<f32>(65504.0)))` : `f16(clamp(${x}, -65504.0, 65504.0))`) : vec ? `vec4<${scalar}>(${x})` : `${scalar}(${x})`;
-    add(`fn ${name}_st4(i: u32, v: vec4<f32>) { ${name}[i] = ${conv('v', true)}; }`);
-    add(`fn ${name}_st(i: u32, v: f32) { ${el} = ${conv('v', false)}; }`);
+    add(`fn ${name}_st4(i: u32, v: vec4<f32>) { ${name}[i] = vec4<${dtype}>(v); }`);
+    add(`fn ${name}_st2(i: u32, v: vec2<f32>) { ${el('i')} = ${dtype}(v.x); ${el('i + 1u')} = ${dtype}(v.y); }`);
   }
   return fns;
 }

@@ -297,7 +297,7 @@ function decode(
   const sub = c.kernel === 'decode_subgroup';
   const WG = sub ? 8 : 64;
   const fused = { FRESH: c.fresh !== undefined, ROPE: c.fresh?.rotary !== undefined };
-  const overrides = sub ? { ...flags, ...fused, SPLIT: split, HB: Math.ceil(g.D / 32) } : { ...flags, ...fused, SPLIT: split, WG };
+  const overrides = sub ? { ...flags, ...fused, SPLIT: split, HB: Math.ceil(g.D / 32), QB: Math.ceil(g.D / 8) } : { ...flags, ...fused, SPLIT: split, WG };
   const items = g.Lq * c.splits;
   // A fused step writes the cache: keys and values are then bound read-write.
   const includes = { kv: c.fresh ? 'read_write' : 'read' };
