@@ -241,7 +241,8 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
   const vw = bindingWindow(c.v, headSpan(g, 'k', bh0, bh1));
   const none = placeholder(engine);
   const rotary = c.fresh?.rotary;
-  const tw = rotary ? spanWindow(rotary.table, [rotary.row * g.D, (rotary.row + 1) * g.D]) : null;
+  // The whole table when it fits a binding (it does but for huge contexts): the same bind group every step.
+  const tw = rotary ? bindingWindow(rotary.table, [rotary.row * g.D, (rotary.row + 1) * g.D]) : null;
   const tableRow = tw ? rotary!.row * g.D - tw.base : 0;
   const bias = c.bias?.tensor ?? none;
   const mask = c.mask?.tensor ?? none;
