@@ -115,6 +115,7 @@ async function benchGeneration(h: Harness, name: string, llm: Llama, promptToken
     prefill_tokens_per_s: round((promptTokens / t.prefillMs) * 1000, 1),
     dispatches_per_token: round(t.dispatchesPerToken, 1),
     submits_per_token: round(t.submitsPerToken, 2),
+    bind_groups_per_token: round(t.bindGroupsPerToken, 2),
     record_ms_per_token: round(t.recordMsPerToken, 3),
     peak_gpu_mb: round(engine.memory().peakBytes / 1e6, 1),
   };

@@ -36,6 +36,10 @@ describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
     // A decoding step: embedding, five dispatches per layer, the head, sampling; one submission.
     expect(result.timings.dispatchesPerToken).toBe(5 * model.llm.config.layers + 3);
     expect(result.timings.submitsPerToken).toBeLessThanOrEqual(1);
+    // Once warm, every step binds the same buffers: no bind group is made while decoding.
+    const again = await model.chat({ prompt: 'Describe a red cat on the table.', maxNewTokens: 20 });
+    expect(again.tokenIds).toEqual(result.tokenIds);
+    expect(again.timings.bindGroupsPerToken).toBe(0);
     await expect(model.chat({ prompt: 'x', image: new Uint8Array(4) })).rejects.toThrow(/no vision encoder; it is text-only/);
   });
 

@@ -59,6 +59,8 @@ export interface GenerationTimings {
   recordMsPerToken: number;
   dispatchesPerToken: number;
   submitsPerToken: number;
+  /** Bind groups made per decode step: 0 once warm, when every step binds the same buffers. */
+  bindGroupsPerToken: number;
 }
 
 export interface GenerationResult {
@@ -115,15 +117,17 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   let recordMs = 0;
   let stepsRecorded = 0;
   let stepDispatches = 0;
+  let stepBindGroups = 0;
   let start = { time: 0, submits: 0 };
   /** Records a step and the read-back of its id as one submission, queued behind the current step. */
   const record = (fn: () => Tensor): PendingStep => {
     const recordStart = performance.now();
-    const before = counters.dispatches;
+    const before = { dispatches: counters.dispatches, bindGroups: counters.bindGroupsCreated };
     const id = engine.batch(fn);
     const value = id.read(); // submits: the GPU need not wait for us
     recordMs += performance.now() - recordStart;
-    stepDispatches += counters.dispatches - before;
+    stepDispatches += counters.dispatches - before.dispatches;
+    stepBindGroups += counters.bindGroupsCreated - before.bindGroups;
     stepsRecorded += 1;
     return { id, value };
   };
@@ -188,6 +192,7 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       recordMsPerToken: stepsRecorded ? recordMs / stepsRecorded : 0,
       dispatchesPerToken: stepsRecorded ? stepDispatches / stepsRecorded : 0,
       submitsPerToken: steps ? (counters.submits - start.submits) / steps : 0,
+      bindGroupsPerToken: stepsRecorded ? stepBindGroups / stepsRecorded : 0,
     },
   };
 }
