@@ -24,6 +24,7 @@ import type { Engine } from '../engine/engine.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
+import { subgroupsOf8 } from './variants.js';
 import { bindingWindow, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
 
 export type { AttentionLayout } from './attention-layout.js';
@@ -166,11 +167,6 @@ function freshPlan(c: Call, fresh: FreshRow): FreshPlan {
     throw new RangeError(`${what}: rotary row ${r.row} of table ${formatShape(r.table.shape)} ${r.table.dtype} must be a row of an f32 [rows, ${g.D}] table`);
   }
   return { span, k, v, rotary: r };
-}
-
-function subgroupsOf8(engine: Engine): boolean {
-  const s = engine.gpu.summary;
-  return engine.has('subgroups') && s.subgroupMinSize === 8 && s.subgroupMaxSize === 8;
 }
 
 function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {

@@ -20,6 +20,7 @@ import { rowChunks } from './chunks.js';
 import { binary, unary } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
+import { subgroupsOf8 } from './variants.js';
 
 export type Pair = number | readonly [number, number];
 
@@ -133,8 +134,7 @@ function chooseKernel(engine: Engine, g: Conv2dGeometry, xType: DType, yType: DT
   const imagesFit = g.cin * g.h * g.w * DTYPE_BYTES[xType] <= engine.maxBindingBytes && g.cout * g.oh * g.ow * DTYPE_BYTES[yType] <= engine.maxBindingBytes;
   if (isPointwise(g) && imagesFit) return 'matmul';
   if (g.cout / g.groups < DIRECT_BELOW) return 'direct';
-  const subgroup8 = engine.has('subgroups') && engine.gpu.summary.subgroupMinSize === 8 && engine.gpu.summary.subgroupMaxSize === 8;
-  return engine.profile === 'cpu' && subgroup8 ? 'subgroup' : 'tiled';
+  return engine.profile === 'cpu' && subgroupsOf8(engine) ? 'subgroup' : 'tiled';
 }
 
 /** A 1x1 convolution is weight [Cout, Cin] times each image [Cin, H*W]: the matmul kernels, then bias and activation. */

@@ -23,7 +23,7 @@ import { placeholder } from './placeholder.js';
 import { add, gated } from './elementwise.js';
 import { rmsNorm } from './rows.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { rowKernelConfig } from './variants.js';
+import { rowKernelConfig, subgroupsOf8 } from './variants.js';
 
 export interface MatmulOptions {
   /** b is [..., N, K] and used transposed (Linear weights). */
@@ -150,7 +150,7 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
 
 function chooseKernel(engine: Engine, g: Geometry, options: MatmulOptions): MatmulKernel {
   const cpu = engine.profile === 'cpu';
-  const subgroup8 = engine.has('subgroups') && engine.gpu.summary.subgroupMinSize === 8 && engine.gpu.summary.subgroupMaxSize === 8;
+  const subgroup8 = subgroupsOf8(engine);
   if (g.M === 1 && g.batch === 1 && options.transposeB) return cpu && subgroup8 ? 'gemv_rows' : 'gemv_split';
   return cpu && subgroup8 ? 'subgroup' : 'tiled';
 }

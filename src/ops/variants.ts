@@ -13,6 +13,12 @@ export interface RowKernelConfig {
 
 const cache = new WeakMap<Engine, RowKernelConfig>();
 
+/** Whether subgroups are exactly 8 lanes (lavapipe on AVX2): what the CPU-profile subgroup kernels assume. */
+export function subgroupsOf8(engine: Engine): boolean {
+  const s = engine.gpu.summary;
+  return engine.has('subgroups') && s.subgroupMinSize === 8 && s.subgroupMaxSize === 8;
+}
+
 export function rowKernelConfig(engine: Engine): RowKernelConfig {
   let config = cache.get(engine);
   if (!config) {
