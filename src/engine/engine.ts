@@ -133,7 +133,7 @@ export class Engine {
       const t = tensors[b.name];
       if (!t) throw new Error(`${kernel.label}: no tensor for binding '${b.name}'`);
       names.delete(b.name);
-      const range = this.bindingRange(t, `${kernel.label} '${b.name}'`);
+      const range = this.bindingRange(t, () => `${kernel.label} '${b.name}'`);
       buffers.set(b.binding, range);
       if (b.access === 'read_write') writes.push({ name: b.name, range });
     }
@@ -260,15 +260,18 @@ export class Engine {
     this.gpu.destroy();
   }
 
-  /** The buffer range a tensor binds as; checks alignment and the binding size limit. */
-  bindingRange(t: Tensor, what: string): BufferRange {
+  /**
+   * The buffer range a tensor binds as; checks alignment and the binding size limit. `what` names
+   * the binding in errors (a function, so the name is built only when one is thrown).
+   */
+  bindingRange(t: Tensor, what: () => string): BufferRange {
     t.assertAlive();
     if (t.byteOffset % this.storageAlign) {
-      throw new RangeError(`${what}: ${t} starts at byte ${t.byteOffset}, not a multiple of ${this.storageAlign}; make it contiguous first`);
+      throw new RangeError(`${what()}: ${t} starts at byte ${t.byteOffset}, not a multiple of ${this.storageAlign}; make it contiguous first`);
     }
     const size = Math.max(roundUp(t.byteLength, 4), 4);
     if (size > this.maxBindingBytes) {
-      throw new RangeError(`${what}: ${t} is ${t.byteLength} bytes, over the ${this.maxBindingBytes}-byte binding limit`);
+      throw new RangeError(`${what()}: ${t} is ${t.byteLength} bytes, over the ${this.maxBindingBytes}-byte binding limit`);
     }
     return { buffer: t.buffer, offset: t.byteOffset, size };
   }

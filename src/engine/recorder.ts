@@ -49,6 +49,8 @@ export class CommandRecorder {
   private arenaUsed = 0;
   private readonly slotAlign: number;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** The dynamic offset of a dispatch's uniform slot (one array, reused: no allocation per dispatch). */
+  private readonly offsets = new Uint32Array(1);
   /** Nesting depth of holding(): while positive, dispatchesPerSubmit does not submit. */
   private held = 0;
   readonly counters: RecorderCounters = { dispatches: 0, submits: 0, bindGroupsCreated: 0 };
@@ -85,8 +87,12 @@ export class CommandRecorder {
     const bindGroup = this.bindGroup(kernel, buffers);
     const pass = this.computePass();
     pass.setPipeline(kernel.pipeline);
-    if (slot === null) pass.setBindGroup(0, bindGroup);
-    else pass.setBindGroup(0, bindGroup, [slot]);
+    if (slot === null) {
+      pass.setBindGroup(0, bindGroup);
+    } else {
+      this.offsets[0] = slot;
+      pass.setBindGroup(0, bindGroup, this.offsets, 0, 1);
+    }
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.counters.dispatches += 1;
     if (++this.chunkDispatches >= this.dispatchesPerSubmit && !this.held) this.flush();

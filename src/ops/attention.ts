@@ -180,9 +180,12 @@ function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {
  * workgroup per thread) or every multiprocessor, but chunks of at least MIN_CHUNK keys so the merge
  * pass stays small.
  */
+/** CPU threads to keep busy (a syscall to ask, so asked once). */
+const CPU_THREADS = os.availableParallelism();
+
 function defaultSplits(engine: Engine, g: AttentionGeometry): number {
   const MIN_CHUNK = 256;
-  const wanted = engine.profile === 'cpu' ? 4 * os.availableParallelism() : 512;
+  const wanted = engine.profile === 'cpu' ? 4 * CPU_THREADS : 512;
   const rows = g.B * g.Hq * g.Lq;
   return Math.max(1, Math.min(Math.ceil(wanted / rows), Math.floor(g.Lk / MIN_CHUNK)));
 }

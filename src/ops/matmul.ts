@@ -104,21 +104,22 @@ function composeFusions(a: Tensor, b: Tensor, options: MatmulOptions): Tensor {
 function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
   expectDType('matmul', a, FLOAT_DTYPES, 'a');
   expectDType('matmul', b, FLOAT_DTYPES, 'b');
-  const shapes = `${formatShape(a.shape)} x ${formatShape(b.shape)}${options.transposeB ? 'ᵀ' : ''}`;
-  if (a.rank < 1 || b.rank < 2) throw new RangeError(`matmul: ${shapes}: a needs rank >= 1 and b rank >= 2`);
+  // Only error messages use it: built when one is thrown, not on every call (decoding makes ~40 a step).
+  const shapes = () => `${formatShape(a.shape)} x ${formatShape(b.shape)}${options.transposeB ? 'ᵀ' : ''}`;
+  if (a.rank < 1 || b.rank < 2) throw new RangeError(`matmul: ${shapes()}: a needs rank >= 1 and b rank >= 2`);
   const K = a.shape[a.rank - 1]!;
   const M = a.rank >= 2 ? a.shape[a.rank - 2]! : 1;
   const bK = options.transposeB ? b.shape[b.rank - 1]! : b.shape[b.rank - 2]!;
   const N = options.transposeB ? b.shape[b.rank - 2]! : b.shape[b.rank - 1]!;
-  if (bK !== K) throw new RangeError(`matmul: ${shapes}: inner dimensions differ (${K} vs ${bK})`);
+  if (bK !== K) throw new RangeError(`matmul: ${shapes()}: inner dimensions differ (${K} vs ${bK})`);
   if (options.preNorm) {
     const w = options.preNorm.weight;
     expectDType('matmul', w, FLOAT_DTYPES, 'preNorm weight');
-    if (w.rank !== 1 || w.shape[0] !== K) throw new RangeError(`matmul: preNorm weight ${formatShape(w.shape)} must be [${K}] for ${shapes}`);
+    if (w.rank !== 1 || w.shape[0] !== K) throw new RangeError(`matmul: preNorm weight ${formatShape(w.shape)} must be [${K}] for ${shapes()}`);
   }
   if (options.gated) {
     if (options.act) throw new RangeError(`matmul: gated and act cannot both be set (the gate's activation is gated: '${options.gated}')`);
-    if (N % 2) throw new RangeError(`matmul: gated needs an even number of weight rows (gate | up), ${shapes} has ${N}`);
+    if (N % 2) throw new RangeError(`matmul: gated needs an even number of weight rows (gate | up), ${shapes()} has ${N}`);
     activationCode('matmul', options.gated);
   }
   const aBatchShape = a.shape.slice(0, Math.max(0, a.rank - 2));
@@ -131,7 +132,7 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
   if (options.bias) {
     expectDType('matmul', options.bias, FLOAT_DTYPES, 'bias');
     if (options.bias.rank !== 1 || options.bias.shape[0] !== N) {
-      throw new RangeError(`matmul: bias ${formatShape(options.bias.shape)} must be [${N}] for ${shapes}`);
+      throw new RangeError(`matmul: bias ${formatShape(options.bias.shape)} must be [${N}] for ${shapes()}`);
     }
   }
   const outRows = a.rank >= 2 ? [M] : [];
@@ -140,10 +141,10 @@ function geometry(a: Tensor, b: Tensor, options: MatmulOptions): Geometry {
     // b is one matrix: a's batch dimensions are just more rows.
     return { M: aBatch * M, N, K, batch: 1, aBatched: false, bBatched: false, outShape: [...aBatchShape, ...outRows, outN] };
   }
-  if (options.preNorm || options.gated) throw new RangeError(`matmul: preNorm and gated take one weight matrix, not the batch in ${shapes}`);
+  if (options.preNorm || options.gated) throw new RangeError(`matmul: preNorm and gated take one weight matrix, not the batch in ${shapes()}`);
   const same = aBatchShape.length === bBatchShape.length && aBatchShape.every((d, i) => d === bBatchShape[i]);
   if (!same && aBatch !== 1) {
-    throw new RangeError(`matmul: ${shapes}: batch dimensions must match or a must have none`);
+    throw new RangeError(`matmul: ${shapes()}: batch dimensions must match or a must have none`);
   }
   return { M, N, K, batch: bBatch, aBatched: aBatch > 1, bBatched: true, outShape: [...bBatchShape, ...outRows, N] };
 }
