@@ -63,11 +63,9 @@ export class CompiledKernel {
 
   /** Writes `params` into `view` at `base` following the reflected struct layout. */
   packParams(params: Params, view: DataView, base: number): void {
-    const given = new Set(Object.keys(params));
     for (const f of this.fields) {
       const value = params[f.name];
       if (value === undefined) throw new Error(`${this.label}: missing parameter '${f.name}'`);
-      given.delete(f.name);
       const values = typeof value === 'object' ? Array.from(value) : [Number(value)];
       const capacity = f.width * f.count;
       if (values.length > capacity || (typeof value !== 'object' && capacity !== 1)) {
@@ -86,7 +84,11 @@ export class CompiledKernel {
         }
       }
     }
-    if (given.size) throw new Error(`${this.label}: unknown parameter(s) ${[...given].join(', ')}`);
+    // Every field was found, so any extra key is unknown (counted here; named only when thrown).
+    if (Object.keys(params).length !== this.fields.length) {
+      const unknown = Object.keys(params).filter((k) => !this.fields.some((f) => f.name === k));
+      throw new Error(`${this.label}: unknown parameter(s) ${unknown.join(', ')}`);
+    }
   }
 }
 
