@@ -13,6 +13,7 @@ import { generate, type GenerationTimings } from '../src/model/generate.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { Weights } from '../src/model/weights.js';
+import { matmul } from '../src/ops/matmul.js';
 import { projectRoot } from '../src/paths.js';
 import { round, type Harness, type Measurement } from './harness.js';
 import { randomTensor } from './random.js';
@@ -86,6 +87,38 @@ function decodeWeightBytes(c: LlamaConfig, matrixBytes: number): number {
   return (c.layers * perLayer + c.vocabSize * c.hiddenSize) * matrixBytes;
 }
 
+/** The foundation bench's f16 GEMV (1 x 4096 x 4096, as gemv_f16), timed on demand. */
+class ReferenceGemv {
+  private static readonly N = 4096;
+  private readonly x: Tensor;
+  private readonly w: Tensor;
+
+  constructor(private readonly engine: Engine) {
+    this.x = randomTensor(engine, [1, ReferenceGemv.N], 3);
+    this.w = randomTensor(engine, [ReferenceGemv.N, ReferenceGemv.N], 4, { scale: 0.02, dtype: 'f16' });
+  }
+
+  /** GB/s of weight streaming: the median of 5 timings of 4 GEMVs each, after one warm-up. */
+  async bandwidth(): Promise<number> {
+    const times: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const start = performance.now();
+      this.engine.scope(() => {
+        for (let j = 0; j < 4; j++) matmul(this.x, this.w, { transposeB: true });
+      });
+      await this.engine.sync();
+      if (i > 0) times.push((performance.now() - start) / 4);
+    }
+    times.sort((a, b) => a - b);
+    return this.w.byteLength / times[Math.floor(times.length / 2)]! / 1e6;
+  }
+
+  dispose(): void {
+    this.x.dispose();
+    this.w.dispose();
+  }
+}
+
 /** Generations timed per measurement; the median one (by time per token) is reported, as the machine's speed wanders. */
 const GENERATION_RUNS = 3;
 
@@ -98,17 +131,24 @@ async function benchGeneration(h: Harness, name: string, llm: Llama, promptToken
   // uses, and lets V8 optimise the recording code: after only a few steps, recording took ~5 ms
   // per token at the small config instead of the steady ~2.5, and on lavapipe the recording thread's
   // time competes with the GPU's worker threads.
+  engine.pool.resetPeak();
   await generate(llm, cache, embeds, { maxNewTokens: decodeTokens + 1, stopIds: [] });
   cache.truncate(0);
-  engine.pool.resetPeak();
-  const runs: GenerationTimings[] = [];
+  const peakBytes = engine.memory().peakBytes;
+  // The foundation bench's GEMV (gemv_f16) runs minutes before this, and this VM's speed drifts over
+  // a full run (it slows under sustained load): with weight bytes to compare, the same GEMV is
+  // timed again right before each generation, and each run is compared with its neighbour.
+  const reference = weightBytes ? new ReferenceGemv(engine) : null;
+  const runs: { timings: GenerationTimings; gemvGbps: number }[] = [];
   for (let r = 0; r < GENERATION_RUNS; r++) {
-    runs.push((await generate(llm, cache, embeds, { maxNewTokens: decodeTokens + 1, stopIds: [] })).timings);
+    const gemvGbps = reference ? await reference.bandwidth() : 0;
+    runs.push({ timings: (await generate(llm, cache, embeds, { maxNewTokens: decodeTokens + 1, stopIds: [] })).timings, gemvGbps });
     cache.truncate(0);
   }
+  reference?.dispose();
   const perToken = (t: GenerationTimings) => t.decodeMs / t.decodeTokens;
-  runs.sort((a, b) => perToken(a) - perToken(b));
-  const t = runs[Math.floor(runs.length / 2)]!;
+  runs.sort((a, b) => perToken(a.timings) - perToken(b.timings));
+  const t = runs[Math.floor(runs.length / 2)]!.timings;
   const msPerToken = perToken(t);
   const m: Measurement = {
     name: `${name}_decode`,
@@ -120,12 +160,15 @@ async function benchGeneration(h: Harness, name: string, llm: Llama, promptToken
     submits_per_token: round(t.submitsPerToken, 2),
     bind_groups_per_token: round(t.bindGroupsPerToken, 2),
     record_ms_per_token: round(t.recordMsPerToken, 3),
-    peak_gpu_mb: round(engine.memory().peakBytes / 1e6, 1),
+    peak_gpu_mb: round(peakBytes / 1e6, 1),
   };
   if (weightBytes) {
     m.gbps = round(weightBytes / msPerToken / 1e6, 3);
     const gemv = h.results.find((r) => r.name === 'gemv_f16');
     if (gemv?.gbps) m.ratio_to_gemv_bandwidth = round(m.gbps / gemv.gbps, 3);
+    const adjacent = runs.map((r) => weightBytes / perToken(r.timings) / 1e6 / r.gemvGbps).sort((a, b) => a - b);
+    m.ratio_to_adjacent_gemv = round(adjacent[Math.floor(adjacent.length / 2)]!, 3);
+    m.adjacent_gemv_gbps = round(runs.map((r) => r.gemvGbps).sort((a, b) => a - b)[Math.floor(runs.length / 2)]!, 3);
   }
   h.record(m);
   embeds.dispose();
