@@ -165,14 +165,16 @@ describe('KV cache: append with rotary keys, attend', () => {
 
   describe.each(['decode_subgroup', 'decode_tiled'] as const)('a fused decoding step (%s)', (kernel) => {
     // Cached lengths where the fresh key starts a chunk of its own (64 and 128 with 64-key chunks)
-    // or shares one; with and without rotation, grouped-query and plain heads.
+    // or shares one; with and without rotation, grouped-query and plain heads; head dims that are
+    // and are not multiples of 8 (the subgroup kernel's blocks) or of 32 (its column groups).
     it.each([
-      [37, 1, 4, 2, true],
-      [64, 2, 4, 4, true],
-      [128, 3, 6, 2, false],
-      [200, 4, 4, 1, true],
-    ] as const)('%i cached keys, %i split(s), %i query heads on %i kv heads, rotary %s: as rope + append + attend', async (cached, splits, H, Hkv, rotate) => {
-      const D = 32;
+      [37, 1, 4, 2, true, 32],
+      [64, 2, 4, 4, true, 32],
+      [128, 3, 6, 2, false, 32],
+      [200, 4, 4, 1, true, 32],
+      [45, 1, 3, 3, true, 20],
+      [90, 2, 2, 1, false, 44],
+    ] as const)('%i cached keys, %i split(s), %i query heads on %i kv heads, rotary %s, head dim %i: as rope + append + attend', async (cached, splits, H, Hkv, rotate, D) => {
       const rotary = rotate ? new RotaryEmbedding(engine, D) : undefined;
       const make = () => new KVCache(engine, { heads: Hkv, headDim: D, maxLength: 256, dtype: 'f16', rotary });
       const [fused, plain] = [make(), make()];
