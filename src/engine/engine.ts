@@ -41,6 +41,7 @@ export class Engine {
   readonly maxBindingBytes: number;
   /** Byte alignment of a storage binding's offset. */
   readonly storageAlign: number;
+  private readonly maxGrid: number;
   private disposed = false;
   /** Tensors created inside each open scope() (innermost last). */
   private readonly scopes: Set<Tensor>[] = [];
@@ -55,6 +56,8 @@ export class Engine {
     if (!(requested >= 1024)) throw new RangeError(`maxBindingBytes must be at least 1024, got ${requested}`);
     this.maxBindingBytes = Math.min(requested, deviceMax) & ~3;
     this.storageAlign = gpu.limits.minStorageBufferOffsetAlignment;
+    // Read once: a device limit is a native getter, and grid() runs on every dispatch.
+    this.maxGrid = gpu.limits.maxComputeWorkgroupsPerDimension;
     this.pool = new BufferPool(gpu.device, gpu.limits.maxBufferSize, options.maxPooledBytes, (buffers) => {
       this.recorder.flush();
       this.recorder.forget(buffers);
@@ -126,18 +129,20 @@ export class Engine {
     this.assertAlive();
     const kernel = this.kernels.get(spec);
     const buffers = new Map<number, BufferRange>();
-    const names = new Set(Object.keys(tensors));
     const writes: { name: string; range: BufferRange }[] = [];
     for (const b of kernel.bindings) {
       if (b.access === 'uniform') continue;
       const t = tensors[b.name];
       if (!t) throw new Error(`${kernel.label}: no tensor for binding '${b.name}'`);
-      names.delete(b.name);
       const range = this.bindingRange(t, () => `${kernel.label} '${b.name}'`);
       buffers.set(b.binding, range);
       if (b.access === 'read_write') writes.push({ name: b.name, range });
     }
-    if (names.size) throw new Error(`${kernel.label}: unknown tensor binding(s) ${[...names].join(', ')}`);
+    // Every binding found its tensor, so any extra name is unknown (named only when thrown).
+    if (Object.keys(tensors).length !== buffers.size) {
+      const unknown = Object.keys(tensors).filter((name) => !kernel.bindings.some((b) => b.name === name && b.access !== 'uniform'));
+      throw new Error(`${kernel.label}: unknown tensor binding(s) ${unknown.join(', ')}`);
+    }
     for (const w of writes) {
       for (const b of kernel.bindings) {
         const other = buffers.get(b.binding);
@@ -277,7 +282,7 @@ export class Engine {
   }
 
   private grid(workgroups: number | [number, number?, number?], label: string): [number, number, number] {
-    const max = this.gpu.limits.maxComputeWorkgroupsPerDimension;
+    const max = this.maxGrid;
     let [x, y, z] = typeof workgroups === 'number' ? [workgroups, 1, 1] : [workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1];
     // A long 1-D grid folds into 2-D; kernels linearise with num_workgroups and guard the tail.
     if (x > max && y === 1 && z === 1) [x, y] = [max, Math.ceil(x / max)];
