@@ -14,6 +14,7 @@ import { add } from '../src/ops/elementwise.js';
 import { matmul } from '../src/ops/matmul.js';
 import { softmax } from '../src/ops/rows.js';
 import type { Harness, Measurement } from './harness.js';
+import { referenceGemv } from './kernels.js';
 import { randomTensor } from './random.js';
 
 
@@ -77,15 +78,9 @@ async function prefill(h: Harness, c: PrefillCase): Promise<void> {
 async function gemvBandwidth(h: Harness, dtype: DType): Promise<number> {
   const known = h.results.find((m) => m.name === `gemv_${dtype}`)?.gbps;
   if (known) return known;
-  const e = h.engine;
-  const n = 4096;
-  const x = randomTensor(e, [1, n], 3);
-  const w = randomTensor(e, [n, n], 4, { dtype: dtype });
-  const m = await h.gpu({
-    name: `attention_decode_gemv_${dtype}_reference`, shape: `1x${n}x${n}`, bytes: n * n * (dtype === 'f32' ? 4 : 2),
-    ceiling: 'read', run: () => matmul(x, w, { transposeB: true }), repeat: 4, always: true,
-  });
-  [x, w].forEach((t) => t.dispose());
+  const gemv = referenceGemv(h.engine, dtype, `attention_decode_gemv_${dtype}_reference`);
+  const m = await h.gpu({ ...gemv, flops: undefined, always: true });
+  gemv.dispose();
   return m!.gbps!;
 }
 

@@ -60,19 +60,7 @@ export class Harness {
   /** Times a GPU case; returns the median milliseconds per run. */
   async gpu(c: GpuCase): Promise<Measurement | null> {
     if (!c.always && !this.wanted(c.name)) return null;
-    const repeat = c.repeat ?? 1;
-    const once = async () => {
-      const outs: { dispose(): void }[] = [];
-      for (let i = 0; i < repeat; i++) {
-        const out = c.run();
-        if (out) outs.push(out);
-      }
-      await this.engine.sync();
-      outs.forEach((o) => o.dispose());
-    };
-    await once(); // compile pipelines, fill the pool
-    const median = await timeMedian(c.name, once, c.iterations ?? 5, c.time ?? 1000);
-    const ms = median / repeat;
+    const ms = await this.time(c);
     const m: Measurement = { name: c.name, shape: c.shape, median_ms: round(ms, 4) };
     if (c.flops) m.gflops = round(c.flops / ms / 1e6, 3);
     if (c.bytes) m.gbps = round(c.bytes / ms / 1e6, 3);
@@ -85,6 +73,22 @@ export class Harness {
     }
     this.record(m);
     return m;
+  }
+
+  /** Median milliseconds per run of a case, after one untimed run; records nothing (gpu() does). */
+  async time(c: GpuCase): Promise<number> {
+    const repeat = c.repeat ?? 1;
+    const once = async () => {
+      const outs: { dispose(): void }[] = [];
+      for (let i = 0; i < repeat; i++) {
+        const out = c.run();
+        if (out) outs.push(out);
+      }
+      await this.engine.sync();
+      outs.forEach((o) => o.dispose());
+    };
+    await once(); // compile pipelines, fill the pool
+    return (await timeMedian(c.name, once, c.iterations ?? 5, c.time ?? 1000)) / repeat;
   }
 
   record(m: Measurement): void {

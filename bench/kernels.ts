@@ -2,7 +2,9 @@
 import { matmul, type MatmulKernel } from '../src/ops/matmul.js';
 import { layerNorm, rmsNorm, softmax } from '../src/ops/rows.js';
 import { cast } from '../src/ops/copy.js';
-import type { Harness } from './harness.js';
+import type { DType } from '../src/engine/dtype.js';
+import type { Engine } from '../src/engine/engine.js';
+import type { GpuCase, Harness } from './harness.js';
 import { randomTensor } from './random.js';
 
 
@@ -95,17 +97,28 @@ export async function benchMatmul(h: Harness): Promise<void> {
   }
 }
 
-export async function benchGemv(h: Harness): Promise<void> {
-  const e = h.engine;
+/**
+ * The reference GEMV, 1 x 4096 x 4096 with weights of `dtype`: the weight streaming that decoding
+ * figures are compared with (gemv_f16 here, and beside the attention and MLLM decode benches).
+ * Dispose the case when done.
+ */
+export function referenceGemv(e: Engine, dtype: DType, name = `gemv_${dtype}`): GpuCase & { dispose(): void } {
   const n = 4096;
   const x = randomTensor(e, [1, n], 3);
-  const w = randomTensor(e, [n, n], 4, { scale: 0.02 });
-  const w16 = cast(w, 'f16');
-  for (const [weights, dtype] of [[w, 'f32'], [w16, 'f16']] as const) {
-    const bytes = n * n * (dtype === 'f32' ? 4 : 2);
-    await h.gpu({ name: `gemv_${dtype}`, shape: `1x${n}x${n}`, flops: 2 * n * n, bytes, ceiling: 'read', run: () => matmul(x, weights, { transposeB: true }), repeat: 4 });
+  const w = randomTensor(e, [n, n], 4, { scale: 0.02, dtype });
+  return {
+    name, shape: `1x${n}x${n}`, flops: 2 * n * n, bytes: w.byteLength, ceiling: 'read', repeat: 4,
+    run: () => matmul(x, w, { transposeB: true }),
+    dispose: () => [x, w].forEach((t) => t.dispose()),
+  };
+}
+
+export async function benchGemv(h: Harness): Promise<void> {
+  for (const dtype of ['f32', 'f16'] as const) {
+    const gemv = referenceGemv(h.engine, dtype);
+    await h.gpu(gemv);
+    gemv.dispose();
   }
-  [x, w, w16].forEach((t) => t.dispose());
 }
 
 export async function benchRows(h: Harness): Promise<void> {

@@ -13,9 +13,9 @@ import { generate, type GenerationTimings } from '../src/model/generate.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { Weights } from '../src/model/weights.js';
-import { matmul } from '../src/ops/matmul.js';
 import { projectRoot } from '../src/paths.js';
 import { round, type Harness, type Measurement } from './harness.js';
+import { referenceGemv } from './kernels.js';
 import { randomTensor } from './random.js';
 
 const SMALL_LLM: LlamaConfig = {
@@ -87,38 +87,6 @@ function decodeWeightBytes(c: LlamaConfig, matrixBytes: number): number {
   return (c.layers * perLayer + c.vocabSize * c.hiddenSize) * matrixBytes;
 }
 
-/** The foundation bench's f16 GEMV (1 x 4096 x 4096, as gemv_f16), timed on demand. */
-class ReferenceGemv {
-  private static readonly N = 4096;
-  private readonly x: Tensor;
-  private readonly w: Tensor;
-
-  constructor(private readonly engine: Engine) {
-    this.x = randomTensor(engine, [1, ReferenceGemv.N], 3);
-    this.w = randomTensor(engine, [ReferenceGemv.N, ReferenceGemv.N], 4, { scale: 0.02, dtype: 'f16' });
-  }
-
-  /** GB/s of weight streaming: the median of 5 timings of 4 GEMVs each, after one warm-up. */
-  async bandwidth(): Promise<number> {
-    const times: number[] = [];
-    for (let i = 0; i < 6; i++) {
-      const start = performance.now();
-      this.engine.scope(() => {
-        for (let j = 0; j < 4; j++) matmul(this.x, this.w, { transposeB: true });
-      });
-      await this.engine.sync();
-      if (i > 0) times.push((performance.now() - start) / 4);
-    }
-    times.sort((a, b) => a - b);
-    return this.w.byteLength / times[Math.floor(times.length / 2)]! / 1e6;
-  }
-
-  dispose(): void {
-    this.x.dispose();
-    this.w.dispose();
-  }
-}
-
 /** Generations timed per measurement; the median one (by time per token) is reported, as the machine's speed wanders. */
 const GENERATION_RUNS = 3;
 
@@ -138,10 +106,10 @@ async function benchGeneration(h: Harness, name: string, llm: Llama, promptToken
   // The foundation bench's GEMV (gemv_f16) runs minutes before this, and this VM's speed drifts over
   // a full run (it slows under sustained load): with weight bytes to compare, the same GEMV is
   // timed again right before each generation, and each run is compared with its neighbour.
-  const reference = weightBytes ? new ReferenceGemv(engine) : null;
+  const reference = weightBytes ? referenceGemv(engine, 'f16') : null;
   const runs: { timings: GenerationTimings; gemvGbps: number }[] = [];
   for (let r = 0; r < GENERATION_RUNS; r++) {
-    const gemvGbps = reference ? await reference.bandwidth() : 0;
+    const gemvGbps = reference ? reference.bytes! / (await h.time({ ...reference, time: 0 })) / 1e6 : 0;
     runs.push({ timings: (await generate(llm, cache, embeds, { maxNewTokens: decodeTokens + 1, stopIds: [] })).timings, gemvGbps });
     cache.truncate(0);
   }
