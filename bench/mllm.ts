@@ -127,6 +127,7 @@ async function benchGeneration(h: Harness, name: string, llm: Llama, promptToken
     dispatches_per_token: round(t.dispatchesPerToken, 1),
     submits_per_token: round(t.submitsPerToken, 2),
     bind_groups_per_token: round(t.bindGroupsPerToken, 2),
+    replayed_steps: t.replayedSteps,
     record_ms_per_token: round(t.recordMsPerToken, 3),
     peak_gpu_mb: round(peakBytes / 1e6, 1),
   };

@@ -153,6 +153,70 @@ describe('command recording', () => {
   });
 });
 
+describe('step capture and replay', () => {
+  const spec = { file: 'elementwise.wgsl', entry: 'unary', dtypes: { x: 'f32' as const, y: 'f32' as const } };
+  const params = (alpha: number) => ({ n: 3, rank: 0, alpha, beta: 0, out_shape: [], a_strides: [], b_strides: [] });
+
+  it('re-issues the commands with the parameters hooks give, and keeps their buffers from the pool', async () => {
+    const x = engine.tensor([1, 2, 3], [3]);
+    let factor = 2;
+    let applied = 0;
+    const { result: y, capture } = engine.capture(() =>
+      engine.scope(() => {
+        const t = engine.empty([3]); // an intermediate: disposed by the scope, kept by the capture
+        engine.run(spec, { x, y: t }, params(factor), 1);
+        engine.onReplay(() => ({ params: { alpha: factor }, apply: () => (applied += 1) }));
+        return add(t, x);
+      }),
+    );
+    expect(Array.from(await y.toArray())).toEqual([3, 6, 9]);
+    // Same size as the intermediate: without the capture's hold, the pool would hand its buffer out.
+    const other = engine.tensor([100, 100, 100], [3]);
+    factor = 5;
+    const { dispatches, bindGroupsCreated } = { ...engine.recorder.counters };
+    expect(capture.replay()).toBe(true);
+    expect(engine.recorder.counters.dispatches - dispatches).toBe(2);
+    expect(engine.recorder.counters.bindGroupsCreated - bindGroupsCreated).toBe(0);
+    expect(applied).toBe(1);
+    expect(Array.from(await y.toArray())).toEqual([6, 12, 18]);
+    expect(Array.from(await other.toArray())).toEqual([100, 100, 100]);
+    [x, y, other].forEach((t) => t.dispose());
+    capture.dispose();
+    expect(capture.replay()).toBe(false);
+  });
+
+  it('issues nothing when a hook declines, and refuses uploads, read-backs and nesting', async () => {
+    const x = engine.tensor([1, 2, 3], [3]);
+    let fits = true;
+    let applied = 0;
+    const { result: y, capture } = engine.capture(() => {
+      const y = scale(x, 2);
+      engine.onReplay(() => (fits ? { apply: () => (applied += 1) } : null));
+      engine.onReplay(() => ({ params: { alpha: 3 } }));
+      return y;
+    });
+    fits = false;
+    const { dispatches } = engine.recorder.counters;
+    expect(capture.replay()).toBe(false);
+    expect(engine.recorder.counters.dispatches).toBe(dispatches);
+    expect(applied).toBe(0);
+    expect(Array.from(await y.toArray())).toEqual([2, 4, 6]);
+    capture.dispose();
+
+    const uploads = engine.capture(() => scale(engine.tensor([1], [1]), 2));
+    expect(uploads.capture.unreplayableBecause).toMatch(/an upload into/);
+    expect(uploads.capture.replay()).toBe(false);
+    const reads = engine.capture(() => x.read());
+    await reads.result;
+    expect(reads.capture.unreplayableBecause).toMatch(/a read-back of/);
+    expect(() => engine.capture(() => engine.capture(() => 0))).toThrow(/captures do not nest/);
+    expect(() => engine.capture(() => engine.onReplay(() => ({})))).toThrow(/must follow the dispatch it updates/);
+    expect(engine.capturing).toBe(false);
+    [uploads, reads].forEach((c) => c.capture.dispose());
+    [x, y, uploads.result].forEach((t) => t.dispose());
+  });
+});
+
 describe('f16 conversion on the CPU', () => {
   it('is exact for every half value and rounds to nearest even', () => {
     for (let bits = 0; bits < 0x10000; bits++) {

@@ -43,6 +43,30 @@ describe('plain Hugging Face LLaMA checkpoint (text-only mode)', () => {
     await expect(model.chat({ prompt: 'x', image: new Uint8Array(4) })).rejects.toThrow(/no vision encoder; it is text-only/);
   });
 
+  it('replays captured decoding steps exactly as recorded ones, across table growth and a chunking change', async () => {
+    // 500 prompt positions and 24 tokens: the rotary table grows at position 512, and the decoding
+    // kernel's key chunks change there (4 query rows: 2 chunks from 512 keys), so the capture must
+    // decline and be made afresh, as well as replay in between.
+    const llm = model.llm;
+    const prompt = llm.embed(Array.from({ length: 500 }, (_, i) => 3 + ((i * 37) % 300)));
+    const run = async (replay: boolean, sampling: { temperature?: number; topP?: number }) => {
+      const cache = llm.newCache({ maxLength: 600 });
+      const r = await generate(llm, cache, prompt, { maxNewTokens: 24, stopIds: [], replay, seed: 3, ...sampling });
+      expect(cache.length).toBe(500 + 23);
+      cache.dispose();
+      return r;
+    };
+    for (const sampling of [{}, { temperature: 0.8, topP: 0.9 }]) {
+      const recorded = await run(false, sampling);
+      const replayed = await run(true, sampling);
+      expect(recorded.timings.replayedSteps).toBe(0);
+      expect(replayed.timings.replayedSteps).toBeGreaterThan(15);
+      expect(replayed.tokenIds).toEqual(recorded.tokenIds);
+      expect(new Set(replayed.tokenIds).size).toBeGreaterThan(1);
+    }
+    prompt.dispose();
+  });
+
   it('samples reproducibly from a seed', async () => {
     const a = await model.chat({ prompt: 'Describe a dog.', maxNewTokens: 12, temperature: 0.9, topP: 0.95, seed: 7 });
     const b = await model.chat({ prompt: 'Describe a dog.', maxNewTokens: 12, temperature: 0.9, topP: 0.95, seed: 7 });

@@ -2,6 +2,7 @@
  * The engine: one GPU device with its buffer pool, kernel cache and command recorder.
  * Ops (src/ops) are written against `Engine.run`; models against ops.
  */
+import { StepCapture, type ReplayHook } from './capture.js';
 import { DTYPE_BYTES, dtypeOfHostArray, f32ArrayToF16, hostArrayFor, type DType, type HostArray } from './dtype.js';
 import { GpuDevice, type DeviceOptions, type KernelProfile } from './device.js';
 import { KernelCache, type KernelSpec, type Params } from './pipeline.js';
@@ -109,6 +110,8 @@ export class Engine {
     if (dtypeOfHostArray(data) !== t.dtype || data.length !== t.size) {
       throw new RangeError(`write: ${data.constructor.name}(${data.length}) does not match ${t}`);
     }
+    // A replay would not repeat the upload.
+    this.recorder.capture?.spoil(`an upload into ${t} while capturing`);
     // Recorded work may still read a buffer the pool just handed out again; writeBuffer would
     // jump ahead of it in the queue, so submit that work first.
     this.recorder.flush();
@@ -152,7 +155,37 @@ export class Engine {
         }
       }
     }
+    const capture = this.recorder.capture;
+    if (capture) for (const b of kernel.bindings) if (b.access !== 'uniform') capture.retain(tensors[b.name]!.storage);
     this.recorder.dispatch(kernel, buffers, params, this.grid(workgroups, kernel.label));
+  }
+
+  /**
+   * Runs `fn` while logging the commands it records, for replay without running it again (see
+   * src/engine/capture.ts). The commands are recorded as usual too. Captures do not nest.
+   */
+  capture<T>(fn: () => T): { result: T; capture: StepCapture } {
+    if (this.recorder.capture) throw new Error('capture: already capturing (captures do not nest)');
+    const capture = new StepCapture(this.recorder);
+    this.recorder.capture = capture;
+    try {
+      return { result: fn(), capture };
+    } catch (err) {
+      capture.dispose();
+      throw err;
+    } finally {
+      this.recorder.capture = null;
+    }
+  }
+
+  /** True inside capture(): ops whose dispatches depend on host state register onReplay hooks. */
+  get capturing(): boolean {
+    return this.recorder.capture !== null;
+  }
+
+  /** While capturing: how the dispatch just recorded changes at each replay (ignored otherwise). */
+  onReplay(hook: ReplayHook): void {
+    this.recorder.capture?.addHook(hook);
   }
 
   /** Records a buffer copy between tensors' ranges (both 4-byte aligned). */
@@ -160,6 +193,8 @@ export class Engine {
     const s = src.byteOffset + srcByte;
     const d = dst.byteOffset + dstByte;
     if (s % 4 || d % 4 || bytes % 4) throw new RangeError(`copyBytes needs 4-byte aligned offsets and size (got ${s}, ${d}, ${bytes})`);
+    this.recorder.capture?.retain(src.storage);
+    this.recorder.capture?.retain(dst.storage);
     this.recorder.copy(src.buffer, s, dst.buffer, d, bytes);
   }
 
@@ -210,6 +245,7 @@ export class Engine {
   /** Reads a tensor back to the host. Submits pending work and surfaces any GPU error first. */
   async read(t: Tensor): Promise<HostArray> {
     t.assertAlive();
+    this.recorder.capture?.spoil(`a read-back of ${t} while capturing`);
     const start = t.byteOffset & ~3;
     const size = roundUp(t.byteOffset + t.byteLength, 4) - start;
     const staging = this.gpu.device.createBuffer({ size: Math.max(size, 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });

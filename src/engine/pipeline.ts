@@ -66,29 +66,47 @@ export class CompiledKernel {
     for (const f of this.fields) {
       const value = params[f.name];
       if (value === undefined) throw new Error(`${this.label}: missing parameter '${f.name}'`);
-      const values = typeof value === 'object' ? Array.from(value) : [Number(value)];
-      const capacity = f.width * f.count;
-      if (values.length > capacity || (typeof value !== 'object' && capacity !== 1)) {
-        throw new Error(`${this.label}: parameter '${f.name}' takes ${capacity} value(s), got ${values.length}`);
-      }
-      for (let i = 0; i < capacity; i++) {
-        const v = values[i] ?? 0;
-        const at = base + f.offset + Math.floor(i / f.width) * f.stride + (i % f.width) * 4;
-        if (f.kind === 'f32') view.setFloat32(at, v, true);
-        else if (f.kind === 'u32') {
-          if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`${this.label}: parameter '${f.name}' must be a u32, got ${v}`);
-          view.setUint32(at, v, true);
-        } else {
-          if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new Error(`${this.label}: parameter '${f.name}' must be an i32, got ${v}`);
-          view.setInt32(at, v, true);
-        }
-      }
+      this.packField(f, value, view, base);
     }
     // Every field was found, so any extra key is unknown (counted here; named only when thrown).
-    if (Object.keys(params).length !== this.fields.length) {
-      const unknown = Object.keys(params).filter((k) => !this.fields.some((f) => f.name === k));
-      throw new Error(`${this.label}: unknown parameter(s) ${unknown.join(', ')}`);
+    if (Object.keys(params).length !== this.fields.length) this.throwUnknown(params);
+  }
+
+  /** Overwrites some parameters of an already packed slot (a replayed dispatch's changing fields). */
+  repackParams(params: Params, view: DataView, base: number): void {
+    let found = 0;
+    for (const f of this.fields) {
+      const value = params[f.name];
+      if (value === undefined) continue;
+      this.packField(f, value, view, base);
+      found += 1;
     }
+    if (Object.keys(params).length !== found) this.throwUnknown(params);
+  }
+
+  private packField(f: UniformField, value: ParamValue, view: DataView, base: number): void {
+    const values = typeof value === 'object' ? Array.from(value) : [Number(value)];
+    const capacity = f.width * f.count;
+    if (values.length > capacity || (typeof value !== 'object' && capacity !== 1)) {
+      throw new Error(`${this.label}: parameter '${f.name}' takes ${capacity} value(s), got ${values.length}`);
+    }
+    for (let i = 0; i < capacity; i++) {
+      const v = values[i] ?? 0;
+      const at = base + f.offset + Math.floor(i / f.width) * f.stride + (i % f.width) * 4;
+      if (f.kind === 'f32') view.setFloat32(at, v, true);
+      else if (f.kind === 'u32') {
+        if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`${this.label}: parameter '${f.name}' must be a u32, got ${v}`);
+        view.setUint32(at, v, true);
+      } else {
+        if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new Error(`${this.label}: parameter '${f.name}' must be an i32, got ${v}`);
+        view.setInt32(at, v, true);
+      }
+    }
+  }
+
+  private throwUnknown(params: Params): never {
+    const unknown = Object.keys(params).filter((k) => !this.fields.some((f) => f.name === k));
+    throw new Error(`${this.label}: unknown parameter(s) ${unknown.join(', ')}`);
   }
 }
 

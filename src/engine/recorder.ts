@@ -10,6 +10,7 @@
  * it binds, and is cached: decoding binds the same weights and pooled activations step after step,
  * and creating a bind group is the largest host cost of a dispatch.
  */
+import type { CapturedCommand, StepCapture } from './capture.js';
 import type { GpuDevice } from './device.js';
 import type { CompiledKernel, Params } from './pipeline.js';
 
@@ -54,6 +55,8 @@ export class CommandRecorder {
   /** Nesting depth of holding(): while positive, dispatchesPerSubmit does not submit. */
   private held = 0;
   readonly counters: RecorderCounters = { dispatches: 0, submits: 0, bindGroupsCreated: 0 };
+  /** Where commands are also logged while Engine.capture runs. */
+  capture: StepCapture | null = null;
 
   constructor(
     private readonly gpu: GpuDevice,
@@ -85,6 +88,33 @@ export class CommandRecorder {
       throw new Error(`${kernel.label}: takes no parameters, got ${Object.keys(params).join(', ')}`);
     }
     const bindGroup = this.bindGroup(kernel, buffers);
+    if (this.capture) {
+      const bytes = slot === null ? null : new Uint8Array(this.staging.slice(slot, slot + kernel.uniformSize));
+      this.capture.commands.push({ kind: 'dispatch', kernel, bindGroup, workgroups, params: bytes });
+    }
+    this.issue(kernel, bindGroup, slot, workgroups);
+  }
+
+  /** Issues captured commands again (StepCapture.replay): each dispatch's parameters go into a fresh arena slot. */
+  replay(commands: readonly CapturedCommand[]): void {
+    for (const c of commands) {
+      if (c.kind === 'copy') {
+        this.copy(c.src, c.srcOffset, c.dst, c.dstOffset, c.size);
+        continue;
+      }
+      let slot: number | null = null;
+      if (c.params) {
+        const slotSize = Math.ceil(c.params.byteLength / this.slotAlign) * this.slotAlign;
+        if (this.arenaUsed + slotSize > UNIFORM_ARENA_BYTES) this.flush();
+        new Uint8Array(this.staging, this.arenaUsed, c.params.byteLength).set(c.params);
+        slot = this.arenaUsed;
+        this.arenaUsed += slotSize;
+      }
+      this.issue(c.kernel, c.bindGroup, slot, c.workgroups);
+    }
+  }
+
+  private issue(kernel: CompiledKernel, bindGroup: GPUBindGroup, slot: number | null, workgroups: [number, number, number]): void {
     const pass = this.computePass();
     pass.setPipeline(kernel.pipeline);
     if (slot === null) {
@@ -131,6 +161,7 @@ export class CommandRecorder {
 
   /** Records a buffer-to-buffer copy (ends the compute pass; the next dispatch opens a new one). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.capture?.commands.push({ kind: 'copy', src, srcOffset, dst, dstOffset, size });
     const encoder = this.commandEncoder();
     if (this.pass) {
       this.pass.end();

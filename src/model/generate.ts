@@ -8,7 +8,9 @@
  * the CPU's read-back, recording overlaps the GPU's work, and when token t turns out to end the
  * answer, the speculative step is dropped (its cache row truncated).
  */
+import type { StepCapture } from '../engine/capture.js';
 import type { HostArray } from '../engine/dtype.js';
+import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { concat, slice } from '../ops/copy.js';
 import { sampleTokens } from '../ops/sample.js';
@@ -44,6 +46,11 @@ export interface GenerateOptions extends SamplingSettings {
   onSpliced?: (id: number, hidden: Tensor) => void;
   /** Emit these tokens instead of sampling (teacher forcing through the decoding path). */
   forcedIds?: readonly number[];
+  /**
+   * Replay a captured decoding step instead of recording each one (default true): the same
+   * dispatches, without the ops' host work (see src/engine/capture.ts). Off, for comparisons.
+   */
+  replay?: boolean;
 }
 
 export type FinishReason = 'stop' | 'length' | 'context' | 'aborted';
@@ -61,6 +68,8 @@ export interface GenerationTimings {
   submitsPerToken: number;
   /** Bind groups made per decode step: 0 once warm, when every step binds the same buffers. */
   bindGroupsPerToken: number;
+  /** Decode steps issued by replaying a captured step rather than recorded by the ops. */
+  replayedSteps: number;
 }
 
 export interface GenerationResult {
@@ -92,9 +101,10 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   const counters = engine.recorder.counters;
 
   /** Records T positions and the choice of the next token; returns the id, still on the GPU. */
-  const choose = (embeds: Tensor): Tensor => engine.scope(() => sampleTokens(llm.nextTokenLogits(embeds, cache), rng.next(), sampling));
-  /** Records one decode step fed by a token id that is still on the GPU. */
-  const step = (id: Tensor): Tensor => engine.scope(() => choose(llm.embed(id)));
+  const draw = () => rng.next();
+  const choose = (embeds: Tensor): Tensor => engine.scope(() => sampleTokens(llm.nextTokenLogits(embeds, cache), draw, sampling));
+  /** Decode steps fed by a token id that is still on the GPU: recorded once, then replayed. */
+  const decodeSteps = new DecodeSteps(engine, (id) => engine.scope(() => choose(llm.embed(id))), options.replay ?? true);
   /** Records a step fed by a known id, with spliced queries after it when given. */
   const explicitStep = (id: number, queries: Tensor | null): Tensor =>
     engine.scope(() => {
@@ -102,7 +112,7 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       if (!queries) return choose(token);
       const { hidden, logits } = llm.forwardWithLogits(concat([token, queries], 0), cache);
       options.onSpliced?.(id, engine.keep(slice(hidden, 0, 1, hidden.shape[0]!)));
-      return sampleTokens(logits, rng.next(), sampling);
+      return sampleTokens(logits, draw, sampling);
     });
   const forced = options.forcedIds;
 
@@ -131,50 +141,54 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
     stepsRecorded += 1;
     return { id, value };
   };
-  while (current) {
-    // Speculate: record the next step, fed by the id still on the GPU, before this token is known.
-    // It is dropped if the token ends the answer or needs queries spliced after it.
-    let next: PendingStep | null = null;
-    if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
-      const fedBy = current.id;
-      next = record(() => step(fedBy));
-    }
-    const sampled = (await current.value)[0]!;
-    current.id.dispose();
-    if (ids.length === 0) {
-      prefillMs = performance.now() - t0;
-      start = { time: performance.now(), submits: counters.submits };
-    }
-    const id = forced ? forced[ids.length]! : sampled;
-    ids.push(id);
-    if (options.onToken) options.onToken(options.decoder?.push(id) ?? '', id);
-    const queries = options.expand?.(id) ?? null;
-    // Positions the step feeding this token needs: itself and its spliced queries.
-    const settled = cache.length - (next ? 1 : 0);
-    const needed = 1 + (queries ? queries.shape[0]! : 0);
-    const reason: FinishReason | null = stop.has(id)
-      ? 'stop'
-      : ids.length >= maxNew || (forced && ids.length >= forced.length)
-        ? 'length'
-        : options.signal?.aborted
-          ? 'aborted'
-          : settled + needed > cache.maxLength
-            ? 'context'
-            : null;
-    if (next && (reason || queries)) {
-      cache.truncate(cache.length - 1); // the speculative step's position
-      next.value.catch(() => {}); // its read-back is never awaited; a GPU error surfaces at the next read
-      next.id.dispose();
-      next = null;
-    }
-    if (reason) {
-      finishReason = reason;
+  try {
+    while (current) {
+      // Speculate: record the next step, fed by the id still on the GPU, before this token is known.
+      // It is dropped if the token ends the answer or needs queries spliced after it.
+      let next: PendingStep | null = null;
+      if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
+        const fedBy = current.id;
+        next = record(() => decodeSteps.next(fedBy));
+      }
+      const sampled = (await current.value)[0]!;
+      current.id.dispose();
+      if (ids.length === 0) {
+        prefillMs = performance.now() - t0;
+        start = { time: performance.now(), submits: counters.submits };
+      }
+      const id = forced ? forced[ids.length]! : sampled;
+      ids.push(id);
+      if (options.onToken) options.onToken(options.decoder?.push(id) ?? '', id);
+      const queries = options.expand?.(id) ?? null;
+      // Positions the step feeding this token needs: itself and its spliced queries.
+      const settled = cache.length - (next ? 1 : 0);
+      const needed = 1 + (queries ? queries.shape[0]! : 0);
+      const reason: FinishReason | null = stop.has(id)
+        ? 'stop'
+        : ids.length >= maxNew || (forced && ids.length >= forced.length)
+          ? 'length'
+          : options.signal?.aborted
+            ? 'aborted'
+            : settled + needed > cache.maxLength
+              ? 'context'
+              : null;
+      if (next && (reason || queries)) {
+        cache.truncate(cache.length - 1); // the speculative step's position
+        next.value.catch(() => {}); // its read-back is never awaited; a GPU error surfaces at the next read
+        next.id.dispose();
+        next = null;
+      }
+      if (reason) {
+        finishReason = reason;
+        queries?.dispose();
+        break;
+      }
+      next ??= record(() => explicitStep(id, queries));
       queries?.dispose();
-      break;
+      current = next;
     }
-    next ??= record(() => explicitStep(id, queries));
-    queries?.dispose();
-    current = next;
+  } finally {
+    decodeSteps.dispose();
   }
   if (options.onToken && options.decoder) {
     const rest = options.decoder.flush();
@@ -193,6 +207,55 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       dispatchesPerToken: stepsRecorded ? stepDispatches / stepsRecorded : 0,
       submitsPerToken: steps ? (counters.submits - start.submits) / steps : 0,
       bindGroupsPerToken: stepsRecorded ? stepBindGroups / stepsRecorded : 0,
+      replayedSteps: decodeSteps.replayed,
     },
   };
+}
+
+/**
+ * Decoding steps fed by a token id on the GPU. Every step records the same dispatches, so one is
+ * captured and the following ones replay it (Engine.capture), skipping the ops' host work; a step
+ * the capture no longer fits (its hooks decline) is recorded, and captured, afresh. The captured
+ * step reads its id from its own `feed` tensor, so each replay first copies the previous id there;
+ * it writes the same `out` tensor every time, and queue order puts each step's read-back before the
+ * next replay overwrites it.
+ */
+class DecodeSteps {
+  private captured: { capture: StepCapture; feed: Tensor; out: Tensor } | null = null;
+  /** Steps issued by replay. */
+  replayed = 0;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly record: (id: Tensor) => Tensor,
+    private readonly replay: boolean,
+  ) {}
+
+  /** The next step's chosen id (a tensor the caller disposes), still on the GPU. */
+  next(fedBy: Tensor): Tensor {
+    if (!this.replay) return this.record(fedBy);
+    const c = this.captured;
+    if (c) {
+      this.engine.copyBytes(fedBy, 0, c.feed, 0, fedBy.byteLength);
+      if (c.capture.replay()) {
+        this.replayed += 1;
+        return c.out.reshape(c.out.shape);
+      }
+      this.dispose();
+    }
+    const feed = this.engine.empty(fedBy.shape, fedBy.dtype);
+    this.engine.copyBytes(fedBy, 0, feed, 0, fedBy.byteLength);
+    const { result: out, capture } = this.engine.capture(() => this.record(feed));
+    this.captured = { capture, feed, out };
+    return out.reshape(out.shape);
+  }
+
+  dispose(): void {
+    if (!this.captured) return;
+    const { capture, feed, out } = this.captured;
+    capture.dispose();
+    feed.dispose();
+    out.dispose();
+    this.captured = null;
+  }
 }

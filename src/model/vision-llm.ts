@@ -241,7 +241,7 @@ export class VisionLLM {
         links,
         timings: {
           promptTokens: plan.ids.length, prefillMs: forwardMs, decodeTokens: 0, decodeMs: 0, recordMsPerToken: 0,
-          dispatchesPerToken: 0, submitsPerToken: 0, bindGroupsPerToken: 0, visionMs: timing.visionMs, imageTiles: timing.imageTiles,
+          dispatchesPerToken: 0, submitsPerToken: 0, bindGroupsPerToken: 0, replayedSteps: 0, visionMs: timing.visionMs, imageTiles: timing.imageTiles,
           totalMs: performance.now() - timing.t0,
         },
       };

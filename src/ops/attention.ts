@@ -21,11 +21,12 @@
 import os from 'node:os';
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
+import type { ReplayHook } from '../engine/capture.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
 import { subgroupsOf8 } from './variants.js';
-import { bindingWindow, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
+import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
 
 export type { AttentionLayout } from './attention-layout.js';
 
@@ -66,6 +67,18 @@ export interface FreshRow {
   v: Tensor;
   /** Rotate q and the fresh key (rotate-half) by row `row` of a [rows, D] f32 cos | sin table. */
   rotary?: { table: Tensor; row: number };
+  /**
+   * When the step is captured (Engine.capture): its key count and rotary row at each replay, and
+   * the host-side effect of taking that row; null when the step cannot be replayed.
+   */
+  replay?: () => FreshReplay | null;
+}
+
+/** A replayed decoding step's place (FreshRow.replay). */
+export interface FreshReplay {
+  kvLength: number;
+  row: number;
+  apply?: () => void;
 }
 
 /** Query rows at or below which the split-K decoding kernels are used. */
@@ -98,11 +111,11 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   const call: Call = { engine, g, q, k, v, dtype, bias, mask, causal, scale: options.scale ?? 1 / Math.sqrt(g.D), kernel, splits: 1, chunk: g.Lk };
   if (options.fresh) call.fresh = freshPlan(call, options.fresh);
   if (kernel === 'decode_subgroup' || kernel === 'decode_tiled') {
-    const splits = options.splits ?? defaultSplits(engine, g);
-    if (!Number.isInteger(splits) || splits < 1) throw new RangeError(`${OP}: splits must be a positive integer, got ${splits}`);
-    const step = kernel === 'decode_subgroup' ? 8 : 64;
-    call.chunk = Math.max(step, Math.ceil(Math.ceil(g.Lk / splits) / step) * step);
-    call.splits = Math.max(1, Math.ceil(g.Lk / call.chunk));
+    if (options.splits !== undefined && (!Number.isInteger(options.splits) || options.splits < 1)) {
+      throw new RangeError(`${OP}: splits must be a positive integer, got ${options.splits}`);
+    }
+    call.forcedSplits = options.splits;
+    Object.assign(call, decodeChunks(call, g.Lk));
   } else if (options.splits !== undefined) {
     throw new RangeError(`${OP}: splits applies to the decoding kernels only (kernel '${kernel}')`);
   }
@@ -127,6 +140,8 @@ interface Call {
   kernel: AttentionKernel;
   splits: number;
   chunk: number;
+  /** Key chunks asked for (AttentionOptions.splits), if any. */
+  forcedSplits?: number;
   fresh?: FreshPlan;
 }
 
@@ -137,6 +152,7 @@ interface FreshPlan {
   k: number;
   v: number;
   rotary?: { table: Tensor; row: number };
+  replay?: () => FreshReplay | null;
 }
 
 function freshPlan(c: Call, fresh: FreshRow): FreshPlan {
@@ -166,7 +182,7 @@ function freshPlan(c: Call, fresh: FreshRow): FreshPlan {
   if (r && (r.table.dtype !== 'f32' || r.table.rank !== 2 || r.table.shape[1] !== g.D || !Number.isInteger(r.row) || r.row < 0 || r.row >= r.table.shape[0]!)) {
     throw new RangeError(`${what}: rotary row ${r.row} of table ${formatShape(r.table.shape)} ${r.table.dtype} must be a row of an f32 [rows, ${g.D}] table`);
   }
-  return { span, k, v, rotary: r };
+  return { span, k, v, rotary: r, replay: fresh.replay };
 }
 
 function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {
@@ -183,11 +199,19 @@ function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {
 /** CPU threads to keep busy (a syscall to ask, so asked once). */
 const CPU_THREADS = os.availableParallelism();
 
-function defaultSplits(engine: Engine, g: AttentionGeometry): number {
+function defaultSplits(engine: Engine, g: AttentionGeometry, Lk: number): number {
   const MIN_CHUNK = 256;
   const wanted = engine.profile === 'cpu' ? 4 * CPU_THREADS : 512;
   const rows = g.B * g.Hq * g.Lq;
-  return Math.max(1, Math.min(Math.ceil(wanted / rows), Math.floor(g.Lk / MIN_CHUNK)));
+  return Math.max(1, Math.min(Math.ceil(wanted / rows), Math.floor(Lk / MIN_CHUNK)));
+}
+
+/** Key chunks of the decoding kernels over Lk keys: their number and length (a multiple of the kernel's key step). */
+function decodeChunks(c: Call, Lk: number): { splits: number; chunk: number } {
+  const wanted = c.forcedSplits ?? defaultSplits(c.engine, c.g, Lk);
+  const step = c.kernel === 'decode_subgroup' ? 8 : 64;
+  const chunk = Math.max(step, Math.ceil(Math.ceil(Lk / wanted) / step) * step);
+  return { splits: Math.max(1, Math.ceil(Lk / chunk)), chunk };
 }
 
 /** Bytes of scratch per query head for the split-K partial results (D outputs, max and sum per chunk). */
@@ -275,11 +299,34 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
       break;
     }
     case 'decode_subgroup':
-    case 'decode_tiled':
-      decode(c, count, { ...tensors, table: tw?.view ?? none }, dtypes, flags, params);
+    case 'decode_tiled': {
+      const replay = engine.capturing && c.fresh ? decodeReplay(c, tw?.base ?? 0) : undefined;
+      decode(c, count, { ...tensors, table: tw?.view ?? none }, dtypes, flags, params, replay);
       break;
+    }
   }
   for (const w of [qw, ow, kw, vw, tw]) w?.view.dispose();
+}
+
+/**
+ * How a captured fused decoding step follows its KV cache at each replay (FreshRow.replay): the
+ * parameters that count keys change; the hooks decline when the chunking would change, or when the
+ * cache or rotary table is bound through a window that moves with the length.
+ */
+function decodeReplay(c: Call, tableBase: number): (withEffect: boolean) => ReplayHook {
+  const fixed = bindsWhole(c.k) && bindsWhole(c.v) && (!c.fresh?.rotary || bindsWhole(c.fresh.rotary.table));
+  return (withEffect) => () => {
+    const at = fixed ? c.fresh?.replay?.() : null;
+    if (!at) return null;
+    const { splits, chunk } = decodeChunks(c, at.kvLength);
+    if (splits !== c.splits) return null;
+    const params = {
+      Lk: at.kvLength, chunk, new_key: at.kvLength - 1,
+      causal_offset: c.causal ? at.kvLength - c.g.Lq : 0,
+      table_row: c.fresh?.rotary ? at.row * c.g.D - tableBase : 0,
+    };
+    return withEffect ? { params, apply: at.apply } : { params };
+  };
 }
 
 function decode(
@@ -289,6 +336,7 @@ function decode(
   dtypes: Record<string, DType>,
   flags: Record<string, boolean>,
   params: (items: number) => Record<string, number>,
+  replay?: (withEffect: boolean) => ReplayHook,
 ): void {
   const { engine, g } = c;
   const split = c.splits > 1;
@@ -303,9 +351,11 @@ function decode(
   const includes = { kv: c.fresh ? 'read_write' : 'read' };
   const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides, includes };
   engine.run(spec, { ...tensors, part }, params(items), items * count);
+  if (replay) engine.onReplay(replay(true));
   if (split) {
     const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG }, includes: { kv: 'read' } };
     engine.run(combine, { out: tensors.out!, part }, params(g.Lq), g.Lq * count);
+    if (replay) engine.onReplay(replay(false));
   }
   part.dispose();
 }

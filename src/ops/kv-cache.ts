@@ -15,7 +15,7 @@
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { attention, type AttentionOptions } from './attention.js';
+import { attention, type AttentionOptions, type FreshReplay } from './attention.js';
 import type { AttentionLayout } from './attention-layout.js';
 import { planPositions, planRotary, rope, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
@@ -138,9 +138,17 @@ export class KVCache {
     }
     this.checkRoom('KVCache.appendAndAttend', 1);
     const rotary = this.rotary ? { table: this.rotary.tableFor(this.used), row: this.used } : undefined;
-    const out = this.attendRows(q, this.used + 1, { ...options, fresh: { k, v, rotary } });
+    const replay = q.engine.capturing ? () => this.nextRow(rotary?.table) : undefined;
+    const out = this.attendRows(q, this.used + 1, { ...options, fresh: { k, v, rotary, replay } });
     this.used += 1;
     return out;
+  }
+
+  /** Where a replayed decoding step goes: the next row, while there is room and the rotary table is the captured one. */
+  private nextRow(table: Tensor | undefined): FreshReplay | null {
+    if (this.used >= this.maxLength) return null;
+    if (this.rotary && this.rotary.tableFor(this.used) !== table) return null;
+    return { kvLength: this.used + 1, row: this.used, apply: () => (this.used += 1) };
   }
 
   /** Attention of q against the first `rows` rows of the cache's own K/V tensors (nothing is copied). */

@@ -23,9 +23,10 @@ export interface SamplingOptions {
 
 /**
  * One token id per row of `logits` [..., vocab], as u32 [...]. `draws` are uniform numbers in
- * [0, 1), one per row (a single number is used for every row).
+ * [0, 1), one per row (a single number is used for every row), or a generator called once per row,
+ * and again at each replay when the call is captured (Engine.capture).
  */
-export function sampleTokens(logits: Tensor, draws: number | readonly number[], options: SamplingOptions = {}): Tensor {
+export function sampleTokens(logits: Tensor, draws: number | readonly number[] | (() => number), options: SamplingOptions = {}): Tensor {
   expectDType('sample', logits, FLOAT_DTYPES, 'logits');
   expectRank('sample', logits, 1, 'logits');
   const temperature = options.temperature ?? 1;
@@ -37,9 +38,9 @@ export function sampleTokens(logits: Tensor, draws: number | readonly number[], 
   if (temperature === 0) return argmax(logits);
 
   const { rows, width } = rowsAndWidth(logits);
-  const u = typeof draws === 'number' ? new Array<number>(rows).fill(draws) : [...draws];
+  const u = typeof draws === 'number' ? new Array<number>(rows).fill(draws) : typeof draws === 'function' ? Array.from({ length: rows }, draws) : [...draws];
   if (u.length !== rows) throw new RangeError(`sample: ${u.length} draws for ${rows} rows of logits`);
-  for (const v of u) if (!(v >= 0 && v < 1)) throw new RangeError(`sample: draws must be in [0, 1), got ${v}`);
+  checkDraws(u);
 
   const engine = logits.engine;
   const config = rowKernelConfig(engine);
@@ -58,9 +59,16 @@ export function sampleTokens(logits: Tensor, draws: number | readonly number[], 
         { rows: r1 - r0, width, top_k: topK >= width ? 0 : topK, top_p: topP, inv_temperature: 1 / temperature, draws: u.slice(r0, r1) },
         r1 - r0,
       );
+      // Captured: a generator draws anew at each replay; fixed draws stay as they are.
+      if (typeof draws === 'function') engine.onReplay(() => ({ params: { draws: checkDraws(Array.from({ length: r1 - r0 }, draws)) } }));
       Object.values(views).forEach((v) => v.dispose());
     }
   }
   [logits2, flatOut, probs].forEach((t) => t.dispose());
   return out;
+}
+
+function checkDraws(u: number[]): number[] {
+  for (const v of u) if (!(v >= 0 && v < 1)) throw new RangeError(`sample: draws must be in [0, 1), got ${v}`);
+  return u;
 }

@@ -23,8 +23,12 @@ export function windowBytes(t: Pick<Tensor, 'dtype' | 'byteOffset' | 'engine'>, 
  * call (a KV cache read at a growing length, say), and so is the cached bind group.
  */
 export function bindingWindow(t: Tensor, span: Span): { view: Tensor; base: number } {
-  const whole: Span = [0, t.size];
-  return spanWindow(t, windowBytes(t, whole) <= t.engine.maxBindingBytes ? whole : span);
+  return spanWindow(t, bindsWhole(t) ? [0, t.size] : span);
+}
+
+/** Whether bindingWindow binds all of `t` (then the binding is the same whatever the span). */
+export function bindsWhole(t: Tensor): boolean {
+  return windowBytes(t, [0, t.size]) <= t.engine.maxBindingBytes;
 }
 
 /**
