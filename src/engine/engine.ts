@@ -133,10 +133,12 @@ export class Engine {
     const kernel = this.kernels.get(spec);
     const buffers = new Map<number, BufferRange>();
     const writes: { name: string; range: BufferRange }[] = [];
+    const capture = this.recorder.capture;
     for (const b of kernel.bindings) {
       if (b.access === 'uniform') continue;
       const t = tensors[b.name];
       if (!t) throw new Error(`${kernel.label}: no tensor for binding '${b.name}'`);
+      capture?.retain(t.storage); // replays bind it again: keep it from the pool
       const range = this.bindingRange(t, () => `${kernel.label} '${b.name}'`);
       buffers.set(b.binding, range);
       if (b.access === 'read_write') writes.push({ name: b.name, range });
@@ -155,8 +157,6 @@ export class Engine {
         }
       }
     }
-    const capture = this.recorder.capture;
-    if (capture) for (const b of kernel.bindings) if (b.access !== 'uniform') capture.retain(tensors[b.name]!.storage);
     this.recorder.dispatch(kernel, buffers, params, this.grid(workgroups, kernel.label));
   }
 

@@ -78,12 +78,10 @@ export class CommandRecorder {
   dispatch(kernel: CompiledKernel, buffers: Map<number, BufferRange>, params: Params, workgroups: [number, number, number]): void {
     let slot: number | null = null;
     if (kernel.uniformBinding !== null) {
-      const slotSize = Math.ceil(kernel.uniformSize / this.slotAlign) * this.slotAlign;
-      if (this.arenaUsed + slotSize > UNIFORM_ARENA_BYTES) this.flush();
+      slot = this.nextSlot(kernel.uniformSize);
       // Pack first: a bad parameter throws before anything is recorded.
-      kernel.packParams(params, this.stagingView, this.arenaUsed);
-      slot = this.arenaUsed;
-      this.arenaUsed += slotSize;
+      kernel.packParams(params, this.stagingView, slot);
+      this.arenaUsed += this.slotBytes(kernel.uniformSize);
     } else if (Object.keys(params).length) {
       throw new Error(`${kernel.label}: takes no parameters, got ${Object.keys(params).join(', ')}`);
     }
@@ -104,14 +102,23 @@ export class CommandRecorder {
       }
       let slot: number | null = null;
       if (c.params) {
-        const slotSize = Math.ceil(c.params.byteLength / this.slotAlign) * this.slotAlign;
-        if (this.arenaUsed + slotSize > UNIFORM_ARENA_BYTES) this.flush();
-        new Uint8Array(this.staging, this.arenaUsed, c.params.byteLength).set(c.params);
-        slot = this.arenaUsed;
-        this.arenaUsed += slotSize;
+        slot = this.nextSlot(c.params.byteLength);
+        new Uint8Array(this.staging, slot, c.params.byteLength).set(c.params);
+        this.arenaUsed += this.slotBytes(c.params.byteLength);
       }
       this.issue(c.kernel, c.bindGroup, slot, c.workgroups);
     }
+  }
+
+  /** Where the next parameter slot of `size` bytes starts in the arena (a full arena is submitted first); the caller then takes slotBytes(size). */
+  private nextSlot(size: number): number {
+    if (this.arenaUsed + this.slotBytes(size) > UNIFORM_ARENA_BYTES) this.flush();
+    return this.arenaUsed;
+  }
+
+  /** Arena bytes a slot of `size` bytes takes: dynamic offsets must be aligned. */
+  private slotBytes(size: number): number {
+    return Math.ceil(size / this.slotAlign) * this.slotAlign;
   }
 
   private issue(kernel: CompiledKernel, bindGroup: GPUBindGroup, slot: number | null, workgroups: [number, number, number]): void {
