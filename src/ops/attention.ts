@@ -266,7 +266,6 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
   const rotary = c.fresh?.rotary;
   // The whole table when it fits a binding (it does but for huge contexts): the same bind group every step.
   const tw = rotary ? bindingWindow(rotary.table, [rotary.row * g.D, (rotary.row + 1) * g.D]) : null;
-  const tableRow = tw ? rotary!.row * g.D - tw.base : 0;
   const bias = c.bias?.tensor ?? none;
   const mask = c.mask?.tensor ?? none;
   const dtypes = { query: c.q.dtype, keys: c.k.dtype, values: c.v.dtype, bias: bias.dtype, mask: mask.dtype, out: out.dtype };
@@ -275,14 +274,14 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
     [`${name}_nb`]: t?.nb ?? 1, [`${name}_sb`]: t?.sb ?? 0, [`${name}_sh`]: t?.sh ?? 0, [`${name}_sl`]: t?.sl ?? 0,
   });
   const params = (items: number) => ({
-    Lq: g.Lq, Lk: g.Lk, D: g.D, Hq: g.Hq, group: g.group,
+    Lq: g.Lq, D: g.D, Hq: g.Hq, group: g.group,
     bh_begin: bh0, bh_count: count, items,
     q_sb: g.qStrides[0], q_sh: g.qStrides[1], q_sl: g.qStrides[2], q_base: qw.base, o_base: ow.base,
     k_sb: g.kStrides[0], k_sh: g.kStrides[1], k_sl: g.kStrides[2], k_base: kw.base, v_base: vw.base,
-    causal_offset: c.causal ? g.Lk - g.Lq : 0,
     ...term(c.bias, 'bias'), ...term(c.mask, 'mask'),
-    scale: c.scale, splits: c.splits, chunk: c.chunk,
-    new_key: c.fresh ? g.Lk - 1 : 0, fresh_k: c.fresh ? c.fresh.k - qw.base : 0, fresh_v: c.fresh ? c.fresh.v - qw.base : 0, table_row: tableRow,
+    scale: c.scale, splits: c.splits,
+    fresh_k: c.fresh ? c.fresh.k - qw.base : 0, fresh_v: c.fresh ? c.fresh.v - qw.base : 0,
+    ...keyCountParams(c, g.Lk, c.chunk, rotary?.row ?? 0, tw?.base ?? 0),
   });
   const tensors = { query: qw.view, keys: kw.view, values: vw.view, bias, mask, out: ow.view };
   const HB = Math.ceil(g.D / 32);
@@ -320,12 +319,21 @@ function decodeReplay(c: Call, tableBase: number): (withEffect: boolean) => Repl
     if (!at) return null;
     const { splits, chunk } = decodeChunks(c, at.kvLength);
     if (splits !== c.splits) return null;
-    const params = {
-      Lk: at.kvLength, chunk, new_key: at.kvLength - 1,
-      causal_offset: c.causal ? at.kvLength - c.g.Lq : 0,
-      table_row: c.fresh?.rotary ? at.row * c.g.D - tableBase : 0,
-    };
+    const params = keyCountParams(c, at.kvLength, chunk, at.row, tableBase);
     return withEffect ? { params, apply: at.apply } : { params };
+  };
+}
+
+/**
+ * The parameters that follow the number of keys Lk (and, for a fused step, its rotary row in a
+ * table bound from element tableBase): all that a replayed decoding step changes.
+ */
+function keyCountParams(c: Call, Lk: number, chunk: number, row: number, tableBase: number): Record<string, number> {
+  return {
+    Lk, chunk,
+    causal_offset: c.causal ? Lk - c.g.Lq : 0,
+    new_key: c.fresh ? Lk - 1 : 0,
+    table_row: c.fresh?.rotary ? row * c.g.D - tableBase : 0,
   };
 }
 
