@@ -41,6 +41,12 @@ export interface AdapterSummary {
   isCpu: boolean;
   subgroupMinSize: number;
   subgroupMaxSize: number;
+  /**
+   * lavapipe's worker threads (LP_NUM_THREADS as the driver read it; 0: it runs workgroups on its
+   * queue thread, one after another). lavapipe gives each of a dispatch's first that-many
+   * workgroups a thread of its own, so they run at the same time. 0 on other adapters.
+   */
+  workerThreads: number;
 }
 
 export class GpuDevice {
@@ -78,6 +84,7 @@ export class GpuDevice {
     // decoding is ~17% faster and GEMV bandwidth unchanged (docs/engine.md). Read when the driver
     // loads, so before the first adapter; a value the user set wins.
     process.env.LP_NUM_THREADS ??= String(2 * os.availableParallelism());
+    const lavapipeThreads = Number(process.env.LP_NUM_THREADS);
 
     const backend = options.backend ?? process.env.VISIONLLM_BACKEND;
     const adapterName = options.adapter ?? process.env.VISIONLLM_ADAPTER;
@@ -98,7 +105,7 @@ export class GpuDevice {
 
     const requiredFeatures = WANTED_FEATURES.filter((f) => adapter!.features.has(f));
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits: maximumLimits(adapter) });
-    const summary = summarise(adapter);
+    const summary = summarise(adapter, lavapipeThreads);
     const envProfile = process.env.VISIONLLM_PROFILE;
     if (envProfile && envProfile !== 'cpu' && envProfile !== 'gpu') {
       throw new GpuError(`VISIONLLM_PROFILE must be 'cpu' or 'gpu', got '${envProfile}'`);
@@ -168,7 +175,7 @@ function maximumLimits(adapter: GPUAdapter): Record<string, number> {
   return limits;
 }
 
-function summarise(adapter: GPUAdapter): AdapterSummary {
+function summarise(adapter: GPUAdapter, lavapipeThreads: number): AdapterSummary {
   const info = adapter.info;
   const isCpu =
     info.architecture === 'software' ||
@@ -183,6 +190,7 @@ function summarise(adapter: GPUAdapter): AdapterSummary {
     isCpu,
     subgroupMinSize: sg.subgroupMinSize ?? 0,
     subgroupMaxSize: sg.subgroupMaxSize ?? 0,
+    workerThreads: /^llvmpipe/.test(info.description) && Number.isInteger(lavapipeThreads) && lavapipeThreads > 0 ? lavapipeThreads : 0,
   };
 }
 

@@ -5,6 +5,7 @@ export * from './conv.js';
 export * from './copy.js';
 export * from './elementwise.js';
 export * from './gather.js';
+export * from './gemv-chain.js';
 export * from './kv-cache.js';
 export * from './matmul.js';
 export { msDeformAttn, type MsDeformAttnKernel, type MsDeformAttnOptions } from './ms-deform-attn.js';

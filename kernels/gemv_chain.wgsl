@@ -1,0 +1,235 @@
+// Consecutive one-row products (LLM decoding) in one dispatch, for CPU adapters: up to four GEMV
+// stages, each able to feed on the outputs of earlier ones. On lavapipe a dispatch boundary costs
+// far more than the work of a small GEMV's last rows: the hand-over to the worker threads and back,
+// and a core idle while the slowest worker finishes. Here the dispatch's NWG workgroups, one per
+// worker thread, run through every stage and meet at a barrier in memory between stages.
+//
+// That barrier is only safe when all NWG workgroups run at once. lavapipe gives each of a
+// dispatch's first LP_NUM_THREADS workgroups a thread of its own, and ops/gemv-chain.ts never asks
+// for more workgroups than that (nor than there are cores: a waiting workgroup spins). GPUs make no
+// such promise, so there the op runs the stages as separate GEMVs.
+//
+// Stage s writes out_s[o] = W_s[o]·x_s (+ residual_s[o]) into the arena, where
+//   x_s is the stage's input, RMS-normalised first under PRE_NORM: x[k] * norm_s[k] / rms(x);
+//   GATED: out[o] = act(W[o]·x) * (W[N + o]·x), W holding N gate rows then N up rows (SwiGLU).
+// Inputs and residuals come from src0 or src1 (tensors from before the chain) or from the arena
+// (earlier stages' outputs). Work split as in gemv_rows: a lane owns 4 weight rows (4 outputs, or
+// 2 gate/up pairs) and walks k in steps of 8, the 8 input values of a step shared by
+// subgroupBroadcast; the workgroups take chunks of 32 rows as they finish their last.
+//
+// The stage index is a literal at each call of run_stage, so once the shader compiler has inlined
+// the call, every switch on it below selects one binding at compile time.
+// A workgroup is one subgroup, and every branch on a shared value (a chunk index, a barrier's
+// count) takes a value broadcast from lane 0, so all lanes always take it together; WGSL's
+// analysis cannot see through the broadcast of an atomic's result.
+diagnostic(off, subgroup_uniformity);
+#include "lib/activation.wgsl"
+
+struct Params {
+  count: u32,                    // stages in use (1 to 4)
+  eps: vec4<f32>,                // per stage: RMSNorm epsilon under PRE_NORM
+  dims: array<vec4<u32>, 4>,     // per stage: outputs N, K, flags, output offset in the arena
+  sources: array<vec4<u32>, 4>,  // per stage: input source, input offset, residual source, residual offset
+}
+
+// Stage flags; bits 8 and up hold the gate's activation code (lib/activation.wgsl).
+const PRE_NORM = 1u;
+const GATED = 2u;
+const RESIDUAL = 4u;
+const SRC0 = 0u;
+const SRC1 = 1u;   // anything else: the arena
+
+override NWG: u32 = 1u;    // workgroups: each runs on its own worker thread
+override B_PAIRS: bool = false;  // every weight row starts at an even element: load f16 weights in pairs
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w0: array<w0_t>;
+@group(0) @binding(2) var<storage, read> w1: array<w1_t>;
+@group(0) @binding(3) var<storage, read> w2: array<w2_t>;
+@group(0) @binding(4) var<storage, read> w3: array<w3_t>;
+@group(0) @binding(5) var<storage, read> norm0: array<norm0_t>;
+@group(0) @binding(6) var<storage, read> norm1: array<norm1_t>;
+@group(0) @binding(7) var<storage, read> norm2: array<norm2_t>;
+@group(0) @binding(8) var<storage, read> norm3: array<norm3_t>;
+@group(0) @binding(9) var<storage, read> src0: array<src0_t>;
+@group(0) @binding(10) var<storage, read> src1: array<src1_t>;
+@group(0) @binding(11) var<storage, read_write> arena: array<f32>;
+// [0]: workgroups arrived at the current barrier; [1]: barriers passed (only ever grows);
+// [2]: chunks of the current stage handed out; [3]: workgroups done with the dispatch.
+@group(0) @binding(12) var<storage, read_write> meeting: array<atomic<u32>>;
+
+fn w_ld(s: u32, i: u32) -> f32 {
+  switch s {
+    case 0u: { return w0_ld(i); }
+    case 1u: { return w1_ld(i); }
+    case 2u: { return w2_ld(i); }
+    default: { return w3_ld(i); }
+  }
+}
+
+fn w_ld2(s: u32, i: u32) -> vec2<f32> {
+  switch s {
+    case 0u: { return w0_ld2(i); }
+    case 1u: { return w1_ld2(i); }
+    case 2u: { return w2_ld2(i); }
+    default: { return w3_ld2(i); }
+  }
+}
+
+fn norm_ld(s: u32, i: u32) -> f32 {
+  switch s {
+    case 0u: { return norm0_ld(i); }
+    case 1u: { return norm1_ld(i); }
+    case 2u: { return norm2_ld(i); }
+    default: { return norm3_ld(i); }
+  }
+}
+
+/** Element i of a vector source: src0, src1 or the arena. */
+fn source_ld(source: u32, i: u32) -> f32 {
+  switch source {
+    case SRC0: { return src0_ld(i); }
+    case SRC1: { return src1_ld(i); }
+    default: { return arena[i]; }
+  }
+}
+
+/** Weights k..k+7 of a row. */
+fn w8(s: u32, base: u32) -> array<vec4<f32>, 2> {
+  if (B_PAIRS) {
+    return array<vec4<f32>, 2>(vec4<f32>(w_ld2(s, base), w_ld2(s, base + 2u)), vec4<f32>(w_ld2(s, base + 4u), w_ld2(s, base + 6u)));
+  }
+  return array<vec4<f32>, 2>(vec4<f32>(w_ld(s, base), w_ld(s, base + 1u), w_ld(s, base + 2u), w_ld(s, base + 3u)),
+                             vec4<f32>(w_ld(s, base + 4u), w_ld(s, base + 5u), w_ld(s, base + 6u), w_ld(s, base + 7u)));
+}
+
+/**
+ * Waits until every workgroup has arrived. The last to arrive resets the count and moves the
+ * barrier counter on, which releases the others; reading the counter before arriving makes each
+ * barrier distinct, so the same two words serve every barrier of every dispatch. Atomic
+ * read-modify-writes order the stages' plain stores and loads around it, and (unlike atomicLoad) a
+ * compiler cannot hoist them out of the wait loop. Every lane takes part: a workgroup is one subgroup.
+ */
+fn meet_all(lane: u32) {
+  let passed = atomicAdd(&meeting[1], 0u);
+  let arrived = subgroupBroadcast(atomicAdd(&meeting[0], select(0u, 1u, lane == 0u)), 0u);
+  if (arrived == NWG - 1u) {
+    if (lane == 0u) {
+      atomicStore(&meeting[0], 0u);
+      atomicStore(&meeting[2], 0u); // everyone is here: nobody takes another chunk of the last stage
+      atomicAdd(&meeting[1], 1u);
+    }
+  } else {
+    loop {
+      if (atomicAdd(&meeting[1], 0u) != passed) { break; }
+    }
+  }
+}
+
+/**
+ * The next chunk of rows for this workgroup. Chunks are handed out as asked for, not dealt in
+ * turn: a worker thread the OS pre-empts (for our own host thread, say) then holds up the others
+ * for at most the chunk it is in, not for its whole share.
+ */
+fn next_chunk(lane: u32) -> u32 {
+  var taken = 0u;
+  if (lane == 0u) { taken = atomicAdd(&meeting[2], 1u); }
+  return subgroupBroadcast(taken, 0u);
+}
+
+/** The last workgroup out resets the chunk count for the next dispatch (all others are done taking). */
+fn leave(lane: u32) {
+  if (lane == 0u && atomicAdd(&meeting[3], 1u) == NWG - 1u) {
+    atomicStore(&meeting[3], 0u);
+    atomicStore(&meeting[2], 0u);
+  }
+}
+
+fn run_stage(s: u32, lane: u32) {
+  let N = p.dims[s].x;
+  let K = p.dims[s].y;
+  let flags = p.dims[s].z;
+  let out_at = p.dims[s].w;
+  let input = p.sources[s].x;
+  let input_at = p.sources[s].y;
+  let pre_norm = (flags & PRE_NORM) != 0u;
+  let gated = (flags & GATED) != 0u;
+  // Outputs per chunk of 32 weight rows.
+  let per_chunk = select(32u, 16u, gated);
+  let chunks = (N + per_chunk - 1u) / per_chunk;
+  let k8 = K & ~7u;
+  loop {
+    let chunk = next_chunk(lane);
+    if (chunk >= chunks) { break; }
+    // The lane's outputs, and the weight rows behind them: 4 plain rows, or 2 gate/up pairs.
+    var outputs: array<u32, 4>;
+    var rows: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+      if (gated) {
+        outputs[j] = chunk * 16u + lane * 2u + j / 2u;
+        rows[j] = min(outputs[j], N - 1u) + (j % 2u) * N;
+      } else {
+        outputs[j] = chunk * 32u + lane * 4u + j;
+        rows[j] = min(outputs[j], N - 1u);
+      }
+    }
+    // Explicitly zeroed: lavapipe does not re-zero a `var` declared without initialiser in a loop.
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sum_sq = 0.0;
+    for (var k = 0u; k < k8; k += 8u) {
+      let raw = source_ld(input, input_at + k + lane);
+      sum_sq += raw * raw;
+      var mine = raw;
+      if (pre_norm) { mine *= norm_ld(s, k + lane); }
+      let x0 = vec4<f32>(subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u), subgroupBroadcast(mine, 3u));
+      let x1 = vec4<f32>(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
+      for (var j = 0u; j < 4u; j++) {
+        let w = w8(s, rows[j] * K + k);
+        acc[j] += x0 * w[0] + x1 * w[1];
+      }
+    }
+    for (var k = k8; k < K; k++) {
+      let raw = source_ld(input, input_at + k);
+      sum_sq += select(0.0, raw * raw, lane == 0u); // every lane loads the tail: count it once
+      var xk = raw;
+      if (pre_norm) { xk *= norm_ld(s, k); }
+      for (var j = 0u; j < 4u; j++) { acc[j].x += xk * w_ld(s, rows[j] * K + k); }
+    }
+    let scale = select(1.0, inverseSqrt(subgroupAdd(sum_sq) / f32(K) + p.eps[s]), pre_norm);
+    var dots: array<f32, 4>;
+    for (var j = 0u; j < 4u; j++) { dots[j] = dot(acc[j], vec4<f32>(1.0)) * scale; }
+    if (gated) {
+      let act = flags >> 8u;
+      finish(s, outputs[0], activate(dots[0], act) * dots[1]);
+      finish(s, outputs[2], activate(dots[2], act) * dots[3]);
+    } else {
+      for (var j = 0u; j < 4u; j++) { finish(s, outputs[j], dots[j]); }
+    }
+  }
+}
+
+/** Stores output o of stage s, plus its residual. */
+fn finish(s: u32, o: u32, value: f32) {
+  if (o >= p.dims[s].x) { return; }
+  var v = value;
+  if ((p.dims[s].z & RESIDUAL) != 0u) { v += source_ld(p.sources[s].z, p.sources[s].w + o); }
+  arena[p.dims[s].w + o] = v;
+}
+
+@compute @workgroup_size(8)
+fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
+  run_stage(0u, lane);
+  if (p.count > 1u) {
+    meet_all(lane);
+    run_stage(1u, lane);
+  }
+  if (p.count > 2u) {
+    meet_all(lane);
+    run_stage(2u, lane);
+  }
+  if (p.count > 3u) {
+    meet_all(lane);
+    run_stage(3u, lane);
+  }
+  leave(lane);
+}

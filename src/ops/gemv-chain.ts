@@ -1,0 +1,204 @@
+/**
+ * Consecutive one-row products (LLM decoding), each able to read earlier ones' outputs:
+ *
+ *   const [x1, h, x2] = gemvChain([
+ *     { input: attn, weight: o, residual: x },                               // x1 = x + attn·oᵀ
+ *     { input: 0, weight: gateUp, preNorm: { weight: norm, eps }, gated: 'silu' }, // h = SwiGLU(rmsnorm(x1))
+ *     { input: 1, weight: down, residual: 0 },                               // x2 = x1 + h·downᵀ
+ *   ]);
+ *
+ * On lavapipe (profile 'cpu', 8-wide subgroups) up to four stages run as one dispatch whose
+ * workgroups, one per worker thread, meet at a barrier in memory between stages
+ * (kernels/gemv_chain.wgsl); each dispatch boundary it saves is worth tens of microseconds of a
+ * decode step. Elsewhere, and for chains the fused kernel does not take, each stage is its own
+ * matmul, with the same results. Outputs are f32 [1, N].
+ */
+import os from 'node:os';
+import type { Engine } from '../engine/engine.js';
+import { formatShape, type Tensor } from '../engine/tensor.js';
+import { activationCode, type Activation } from './activation.js';
+import { matmul } from './matmul.js';
+import { placeholder } from './placeholder.js';
+import { expectDType, FLOAT_DTYPES } from './shape.js';
+import { subgroupsOf8 } from './variants.js';
+
+export interface GemvStage {
+  /** Linear weight [N, K]; [2N, K] gate rows then up rows when `gated`. */
+  weight: Tensor;
+  /** The input row ([1, K] or [K]): a tensor, or the index of an earlier stage whose output it is. */
+  input: Tensor | number;
+  /** RMS-normalise the input first: x / rms(x) * weight. */
+  preNorm?: { weight: Tensor; eps: number };
+  /** The output is act(gate·x) * (up·x) (SwiGLU with 'silu'). */
+  gated?: Activation;
+  /** Added to the output: a tensor of N elements, or an earlier stage's output. */
+  residual?: Tensor | number;
+}
+
+/** Stages one fused dispatch takes (the kernel's four weight bindings). */
+const MAX_FUSED_STAGES = 4;
+/** Tensors from outside the chain one fused dispatch reads (src0, src1). */
+const MAX_SOURCES = 2;
+/** Stage outputs start at multiples of this many elements, so each can be bound on its own. */
+const OUTPUT_ALIGN = 64;
+// Flags of kernels/gemv_chain.wgsl; the gate's activation code sits from bit 8.
+const PRE_NORM = 1;
+const GATED = 2;
+const RESIDUAL = 4;
+const ARENA = 2;
+
+interface Checked {
+  N: number;
+  K: number;
+}
+
+export function gemvChain(stages: readonly GemvStage[]): Tensor[] {
+  if (stages.length === 0) throw new RangeError('gemvChain: no stages');
+  const engine = stages[0]!.weight.engine;
+  const dims = stages.map((s, i) => check(stages, s, i));
+  const workers = meetingWorkers(engine);
+  const sources = externalTensors(stages);
+  const fused =
+    fusesChains(engine) &&
+    stages.length <= MAX_FUSED_STAGES &&
+    sources.length <= MAX_SOURCES &&
+    stages.every((s) => s.weight.byteLength <= engine.maxBindingBytes);
+  return fused ? runFused(engine, stages, dims, sources, workers) : runEach(stages);
+}
+
+/** Whether chains (of up to four stages) run as one dispatch on this engine, or as a matmul per stage. */
+export function fusesChains(engine: Engine): boolean {
+  return engine.profile === 'cpu' && subgroupsOf8(engine);
+}
+
+/**
+ * How many workgroups of one dispatch may wait for one another: those the adapter runs at the same
+ * time (lavapipe: one per worker thread), and no more than there are cores, since a waiting
+ * workgroup spins and would hold a core its descheduled peer needs. Other adapters promise nothing: one.
+ */
+export function meetingWorkers(engine: Engine): number {
+  return Math.max(1, Math.min(engine.gpu.summary.workerThreads, os.availableParallelism()));
+}
+
+function check(stages: readonly GemvStage[], s: GemvStage, i: number): Checked {
+  const what = `gemvChain: stage ${i}`;
+  expectDType(what, s.weight, FLOAT_DTYPES, 'weight');
+  if (s.weight.rank !== 2) throw new RangeError(`${what}: weight ${formatShape(s.weight.shape)} must be [N, K]`);
+  const [rows, K] = s.weight.shape as [number, number];
+  if (s.gated !== undefined && rows % 2) throw new RangeError(`${what}: gated weight ${formatShape(s.weight.shape)} needs an even number of rows (gate, then up)`);
+  const N = s.gated !== undefined ? rows / 2 : rows;
+  const size = (ref: Tensor | number, role: string): number => {
+    if (typeof ref !== 'number') {
+      expectDType(what, ref, FLOAT_DTYPES, role);
+      return ref.size;
+    }
+    if (!Number.isInteger(ref) || ref < 0 || ref >= i) throw new RangeError(`${what}: ${role} refers to stage ${ref}; only earlier stages (0 to ${i - 1}) can feed it`);
+    const earlier = stages[ref]!.weight.shape[0]!;
+    return stages[ref]!.gated !== undefined ? earlier / 2 : earlier;
+  };
+  const inputSize = size(s.input, 'input');
+  if (inputSize !== K) throw new RangeError(`${what}: input has ${inputSize} elements, the weight ${formatShape(s.weight.shape)} takes ${K}`);
+  if (s.residual !== undefined) {
+    const r = size(s.residual, 'residual');
+    if (r !== N) throw new RangeError(`${what}: residual has ${r} elements, the stage makes ${N}`);
+  }
+  if (s.preNorm && s.preNorm.weight.size !== K) {
+    throw new RangeError(`${what}: preNorm weight ${formatShape(s.preNorm.weight.shape)} must have ${K} elements`);
+  }
+  activationCode(what, s.gated);
+  return { N, K };
+}
+
+/** The distinct tensors the chain reads from outside (inputs and residuals), in order of use. */
+function externalTensors(stages: readonly GemvStage[]): Tensor[] {
+  const found: Tensor[] = [];
+  for (const s of stages) {
+    for (const ref of [s.input, s.residual]) {
+      if (typeof ref === 'object' && !found.some((t) => sameElements(t, ref))) found.push(ref);
+    }
+  }
+  return found;
+}
+
+function sameElements(a: Tensor, b: Tensor): boolean {
+  return a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.size === b.size && a.dtype === b.dtype;
+}
+
+/** Each stage as its own matmul (GPUs, and chains the fused kernel does not take). */
+function runEach(stages: readonly GemvStage[]): Tensor[] {
+  const outputs: Tensor[] = [];
+  const resolve = (ref: Tensor | number): Tensor => (typeof ref === 'number' ? outputs[ref]! : ref);
+  for (const s of stages) {
+    const input = resolve(s.input);
+    const row = input.reshape([1, input.size]);
+    const rows = s.weight.shape[0]!;
+    const residual = s.residual === undefined ? undefined : resolve(s.residual).reshape([1, s.gated !== undefined ? rows / 2 : rows]);
+    outputs.push(matmul(row, s.weight, { transposeB: true, preNorm: s.preNorm, gated: s.gated, residual, dtype: 'f32' }));
+    row.dispose();
+    residual?.dispose();
+  }
+  return outputs;
+}
+
+const meetings = new WeakMap<Engine, Tensor>();
+
+/** The counters the fused kernel's workgroups share (all start at 0; see kernels/gemv_chain.wgsl). */
+function meetingCounters(engine: Engine): Tensor {
+  let t = meetings.get(engine);
+  if (!t || t.isDisposed) {
+    t = engine.tensor(new Uint32Array(4), [4], 'u32', { persistent: true });
+    meetings.set(engine, t);
+  }
+  return t;
+}
+
+function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], workers: number): Tensor[] {
+  const offsets: number[] = [];
+  let total = 0;
+  for (const { N } of dims) {
+    offsets.push(total);
+    total += Math.ceil(N / OUTPUT_ALIGN) * OUTPUT_ALIGN;
+  }
+  const arena = engine.empty([total], 'f32');
+  const spare = placeholder(engine);
+  /** Where a stage reads a vector: source slot and element offset. */
+  const locate = (ref: Tensor | number): [number, number] =>
+    typeof ref === 'number' ? [ARENA, offsets[ref]!] : [sources.findIndex((t) => sameElements(t, ref)), 0];
+  const tensors: Record<string, Tensor> = {
+    src0: sources[0]!,
+    src1: sources[1] ?? sources[0]!,
+    arena,
+    meeting: meetingCounters(engine),
+  };
+  const dtypes: Record<string, Tensor['dtype']> = { src0: tensors.src0!.dtype, src1: tensors.src1!.dtype };
+  const dimsParam: number[] = [];
+  const sourcesParam: number[] = [];
+  const eps: number[] = [];
+  for (let s = 0; s < MAX_FUSED_STAGES; s++) {
+    const stage = stages[s];
+    // Unused slots bind stage 0's weight and a placeholder norm: read-only, never read.
+    tensors[`w${s}`] = (stage ?? stages[0]!).weight;
+    tensors[`norm${s}`] = stage?.preNorm?.weight ?? spare;
+    dtypes[`w${s}`] = tensors[`w${s}`]!.dtype;
+    dtypes[`norm${s}`] = tensors[`norm${s}`]!.dtype;
+    if (!stage) continue;
+    const flags =
+      (stage.preNorm ? PRE_NORM : 0) |
+      (stage.gated !== undefined ? GATED | (activationCode('gemvChain', stage.gated) << 8) : 0) |
+      (stage.residual !== undefined ? RESIDUAL : 0);
+    dimsParam.push(dims[s]!.N, dims[s]!.K, flags, offsets[s]!);
+    sourcesParam.push(...locate(stage.input), ...(stage.residual !== undefined ? locate(stage.residual) : [0, 0]));
+    eps.push(stage.preNorm?.eps ?? 0);
+  }
+  // Two f16 weights per 32-bit load needs every row to start at an even element.
+  const pairs = stages.every((s) => s.weight.dtype !== 'f16' || s.weight.shape[1]! % 2 === 0);
+  engine.run(
+    { file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides: { NWG: workers, B_PAIRS: pairs } },
+    tensors,
+    { count: stages.length, eps, dims: dimsParam, sources: sourcesParam },
+    workers,
+  );
+  const outputs = dims.map(({ N }, s) => arena.view([1, N], offsets[s]!));
+  arena.dispose();
+  return outputs;
+}
