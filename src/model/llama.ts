@@ -8,13 +8,15 @@
  *   x = x + o·Woᵀ;   h = rmsnorm(x);  x = x + (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
  * q|k|v and gate|up are fused matrices. In decoding (T = 1) each norm rides in the following GEMV,
  * the SiLU gate in the gate|up GEMV, residual adds in the output projections, and rope and the
- * cache append in the attention kernel: a layer is five dispatches, which is what a decode step's
- * time on lavapipe depends on.
+ * cache append in the attention kernel. The GEMVs between two attentions form one chain
+ * (ops/gemv-chain.ts), a single dispatch on lavapipe: a layer is two dispatches there (five on
+ * GPUs), which is what a decode step's time on lavapipe depends on.
  */
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { embedding } from '../ops/gather.js';
+import { gemvChain, type GemvStage } from '../ops/gemv-chain.js';
 import { KVCache } from '../ops/kv-cache.js';
 import { linear, linearResidual, matmul } from '../ops/matmul.js';
 import { RotaryEmbedding } from '../ops/rope.js';
@@ -135,9 +137,13 @@ export class Llama {
    */
   nextTokenLogits(embeds: Tensor, cache: LlamaCache): Tensor {
     return this.engine.scope(() => {
+      const headStage = (input: Tensor | number): GemvStage => ({ input, weight: this.head, preNorm: { weight: this.finalNorm, eps: this.config.rmsNormEps } });
+      if (embeds.shape[0] === 1) {
+        this.checkStep(embeds, cache);
+        return this.decodeStream(embeds, cache, headStage);
+      }
       const x = this.residualStream(embeds, cache);
-      const last = x.rows(x.shape[0]! - 1, x.shape[0]!);
-      return matmul(last, this.head, { transposeB: true, preNorm: { weight: this.finalNorm, eps: this.config.rmsNormEps }, dtype: 'f32' });
+      return gemvChain([headStage(x.rows(x.shape[0]! - 1, x.shape[0]!))])[0]!;
     });
   }
 
@@ -157,6 +163,15 @@ export class Llama {
 
   /** The residual stream after the last layer (before the final norm), [T, d]. */
   private residualStream(embeds: Tensor, cache: LlamaCache): Tensor {
+    this.checkStep(embeds, cache);
+    if (embeds.shape[0] === 1) return this.decodeStream(embeds, cache);
+    let x = embeds;
+    this.layers.forEach((layer, i) => (x = this.layer(layer, cache.layers[i]!, x)));
+    return x;
+  }
+
+  /** Embeddings [T, d] for T new positions, and room for them in the cache. */
+  private checkStep(embeds: Tensor, cache: LlamaCache): void {
     const T = embeds.shape[0]!;
     if (embeds.rank !== 2 || embeds.shape[1] !== this.config.hiddenSize) {
       throw new RangeError(`llama: input embeddings ${JSON.stringify(embeds.shape)} must be [T, ${this.config.hiddenSize}]`);
@@ -164,34 +179,54 @@ export class Llama {
     if (cache.length + T > cache.maxLength) {
       throw new RangeError(`llama: ${cache.length} cached + ${T} new positions exceed the context of ${cache.maxLength}`);
     }
-    let x = embeds;
-    this.layers.forEach((layer, i) => (x = this.layer(layer, cache.layers[i]!, x)));
-    return x;
   }
 
+  /** A layer over T > 1 positions (prefill): the norm once, then the products and their neighbours. */
   private layer(l: LlamaLayer, cache: KVCache, x: Tensor): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
-    const T = x.shape[0]!;
-    const [q, k, v] = this.projectQKV(l, x);
-    const o = cache
-      .appendAndAttend(q.reshape([T, heads, headDim]), k.reshape([T, kvHeads, headDim]), v.reshape([T, kvHeads, headDim]), { causal: true, layout: 'blhd' })
-      .reshape([T, heads * headDim]);
-    x = linearResidual(o, l.o, x);
+    const h = rmsNorm(x, l.inputNorm, eps);
+    const [qd, kd] = [heads * headDim, kvHeads * headDim];
+    const part = (r0: number, r1: number) => linear(h, l.qkv.rows(r0, r1));
+    x = linearResidual(this.attend(cache, part(0, qd), part(qd, qd + kd), part(qd + kd, qd + 2 * kd)), l.o, x);
     const mlp = matmul(x, l.gateUp, { transposeB: true, preNorm: { weight: l.postNorm, eps }, gated: 'silu' });
     return linearResidual(mlp, l.down, x);
   }
 
-  /** rmsnorm(x) times the q, k and v weights: one fused GEMV when decoding, the norm once and three products otherwise. */
-  private projectQKV(l: LlamaLayer, x: Tensor): [Tensor, Tensor, Tensor] {
+  /**
+   * One position (decoding). The products between two attentions form one chain of GEMVs: a
+   * layer's output projection and MLP, then the next layer's q|k|v, or after the last layer the
+   * `after` stage (the head) when given. On lavapipe a chain is one dispatch (ops/gemv-chain.ts),
+   * so a layer is two: its attention and its chain. Returns the last chain's output: the residual
+   * stream after the last layer, or what `after` makes of it.
+   */
+  private decodeStream(x: Tensor, cache: LlamaCache, after?: (input: number) => GemvStage): Tensor {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
-    const T = x.shape[0]!;
     const [qd, kd] = [heads * headDim, kvHeads * headDim];
-    if (T === 1) {
-      const qkv = matmul(x, l.qkv, { transposeB: true, preNorm: { weight: l.inputNorm, eps } });
-      return [qkv.view([1, qd], 0), qkv.view([1, kd], qd), qkv.view([1, kd], qd + kd)];
-    }
-    const h = rmsNorm(x, l.inputNorm, eps);
-    const part = (r0: number, r1: number) => linear(h, l.qkv.rows(r0, r1));
-    return [part(0, qd), part(qd, qd + kd), part(qd + kd, qd + 2 * kd)];
+    const qkvStage = (l: LlamaLayer, input: Tensor | number): GemvStage => ({ input, weight: l.qkv, preNorm: { weight: l.inputNorm, eps } });
+    let qkv = gemvChain([qkvStage(this.layers[0]!, x)])[0]!;
+    this.layers.forEach((l, i) => {
+      const attn = this.attend(cache.layers[i]!, qkv.view([1, qd], 0), qkv.view([1, kd], qd), qkv.view([1, kd], qd + kd));
+      const stages: GemvStage[] = [
+        { input: attn, weight: l.o, residual: x },
+        { input: 0, weight: l.gateUp, preNorm: { weight: l.postNorm, eps }, gated: 'silu' },
+        { input: 1, weight: l.down, residual: 0 },
+      ];
+      const next = this.layers[i + 1];
+      if (next) stages.push(qkvStage(next, 2));
+      else if (after) stages.push(after(2));
+      const outputs = gemvChain(stages);
+      x = outputs[outputs.length - 1]!;
+      if (next) [x, qkv] = [outputs[2]!, outputs[3]!];
+    });
+    return x;
+  }
+
+  /** Appends rope(k) and v to the cache and attends with rope(q): [T, heads * headDim]. */
+  private attend(cache: KVCache, q: Tensor, k: Tensor, v: Tensor): Tensor {
+    const { heads, kvHeads, headDim } = this.config;
+    const T = q.shape[0]!;
+    return cache
+      .appendAndAttend(q.reshape([T, heads, headDim]), k.reshape([T, kvHeads, headDim]), v.reshape([T, kvHeads, headDim]), { causal: true, layout: 'blhd' })
+      .reshape([T, heads * headDim]);
   }
 }
