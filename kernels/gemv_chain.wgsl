@@ -26,13 +26,19 @@ diagnostic(off, subgroup_uniformity);
 #include "lib/activation.wgsl"
 
 struct Params {
-  count: u32,                    // stages in use (1 to 4)
   eps: vec4<f32>,                // per stage: RMSNorm epsilon under PRE_NORM
-  dims: array<vec4<u32>, 4>,     // per stage: outputs N, K, flags, output offset in the arena
-  sources: array<vec4<u32>, 4>,  // per stage: input source, input offset, residual source, residual offset
+  dims: array<vec4<u32>, 4>,     // per stage: outputs N, K, input offset, output offset (arena)
+  residual_at: vec4<u32>,        // per stage: residual offset
 }
 
-// Stage flags; bits 8 and up hold the gate's activation code (lib/activation.wgsl).
+// What each stage does and where it reads, fixed per pipeline so that the shader compiler folds
+// every choice on it away: flags in bits 0-2, the input's source in bits 4-5, the residual's in
+// bits 6-7, the gate's activation code (lib/activation.wgsl) from bit 8.
+override STAGES: u32 = 1u;
+override FORM0: u32 = 0u;
+override FORM1: u32 = 0u;
+override FORM2: u32 = 0u;
+override FORM3: u32 = 0u;
 const PRE_NORM = 1u;
 const GATED = 2u;
 const RESIDUAL = 4u;
@@ -57,6 +63,15 @@ override B_PAIRS: bool = false;  // every weight row starts at an even element: 
 // [0]: workgroups arrived at the current barrier; [1]: barriers passed (only ever grows);
 // [2]: chunks of the current stage handed out; [3]: workgroups done with the dispatch.
 @group(0) @binding(12) var<storage, read_write> meeting: array<atomic<u32>>;
+
+fn form(s: u32) -> u32 {
+  switch s {
+    case 0u: { return FORM0; }
+    case 1u: { return FORM1; }
+    case 2u: { return FORM2; }
+    default: { return FORM3; }
+  }
+}
 
 fn w_ld(s: u32, i: u32) -> f32 {
   switch s {
@@ -148,12 +163,10 @@ fn leave(lane: u32) {
 fn run_stage(s: u32, lane: u32) {
   let N = p.dims[s].x;
   let K = p.dims[s].y;
-  let flags = p.dims[s].z;
-  let out_at = p.dims[s].w;
-  let input = p.sources[s].x;
-  let input_at = p.sources[s].y;
-  let pre_norm = (flags & PRE_NORM) != 0u;
-  let gated = (flags & GATED) != 0u;
+  let input_at = p.dims[s].z;
+  let input = (form(s) >> 4u) & 3u;
+  let pre_norm = (form(s) & PRE_NORM) != 0u;
+  let gated = (form(s) & GATED) != 0u;
   // Outputs per chunk of 32 weight rows.
   let per_chunk = select(32u, 16u, gated);
   let chunks = (N + per_chunk - 1u) / per_chunk;
@@ -199,7 +212,7 @@ fn run_stage(s: u32, lane: u32) {
     var dots: array<f32, 4>;
     for (var j = 0u; j < 4u; j++) { dots[j] = dot(acc[j], vec4<f32>(1.0)) * scale; }
     if (gated) {
-      let act = flags >> 8u;
+      let act = form(s) >> 8u;
       finish(s, outputs[0], activate(dots[0], act) * dots[1]);
       finish(s, outputs[2], activate(dots[2], act) * dots[3]);
     } else {
@@ -212,22 +225,22 @@ fn run_stage(s: u32, lane: u32) {
 fn finish(s: u32, o: u32, value: f32) {
   if (o >= p.dims[s].x) { return; }
   var v = value;
-  if ((p.dims[s].z & RESIDUAL) != 0u) { v += source_ld(p.sources[s].z, p.sources[s].w + o); }
+  if ((form(s) & RESIDUAL) != 0u) { v += source_ld((form(s) >> 6u) & 3u, p.residual_at[s] + o); }
   arena[p.dims[s].w + o] = v;
 }
 
 @compute @workgroup_size(8)
 fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
   run_stage(0u, lane);
-  if (p.count > 1u) {
+  if (STAGES > 1u) {
     meet_all(lane);
     run_stage(1u, lane);
   }
-  if (p.count > 2u) {
+  if (STAGES > 2u) {
     meet_all(lane);
     run_stage(2u, lane);
   }
-  if (p.count > 3u) {
+  if (STAGES > 3u) {
     meet_all(lane);
     run_stage(3u, lane);
   }

@@ -41,7 +41,8 @@ const MAX_FUSED_STAGES = 4;
 const MAX_SOURCES = 2;
 /** Stage outputs start at multiples of this many elements, so each can be bound on its own. */
 const OUTPUT_ALIGN = 64;
-// Flags of kernels/gemv_chain.wgsl; the gate's activation code sits from bit 8.
+// A stage's form (kernels/gemv_chain.wgsl): flags, the input's and residual's sources (bits 4-5,
+// 6-7: src0, src1 or ARENA), the gate's activation code from bit 8.
 const PRE_NORM = 1;
 const GATED = 2;
 const RESIDUAL = 4;
@@ -171,8 +172,9 @@ function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[],
     meeting: meetingCounters(engine),
   };
   const dtypes: Record<string, Tensor['dtype']> = { src0: tensors.src0!.dtype, src1: tensors.src1!.dtype };
+  const overrides: Record<string, number | boolean> = { STAGES: stages.length, NWG: workers };
   const dimsParam: number[] = [];
-  const sourcesParam: number[] = [];
+  const residualAt: number[] = [];
   const eps: number[] = [];
   for (let s = 0; s < MAX_FUSED_STAGES; s++) {
     const stage = stages[s];
@@ -182,22 +184,21 @@ function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[],
     dtypes[`w${s}`] = tensors[`w${s}`]!.dtype;
     dtypes[`norm${s}`] = tensors[`norm${s}`]!.dtype;
     if (!stage) continue;
-    const flags =
+    const [input, inputAt] = locate(stage.input);
+    const [residual, residualOffset] = stage.residual !== undefined ? locate(stage.residual) : [0, 0];
+    overrides[`FORM${s}`] =
       (stage.preNorm ? PRE_NORM : 0) |
       (stage.gated !== undefined ? GATED | (activationCode('gemvChain', stage.gated) << 8) : 0) |
-      (stage.residual !== undefined ? RESIDUAL : 0);
-    dimsParam.push(dims[s]!.N, dims[s]!.K, flags, offsets[s]!);
-    sourcesParam.push(...locate(stage.input), ...(stage.residual !== undefined ? locate(stage.residual) : [0, 0]));
+      (stage.residual !== undefined ? RESIDUAL : 0) |
+      (input << 4) |
+      (residual << 6);
+    dimsParam.push(dims[s]!.N, dims[s]!.K, inputAt, offsets[s]!);
+    residualAt.push(residualOffset);
     eps.push(stage.preNorm?.eps ?? 0);
   }
   // Two f16 weights per 32-bit load needs every row to start at an even element.
-  const pairs = stages.every((s) => s.weight.dtype !== 'f16' || s.weight.shape[1]! % 2 === 0);
-  engine.run(
-    { file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides: { NWG: workers, B_PAIRS: pairs } },
-    tensors,
-    { count: stages.length, eps, dims: dimsParam, sources: sourcesParam },
-    workers,
-  );
+  overrides.B_PAIRS = stages.every((s) => s.weight.dtype !== 'f16' || s.weight.shape[1]! % 2 === 0);
+  engine.run({ file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides }, tensors, { eps, dims: dimsParam, residual_at: residualAt }, workers);
   const outputs = dims.map(({ N }, s) => arena.view([1, N], offsets[s]!));
   arena.dispose();
   return outputs;
