@@ -2,12 +2,13 @@
 // stages, each able to feed on the outputs of earlier ones. On lavapipe a dispatch boundary costs
 // far more than the work of a small GEMV's last rows: the hand-over to the worker threads and back,
 // and a core idle while the slowest worker finishes. Here the dispatch's NWG workgroups, one per
-// worker thread, run through every stage and meet at a barrier in memory between stages.
+// worker thread, take chunks of rows from a shared counter stage after stage, and a stage starts
+// once every chunk of the one before is finished (counted in memory).
 //
-// That barrier is only safe when all NWG workgroups run at once. lavapipe gives each of a
-// dispatch's first LP_NUM_THREADS workgroups a thread of its own, and ops/gemv-chain.ts never asks
-// for more workgroups than that (nor than there are cores: a waiting workgroup spins). GPUs make no
-// such promise, so there the op runs the stages as separate GEMVs.
+// A workgroup only ever waits for chunks that others have taken, and a workgroup that has taken a
+// chunk is running, so no order or grouping of threads can deadlock it; ops/gemv-chain.ts asks for
+// one workgroup per worker thread and no more than there are cores, since a waiting workgroup
+// spins. GPUs run the stages as separate GEMVs: many workgroups suit them better.
 //
 // Stage s writes out_s[o] = W_s[o]·x_s (+ residual_s[o]) into the arena, where
 //   x_s is the stage's input, RMS-normalised first under PRE_NORM: x[k] * norm_s[k] / rms(x);
@@ -60,8 +61,7 @@ override B_PAIRS: bool = false;  // every weight row starts at an even element: 
 @group(0) @binding(9) var<storage, read> src0: array<src0_t>;
 @group(0) @binding(10) var<storage, read> src1: array<src1_t>;
 @group(0) @binding(11) var<storage, read_write> arena: array<f32>;
-// [0]: workgroups arrived at the current barrier; [1]: barriers passed (only ever grows);
-// [2]: chunks of the current stage handed out; [3]: workgroups done with the dispatch.
+// [s]: chunks of stage s handed out; [4 + s]: chunks of stage s finished; [8]: workgroups done.
 @group(0) @binding(12) var<storage, read_write> meeting: array<atomic<u32>>;
 
 fn form(s: u32) -> u32 {
@@ -118,45 +118,46 @@ fn w8(s: u32, base: u32) -> array<vec4<f32>, 2> {
                              vec4<f32>(w_ld(s, base + 4u), w_ld(s, base + 5u), w_ld(s, base + 6u), w_ld(s, base + 7u)));
 }
 
-/**
- * Waits until every workgroup has arrived. The last to arrive resets the count and moves the
- * barrier counter on, which releases the others; reading the counter before arriving makes each
- * barrier distinct, so the same two words serve every barrier of every dispatch. Atomic
- * read-modify-writes order the stages' plain stores and loads around it, and (unlike atomicLoad) a
- * compiler cannot hoist them out of the wait loop. Every lane takes part: a workgroup is one subgroup.
- */
-fn meet_all(lane: u32) {
-  let passed = atomicAdd(&meeting[1], 0u);
-  let arrived = subgroupBroadcast(atomicAdd(&meeting[0], select(0u, 1u, lane == 0u)), 0u);
-  if (arrived == NWG - 1u) {
-    if (lane == 0u) {
-      atomicStore(&meeting[0], 0u);
-      atomicStore(&meeting[2], 0u); // everyone is here: nobody takes another chunk of the last stage
-      atomicAdd(&meeting[1], 1u);
-    }
-  } else {
-    loop {
-      if (atomicAdd(&meeting[1], 0u) != passed) { break; }
-    }
-  }
+/** Chunks of 32 weight rows (16 gate/up pairs) in stage s. */
+fn chunks_in(s: u32) -> u32 {
+  let per_chunk = select(32u, 16u, (form(s) & GATED) != 0u);
+  return (p.dims[s].x + per_chunk - 1u) / per_chunk;
 }
 
 /**
- * The next chunk of rows for this workgroup. Chunks are handed out as asked for, not dealt in
+ * The next chunk of stage s for this workgroup. Chunks are handed out as asked for, not dealt in
  * turn: a worker thread the OS pre-empts (for our own host thread, say) then holds up the others
  * for at most the chunk it is in, not for its whole share.
  */
-fn next_chunk(lane: u32) -> u32 {
+fn next_chunk(s: u32, lane: u32) -> u32 {
   var taken = 0u;
-  if (lane == 0u) { taken = atomicAdd(&meeting[2], 1u); }
+  if (lane == 0u) { taken = atomicAdd(&meeting[s], 1u); }
   return subgroupBroadcast(taken, 0u);
 }
 
-/** The last workgroup out resets the chunk count for the next dispatch (all others are done taking). */
+/** Counts a finished chunk of stage s, after its stores. */
+fn chunk_done(s: u32, lane: u32) {
+  if (lane == 0u) { atomicAdd(&meeting[4u + s], 1u); }
+}
+
+/**
+ * Waits until every chunk of stage s is finished. It waits for chunks, not for the other
+ * workgroups: one that starts late (its thread slow to wake) holds nobody up, and finds the early
+ * stages' chunks all taken. Atomic read-modify-writes order the stages' plain stores and loads
+ * around it, and (unlike atomicLoad) a compiler cannot hoist them out of the loop. Every lane
+ * spins alike: a workgroup is one subgroup.
+ */
+fn wait_for_stage(s: u32) {
+  let all = chunks_in(s);
+  loop {
+    if (atomicAdd(&meeting[4u + s], 0u) >= all) { break; }
+  }
+}
+
+/** The last workgroup out resets the counters for the next dispatch (all others are done with them). */
 fn leave(lane: u32) {
-  if (lane == 0u && atomicAdd(&meeting[3], 1u) == NWG - 1u) {
-    atomicStore(&meeting[3], 0u);
-    atomicStore(&meeting[2], 0u);
+  if (lane == 0u && atomicAdd(&meeting[8], 1u) == NWG - 1u) {
+    for (var i = 0u; i < 9u; i++) { atomicStore(&meeting[i], 0u); }
   }
 }
 
@@ -167,12 +168,10 @@ fn run_stage(s: u32, lane: u32) {
   let input = (form(s) >> 4u) & 3u;
   let pre_norm = (form(s) & PRE_NORM) != 0u;
   let gated = (form(s) & GATED) != 0u;
-  // Outputs per chunk of 32 weight rows.
-  let per_chunk = select(32u, 16u, gated);
-  let chunks = (N + per_chunk - 1u) / per_chunk;
+  let chunks = chunks_in(s);
   let k8 = K & ~7u;
   loop {
-    let chunk = next_chunk(lane);
+    let chunk = next_chunk(s, lane);
     if (chunk >= chunks) { break; }
     // The lane's outputs, and the weight rows behind them: 4 plain rows, or 2 gate/up pairs.
     var outputs: array<u32, 4>;
@@ -218,6 +217,7 @@ fn run_stage(s: u32, lane: u32) {
     } else {
       for (var j = 0u; j < 4u; j++) { finish(s, outputs[j], dots[j]); }
     }
+    chunk_done(s, lane);
   }
 }
 
@@ -233,15 +233,15 @@ fn finish(s: u32, o: u32, value: f32) {
 fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
   run_stage(0u, lane);
   if (STAGES > 1u) {
-    meet_all(lane);
+    wait_for_stage(0u);
     run_stage(1u, lane);
   }
   if (STAGES > 2u) {
-    meet_all(lane);
+    wait_for_stage(1u);
     run_stage(2u, lane);
   }
   if (STAGES > 3u) {
-    meet_all(lane);
+    wait_for_stage(2u);
     run_stage(3u, lane);
   }
   leave(lane);

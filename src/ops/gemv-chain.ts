@@ -8,9 +8,9 @@
  *   ]);
  *
  * On lavapipe (profile 'cpu', 8-wide subgroups) up to four stages run as one dispatch whose
- * workgroups, one per worker thread, meet at a barrier in memory between stages
- * (kernels/gemv_chain.wgsl); each dispatch boundary it saves is worth tens of microseconds of a
- * decode step. Elsewhere, and for chains the fused kernel does not take, each stage is its own
+ * workgroups, one per worker thread, take chunks of rows stage after stage and wait in memory for
+ * the chunks a stage needs (kernels/gemv_chain.wgsl); each dispatch boundary it saves is worth
+ * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take, each stage is its own
  * matmul, with the same results. Outputs are f32 [1, N].
  */
 import os from 'node:os';
@@ -73,9 +73,10 @@ export function fusesChains(engine: Engine): boolean {
 }
 
 /**
- * How many workgroups of one dispatch may wait for one another: those the adapter runs at the same
- * time (lavapipe: one per worker thread), and no more than there are cores, since a waiting
- * workgroup spins and would hold a core its descheduled peer needs. Other adapters promise nothing: one.
+ * Workgroups for a chain: one per lavapipe worker thread (those run at once), and no more than
+ * there are cores, since a workgroup waiting for another's chunk spins and would hold a core its
+ * descheduled peer needs. Elsewhere one (the fused kernel is never deadlocked by fewer, see
+ * kernels/gemv_chain.wgsl, but only lavapipe is known to run several at once).
  */
 export function meetingWorkers(engine: Engine): number {
   return Math.max(1, Math.min(engine.gpu.summary.workerThreads, os.availableParallelism()));
@@ -147,7 +148,7 @@ const meetings = new WeakMap<Engine, Tensor>();
 function meetingCounters(engine: Engine): Tensor {
   let t = meetings.get(engine);
   if (!t || t.isDisposed) {
-    t = engine.tensor(new Uint32Array(4), [4], 'u32', { persistent: true });
+    t = engine.tensor(new Uint32Array(9), [9], 'u32', { persistent: true });
     meetings.set(engine, t);
   }
   return t;
