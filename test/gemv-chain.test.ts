@@ -49,8 +49,8 @@ describe.each(['cpu', 'gpu'] as const)('gemvChain, %s profile', (profile) => {
   });
 
   it('a chain fed its own output 40 times in one submission matches the same products one matmul at a time', async () => {
-    // Each dispatch starts where the last left the shared counters: a barrier or chunk count not
-    // reset would skip rows here, and the stale rows would compound over the iterations.
+    // Each dispatch starts where the last left the shared counters: a chunk count left unreset
+    // would skip rows here, and the stale rows would compound over the iterations.
     const [d, ff] = [45, 93];
     const w1 = randomTensor(engine, [2 * ff, d], 1, { scale: 0.3, dtype: 'f16' });
     const w2 = randomTensor(engine, [d, ff], 2, { scale: 0.3, dtype: 'f16' });
