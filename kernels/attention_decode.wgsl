@@ -18,6 +18,9 @@
 // block, with probabilities shuffled from the lanes that computed them. No barriers.
 // decode_tiled (GPUs): 64 invocations per item, one key each; max and sum through workgroup
 // memory, then invocations own output columns and read the probabilities from workgroup memory.
+// In decode_subgroup every lane takes the same branches: a workgroup is one subgroup, and shared
+// values (an item index) are broadcast from lane 0, which WGSL's analysis cannot see through.
+diagnostic(off, subgroup_uniformity);
 #include "lib/attention_common.wgsl"
 #include "lib/attention_kv_{kv}.wgsl"
 #include "lib/reduce_shared.wgsl"
@@ -113,10 +116,37 @@ var<private> acc: array<vec4<f32>, MAX_HB>;
 // decode_subgroup: query element 8b + lane of each block b of 8 dimensions (rotated under ROPE).
 var<private> q_lane: array<f32, 32>;
 
+// ON_DEMAND (decode_subgroup on lavapipe): NWG workgroups take work items from a shared counter
+// instead of one workgroup per item (src/ops/work-sharing.ts): lavapipe deals workgroups to its
+// threads in fixed shares, so a thread slow to wake would hold up the whole dispatch.
+override ON_DEMAND: bool = false;
+override NWG: u32 = 1u;
+// Shared work counters, zero between dispatches: [0] items handed out, [1] workgroups done.
+@group(0) @binding(9) var<storage, read_write> counters: array<atomic<u32>>;
+
 @compute @workgroup_size(8)
 fn decode_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lane: u32) {
-  let wid = wg.x + wg.y * nwg.x;
+  if (!ON_DEMAND) {
+    decode_item(wg.x + wg.y * nwg.x, lane);
+    return;
+  }
+  loop {
+    var taken = 0u;
+    if (lane == 0u) { taken = atomicAdd(&counters[0], 1u); }
+    let wid = subgroupBroadcast(taken, 0u);
+    if (wid >= p.items * p.bh_count) { break; }
+    decode_item(wid, lane);
+  }
+  // The last workgroup out resets the counters for the next dispatch.
+  if (lane == 0u && atomicAdd(&counters[1], 1u) == NWG - 1u) {
+    atomicStore(&counters[0], 0u);
+    atomicStore(&counters[1], 0u);
+  }
+}
+
+/** One work item: a query row against one chunk of keys, one 8-lane subgroup. */
+fn decode_item(wid: u32, lane: u32) {
   if (wid >= p.items * p.bh_count) { return; }
   let it = item_of(wid);
   let q_row = q_at(it.hd, it.row);

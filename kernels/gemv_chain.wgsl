@@ -61,8 +61,9 @@ override B_PAIRS: bool = false;  // every weight row starts at an even element: 
 @group(0) @binding(9) var<storage, read> src0: array<src0_t>;
 @group(0) @binding(10) var<storage, read> src1: array<src1_t>;
 @group(0) @binding(11) var<storage, read_write> arena: array<f32>;
+// Shared with other on-demand kernels (src/ops/work-sharing.ts), zero between dispatches. Here
 // [s]: chunks of stage s handed out; [4 + s]: chunks of stage s finished; [8]: workgroups done.
-@group(0) @binding(12) var<storage, read_write> meeting: array<atomic<u32>>;
+@group(0) @binding(12) var<storage, read_write> counters: array<atomic<u32>>;
 
 fn form(s: u32) -> u32 {
   switch s {
@@ -131,13 +132,13 @@ fn chunks_in(s: u32) -> u32 {
  */
 fn next_chunk(s: u32, lane: u32) -> u32 {
   var taken = 0u;
-  if (lane == 0u) { taken = atomicAdd(&meeting[s], 1u); }
+  if (lane == 0u) { taken = atomicAdd(&counters[s], 1u); }
   return subgroupBroadcast(taken, 0u);
 }
 
 /** Counts a finished chunk of stage s, after its stores. */
 fn chunk_done(s: u32, lane: u32) {
-  if (lane == 0u) { atomicAdd(&meeting[4u + s], 1u); }
+  if (lane == 0u) { atomicAdd(&counters[4u + s], 1u); }
 }
 
 /**
@@ -150,14 +151,14 @@ fn chunk_done(s: u32, lane: u32) {
 fn wait_for_stage(s: u32) {
   let all = chunks_in(s);
   loop {
-    if (atomicAdd(&meeting[4u + s], 0u) >= all) { break; }
+    if (atomicAdd(&counters[4u + s], 0u) >= all) { break; }
   }
 }
 
 /** The last workgroup out resets the counters for the next dispatch (all others are done with them). */
 fn leave(lane: u32) {
-  if (lane == 0u && atomicAdd(&meeting[8], 1u) == NWG - 1u) {
-    for (var i = 0u; i < 9u; i++) { atomicStore(&meeting[i], 0u); }
+  if (lane == 0u && atomicAdd(&counters[8], 1u) == NWG - 1u) {
+    for (var i = 0u; i < 9u; i++) { atomicStore(&counters[i], 0u); }
   }
 }
 

@@ -2,7 +2,8 @@ import os from 'node:os';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { fusesChains, gemvChain, meetingWorkers, type GemvStage } from '../src/ops/gemv-chain.js';
+import { fusesChains, gemvChain, type GemvStage } from '../src/ops/gemv-chain.js';
+import { onDemandWorkgroups } from '../src/ops/work-sharing.js';
 import { matmul } from '../src/ops/matmul.js';
 import { randomTensor } from '../bench/random.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
@@ -97,14 +98,14 @@ describe.each(['cpu', 'gpu'] as const)('gemvChain, %s profile', (profile) => {
   });
 });
 
-describe('meetingWorkers', () => {
+describe('onDemandWorkgroups', () => {
   it("as many as lavapipe runs at once, never more than the cores; one where nothing runs at once", async () => {
     const engine = await testEngine();
     const { workerThreads } = engine.gpu.summary;
-    expect(meetingWorkers(engine)).toBe(Math.max(1, Math.min(workerThreads, os.availableParallelism())));
+    expect(onDemandWorkgroups(engine)).toBe(Math.max(1, Math.min(workerThreads, os.availableParallelism())));
     const withThreads = (threads: number) => ({ gpu: { summary: { ...engine.gpu.summary, workerThreads: threads } } }) as unknown as Engine;
-    expect(meetingWorkers(withThreads(0))).toBe(1); // lavapipe without a pool, or another adapter
-    expect(meetingWorkers(withThreads(1))).toBe(1);
-    expect(meetingWorkers(withThreads(64))).toBe(os.availableParallelism());
+    expect(onDemandWorkgroups(withThreads(0))).toBe(1); // lavapipe without a pool, or another adapter
+    expect(onDemandWorkgroups(withThreads(1))).toBe(1);
+    expect(onDemandWorkgroups(withThreads(64))).toBe(os.availableParallelism());
   });
 });

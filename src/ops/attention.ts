@@ -26,6 +26,7 @@ import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
 import { subgroupsOf8 } from './variants.js';
+import { onDemandWorkgroups, workCounters } from './work-sharing.js';
 import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
 
 export type { AttentionLayout } from './attention-layout.js';
@@ -357,8 +358,12 @@ function decode(
   const items = g.Lq * c.splits;
   // A fused step writes the cache: keys and values are then bound read-write.
   const includes = { kv: c.fresh ? 'read_write' : 'read' };
-  const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides, includes };
-  engine.run(spec, { ...tensors, part }, params(items), items * count);
+  // On lavapipe a few workgroups take the items on demand (src/ops/work-sharing.ts).
+  const workers = sub ? Math.min(onDemandWorkgroups(engine), items * count) : 1;
+  const onDemand: Record<string, number | boolean> = workers > 1 ? { ON_DEMAND: true, NWG: workers } : {};
+  const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides: { ...overrides, ...onDemand }, includes };
+  const shared: Record<string, Tensor> = sub ? { counters: workCounters(engine) } : {};
+  engine.run(spec, { ...tensors, part, ...shared }, params(items), workers > 1 ? workers : items * count);
   if (replay) engine.onReplay(replay(true));
   if (split) {
     const combine: KernelSpec = { file: 'attention_decode.wgsl', entry: 'decode_combine', dtypes: { out: dtypes.out! }, overrides: { WG }, includes: { kv: 'read' } };

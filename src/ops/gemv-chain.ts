@@ -13,7 +13,6 @@
  * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take, each stage is its own
  * matmul, with the same results. Outputs are f32 [1, N].
  */
-import os from 'node:os';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
@@ -21,6 +20,7 @@ import { matmul } from './matmul.js';
 import { placeholder } from './placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 import { subgroupsOf8 } from './variants.js';
+import { onDemandWorkgroups, workCounters } from './work-sharing.js';
 
 export interface GemvStage {
   /** Linear weight [N, K]; [2N, K] gate rows then up rows when `gated`. */
@@ -57,7 +57,7 @@ export function gemvChain(stages: readonly GemvStage[]): Tensor[] {
   if (stages.length === 0) throw new RangeError('gemvChain: no stages');
   const engine = stages[0]!.weight.engine;
   const dims = stages.map((s, i) => check(stages, s, i));
-  const workers = meetingWorkers(engine);
+  const workers = onDemandWorkgroups(engine);
   const sources = externalTensors(stages);
   const fused =
     fusesChains(engine) &&
@@ -70,16 +70,6 @@ export function gemvChain(stages: readonly GemvStage[]): Tensor[] {
 /** Whether chains (of up to four stages) run as one dispatch on this engine, or as a matmul per stage. */
 export function fusesChains(engine: Engine): boolean {
   return engine.profile === 'cpu' && subgroupsOf8(engine);
-}
-
-/**
- * Workgroups for a chain: one per lavapipe worker thread (those run at once), and no more than
- * there are cores, since a workgroup waiting for another's chunk spins and would hold a core its
- * descheduled peer needs. Elsewhere one (the fused kernel is never deadlocked by fewer, see
- * kernels/gemv_chain.wgsl, but only lavapipe is known to run several at once).
- */
-export function meetingWorkers(engine: Engine): number {
-  return Math.max(1, Math.min(engine.gpu.summary.workerThreads, os.availableParallelism()));
 }
 
 function check(stages: readonly GemvStage[], s: GemvStage, i: number): Checked {
@@ -142,18 +132,6 @@ function runEach(stages: readonly GemvStage[]): Tensor[] {
   return outputs;
 }
 
-const meetings = new WeakMap<Engine, Tensor>();
-
-/** The counters the fused kernel's workgroups share (all start at 0; see kernels/gemv_chain.wgsl). */
-function meetingCounters(engine: Engine): Tensor {
-  let t = meetings.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Uint32Array(9), [9], 'u32', { persistent: true });
-    meetings.set(engine, t);
-  }
-  return t;
-}
-
 function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], workers: number): Tensor[] {
   const offsets: number[] = [];
   let total = 0;
@@ -170,7 +148,7 @@ function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[],
     src0: sources[0]!,
     src1: sources[1] ?? sources[0]!,
     arena,
-    meeting: meetingCounters(engine),
+    counters: workCounters(engine),
   };
   const dtypes: Record<string, Tensor['dtype']> = { src0: tensors.src0!.dtype, src1: tensors.src1!.dtype };
   const overrides: Record<string, number | boolean> = { STAGES: stages.length, NWG: workers };
