@@ -10,8 +10,9 @@
  * On lavapipe (profile 'cpu', 8-wide subgroups) up to four stages run as one dispatch whose
  * workgroups, one per worker thread, take chunks of rows stage after stage and wait in memory for
  * the chunks a stage needs (kernels/gemv_chain.wgsl); each dispatch boundary it saves is worth
- * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take, each stage is its own
- * matmul, with the same results. Outputs are f32 [1, N].
+ * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take
+ * (more stages or outside inputs than it binds, a weight over the binding limit), each stage is
+ * its own matmul, with the same results. Outputs are f32 [1, N].
  */
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
@@ -39,6 +40,8 @@ export interface GemvStage {
 const MAX_FUSED_STAGES = 4;
 /** Tensors from outside the chain one fused dispatch reads (src0, src1). */
 const MAX_SOURCES = 2;
+/** Storage bindings of the fused kernel: four weights, four norms, two sources, the arena, the counters. */
+const FUSED_STORAGE_BINDINGS = 12;
 /** Stage outputs start at multiples of this many elements, so each can be bound on its own. */
 const OUTPUT_ALIGN = 64;
 // A stage's form (kernels/gemv_chain.wgsl): flags, the input's and residual's sources (bits 4-5,
@@ -69,7 +72,7 @@ export function gemvChain(stages: readonly GemvStage[]): Tensor[] {
 
 /** Whether chains (of up to four stages) run as one dispatch on this engine, or as a matmul per stage. */
 export function fusesChains(engine: Engine): boolean {
-  return engine.profile === 'cpu' && subgroupsOf8(engine);
+  return engine.profile === 'cpu' && subgroupsOf8(engine) && engine.gpu.limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BINDINGS;
 }
 
 function check(stages: readonly GemvStage[], s: GemvStage, i: number): Checked {
