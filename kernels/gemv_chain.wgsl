@@ -30,6 +30,10 @@ struct Params {
   eps: vec4<f32>,                // per stage: RMSNorm epsilon under PRE_NORM
   dims: array<vec4<u32>, 4>,     // per stage: outputs N, K, input offset, output offset (arena)
   residual_at: vec4<u32>,        // per stage: residual offset
+  // attend_then_chain only (lib/chain_attention.wgsl):
+  attend: vec4<u32>,             // the step's position, its rotary table offset, output offset (arena), cache rows per head
+  heads: vec4<u32>,              // query heads, kv heads, head dim
+  scale: f32,                    // softmax scale
 }
 
 // What each stage does and where it reads, fixed per pipeline so that the shader compiler folds
@@ -62,7 +66,8 @@ override B_PAIRS: bool = false;  // every weight row starts at an even element: 
 @group(0) @binding(10) var<storage, read> src1: array<src1_t>;
 @group(0) @binding(11) var<storage, read_write> arena: array<f32>;
 // Shared with other on-demand kernels (src/ops/work-sharing.ts), zero between dispatches. Here
-// [s]: chunks of stage s handed out; [4 + s]: chunks of stage s finished; [8]: workgroups done.
+// [s]: chunks of stage s handed out; [4 + s]: chunks of stage s finished; [8]: workgroups done;
+// [9], [10]: attention heads handed out and finished (lib/chain_attention.wgsl).
 @group(0) @binding(12) var<storage, read_write> counters: array<atomic<u32>>;
 
 fn form(s: u32) -> u32 {
@@ -158,7 +163,7 @@ fn wait_for_stage(s: u32) {
 /** The last workgroup out resets the counters for the next dispatch (all others are done with them). */
 fn leave(lane: u32) {
   if (lane == 0u && atomicAdd(&counters[8], 1u) == NWG - 1u) {
-    for (var i = 0u; i < 9u; i++) { atomicStore(&counters[i], 0u); }
+    for (var i = 0u; i < 11u; i++) { atomicStore(&counters[i], 0u); }
   }
 }
 
@@ -230,8 +235,8 @@ fn finish(s: u32, o: u32, value: f32) {
   arena[p.dims[s].w + o] = v;
 }
 
-@compute @workgroup_size(8)
-fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
+/** The stages in order, each once the one before is finished; then the counters are reset. */
+fn run_stages(lane: u32) {
   run_stage(0u, lane);
   if (STAGES > 1u) {
     wait_for_stage(0u);
@@ -246,4 +251,18 @@ fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
     run_stage(3u, lane);
   }
   leave(lane);
+}
+
+@compute @workgroup_size(8)
+fn gemv_chain(@builtin(local_invocation_index) lane: u32) {
+  run_stages(lane);
+}
+
+// A layer's attention for the decoding step first, its output in the arena for the stages.
+#include "lib/chain_attention.wgsl"
+
+@compute @workgroup_size(8)
+fn attend_then_chain(@builtin(local_invocation_index) lane: u32) {
+  run_attention(lane);
+  run_stages(lane);
 }

@@ -3,6 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { fusesChains, gemvChain, type GemvStage } from '../src/ops/gemv-chain.js';
+import { KVCache } from '../src/ops/kv-cache.js';
+import { RotaryEmbedding } from '../src/ops/rope.js';
 import { onDemandWorkgroups } from '../src/ops/work-sharing.js';
 import { matmul } from '../src/ops/matmul.js';
 import { randomTensor } from '../bench/random.js';
@@ -95,6 +97,64 @@ describe.each(['cpu', 'gpu'] as const)('gemvChain, %s profile', (profile) => {
     expectClose(await outputs[5]!.toArray(), await again[1]!.toArray(), { rel: TOL.f32, label: 'stages 5 and 6' });
     expectClose(await outputs[3]!.toArray(), golden.values('odd.qkv_out.f32'), { rel: TOL.f32, label: 'qkv of a 6-stage chain' });
     [...inputs, ...outputs, ...again].forEach((t) => t.dispose());
+  });
+});
+
+describe.each(['cpu', 'gpu'] as const)('gemvChain with a decoding attention first, %s profile', (profile) => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await testEngine({ profile });
+  });
+
+  // 4 query heads on 2 kv heads of 40 dims (not a multiple of 32: a partial block of columns),
+  // after 37 cached positions; three steps, against the cache's own appendAndAttend and a chain.
+  it.each(['f32', 'f16'] as const)('%s cache: outputs and appended rows match attention then chain, step after step', async (dtype) => {
+    const [heads, kvHeads, D, d, ff] = [4, 2, 40, 48, 56];
+    const rotary = new RotaryEmbedding(engine, D);
+    const caches = [0, 1].map(() => new KVCache(engine, { heads: kvHeads, headDim: D, maxLength: 64, dtype, rotary }));
+    const prompt = randomTensor(engine, [37, kvHeads, D], 1);
+    for (const c of caches) c.append(prompt, prompt, { layout: 'blhd' });
+    const o = randomTensor(engine, [d, heads * D], 2, { scale: 0.2, dtype: 'f16' });
+    const gateUp = randomTensor(engine, [2 * ff, d], 3, { scale: 0.2, dtype: 'f16' });
+    const down = randomTensor(engine, [d, ff], 4, { scale: 0.2, dtype: 'f16' });
+    const norm = randomTensor(engine, [d], 5, { scale: 1 });
+    const x = randomTensor(engine, [1, d], 6);
+    const stages = (input: Tensor | 'attention'): GemvStage[] => [
+      { input, weight: o, residual: x },
+      { input: 0, weight: gateUp, preNorm: { weight: norm, eps }, gated: 'silu' },
+      { input: 1, weight: down, residual: 0 },
+    ];
+    for (let step = 0; step < 3; step++) {
+      const qkv = randomTensor(engine, [1, (heads + 2 * kvHeads) * D], 10 + step);
+      const before = engine.recorder.counters.dispatches;
+      const fused = gemvChain(stages('attention'), { attention: { cache: caches[0]!, qkv, heads } });
+      if (fusesChains(engine)) expect(engine.recorder.counters.dispatches - before).toBe(1);
+      const view = (offset: number, h: number) => qkv.view([1, h, D], offset);
+      const attended = caches[1]!.appendAndAttend(view(0, heads), view(heads * D, kvHeads), view((heads + kvHeads) * D, kvHeads), { causal: true, layout: 'blhd' });
+      const reference = gemvChain(stages(attended.reshape([1, heads * D])));
+      expect(caches[0]!.length).toBe(38 + step);
+      for (const [i, out] of fused.entries()) {
+        const want = await reference[i]!.toArray();
+        expect(Math.max(...Array.from(want, Math.abs))).toBeGreaterThan(0.01);
+        expectClose(await out.toArray(), want, { rel: TOL.f32, label: `step ${step} stage ${i}` });
+      }
+      for (const which of ['keys', 'values'] as const) {
+        const [got, want] = await Promise.all(caches.map((c) => c[which].toArray()));
+        expectClose(got!, want!, { rel: TOL.f32, label: `step ${step} cache ${which}` });
+      }
+    }
+  });
+
+  it('names a bad attention', () => {
+    const cache = new KVCache(engine, { heads: 2, headDim: 8, maxLength: 4 });
+    const w = randomTensor(engine, [6, 32], 1);
+    const qkv = randomTensor(engine, [1, 64], 2);
+    expect(() => gemvChain([{ input: 'attention', weight: w }])).toThrow(/stage 0: input is 'attention', and the chain has no attention/);
+    expect(() => gemvChain([{ input: 'attention', weight: w }], { attention: { cache, qkv: randomTensor(engine, [1, 60], 3), heads: 4 } })).toThrow(
+      /attention: qkv \[1, 60\] must hold \(4 \+ 2 x 2\) heads of 8: 64 elements/,
+    );
+    expect(() => gemvChain([{ input: 'attention', weight: w }], { attention: { cache, qkv, heads: 3 } })).toThrow(/3 query heads must be a positive multiple of the cache's 2 heads/);
+    expect(cache.length).toBe(0);
   });
 });
 

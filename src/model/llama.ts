@@ -193,28 +193,25 @@ export class Llama {
   }
 
   /**
-   * One position (decoding). The products between two attentions form one chain of GEMVs: a
-   * layer's output projection and MLP, then the next layer's q|k|v, or after the last layer the
-   * `after` stage (the head) when given. On lavapipe a chain is one dispatch (ops/gemv-chain.ts),
-   * so a layer is two: its attention and its chain. Returns the last chain's output: the residual
-   * stream after the last layer, or what `after` makes of it.
+   * One position (decoding). A layer is one chain (ops/gemv-chain.ts): its attention, output
+   * projection and MLP, then the next layer's q|k|v, or after the last layer the `after` stage
+   * (the head) when given. On lavapipe a chain is one dispatch, so a layer is one. Returns the
+   * last chain's output: the residual stream after the last layer, or what `after` makes of it.
    */
   private decodeStream(x: Tensor, cache: LlamaCache, after?: (input: number) => GemvStage): Tensor {
-    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
-    const [qd, kd] = [heads * headDim, kvHeads * headDim];
+    const { heads, rmsNormEps: eps } = this.config;
     const qkvStage = (l: LlamaLayer, input: Tensor | number): GemvStage => ({ input, weight: l.qkv, preNorm: { weight: l.inputNorm, eps } });
     let qkv = gemvChain([qkvStage(this.layers[0]!, x)])[0]!;
     this.layers.forEach((l, i) => {
-      const attn = this.attend(cache.layers[i]!, qkv.view([1, qd], 0), qkv.view([1, kd], qd), qkv.view([1, kd], qd + kd));
       const stages: GemvStage[] = [
-        { input: attn, weight: l.o, residual: x },
+        { input: 'attention', weight: l.o, residual: x },
         { input: 0, weight: l.gateUp, preNorm: { weight: l.postNorm, eps }, gated: 'silu' },
         { input: 1, weight: l.down, residual: 0 },
       ];
       const next = this.layers[i + 1];
       if (next) stages.push(qkvStage(next, 2));
       else if (after) stages.push(after(2));
-      const outputs = gemvChain(stages);
+      const outputs = gemvChain(stages, { attention: { cache: cache.layers[i]!, qkv, heads } });
       x = outputs[outputs.length - 1]!;
       if (next) [x, qkv] = [outputs[2]!, outputs[3]!];
     });

@@ -13,10 +13,16 @@
  * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take
  * (more stages or outside inputs than it binds, a weight over the binding limit), each stage is
  * its own matmul, with the same results. Outputs are f32 [1, N].
+ *
+ * With options.attention the chain starts with a layer's attention for the decoding step (its
+ * q|k|v row, appended to and attending over a KV cache), and stages read its output as input
+ * 'attention': on lavapipe that makes a whole decoding layer one dispatch
+ * (kernels/lib/chain_attention.wgsl); elsewhere it is KVCache.appendAndAttend, then the chain.
  */
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
+import type { KVCache } from './kv-cache.js';
 import { matmul } from './matmul.js';
 import { placeholder } from './placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
@@ -26,8 +32,11 @@ import { onDemandWorkgroups, workCounters } from './work-sharing.js';
 export interface GemvStage {
   /** Linear weight [N, K]; [2N, K] gate rows then up rows when `gated`. */
   weight: Tensor;
-  /** The input row ([1, K] or [K]): a tensor, or the index of an earlier stage whose output it is. */
-  input: Tensor | number;
+  /**
+   * The input row ([1, K] or [K]): a tensor, the index of an earlier stage whose output it is, or
+   * 'attention' (the chain's attention output, options.attention).
+   */
+  input: Tensor | number | 'attention';
   /** RMS-normalise the input first: x / rms(x) * weight. */
   preNorm?: { weight: Tensor; eps: number };
   /** The output is act(gate·x) * (up·x) (SwiGLU with 'silu'). */
@@ -42,6 +51,8 @@ const MAX_FUSED_STAGES = 4;
 const MAX_SOURCES = 2;
 /** Storage bindings of the fused kernel: four weights, four norms, two sources, the arena, the counters. */
 const FUSED_STORAGE_BINDINGS = 12;
+/** And with an attention first: the cache's keys and values, the rotary table. */
+const ATTENTION_STORAGE_BINDINGS = FUSED_STORAGE_BINDINGS + 3;
 /** Stage outputs start at multiples of this many elements, so each can be bound on its own. */
 const OUTPUT_ALIGN = 64;
 // A stage's form (kernels/gemv_chain.wgsl): flags, the input's and residual's sources (bits 4-5,
@@ -51,23 +62,50 @@ const GATED = 2;
 const RESIDUAL = 4;
 const ARENA = 2;
 
+/** A decoding layer's attention at the head of a chain (gemvChain's options.attention). */
+export interface ChainAttention {
+  /** The layer's KV cache: the step's key (rotated by its rotary table) and value join it. */
+  cache: KVCache;
+  /** The step's fused projection [heads·D | kvHeads·D | kvHeads·D] (q, k, v; D the cache's head dim). */
+  qkv: Tensor;
+  /** Query heads: a multiple of the cache's heads. */
+  heads: number;
+}
+
+export interface ChainOptions {
+  attention?: ChainAttention;
+}
+
 interface Checked {
   N: number;
   K: number;
 }
 
-export function gemvChain(stages: readonly GemvStage[]): Tensor[] {
+export function gemvChain(stages: readonly GemvStage[], options: ChainOptions = {}): Tensor[] {
   if (stages.length === 0) throw new RangeError('gemvChain: no stages');
   const engine = stages[0]!.weight.engine;
-  const dims = stages.map((s, i) => check(stages, s, i));
-  const workers = onDemandWorkgroups(engine);
-  const sources = externalTensors(stages);
+  const attention = options.attention;
+  const attentionSize = attention ? checkAttention(attention) : null;
+  const dims = stages.map((s, i) => check(stages, s, i, attentionSize));
+  const sources = externalTensors(stages, attention?.qkv);
   const fused =
     fusesChains(engine) &&
     stages.length <= MAX_FUSED_STAGES &&
     sources.length <= MAX_SOURCES &&
-    stages.every((s) => s.weight.byteLength <= engine.maxBindingBytes);
-  return fused ? runFused(engine, stages, dims, sources, workers) : runEach(stages);
+    stages.every((s) => s.weight.byteLength <= engine.maxBindingBytes) &&
+    (!attention || attentionFuses(attention));
+  if (fused) return runFused(engine, stages, dims, sources, attention);
+  if (!attention) return runEach(stages);
+  // The attention on its own, then the chain reading its output.
+  const { cache, qkv, heads } = attention;
+  const [D, kvHeads] = [cache.headDim, cache.heads];
+  const part = (offset: number, h: number) => qkv.view([1, h, D], offset);
+  const attended = cache.appendAndAttend(part(0, heads), part(heads * D, kvHeads), part((heads + kvHeads) * D, kvHeads), { causal: true, layout: 'blhd' });
+  const out = attended.reshape([1, heads * D]);
+  attended.dispose();
+  const outputs = gemvChain(stages.map((s) => ({ ...s, input: s.input === 'attention' ? out : s.input })));
+  out.dispose();
+  return outputs;
 }
 
 /** Whether chains (of up to four stages) run as one dispatch on this engine, or as a matmul per stage. */
@@ -75,14 +113,18 @@ export function fusesChains(engine: Engine): boolean {
   return engine.profile === 'cpu' && subgroupsOf8(engine) && engine.gpu.limits.maxStorageBuffersPerShaderStage >= FUSED_STORAGE_BINDINGS;
 }
 
-function check(stages: readonly GemvStage[], s: GemvStage, i: number): Checked {
+function check(stages: readonly GemvStage[], s: GemvStage, i: number, attentionSize: number | null): Checked {
   const what = `gemvChain: stage ${i}`;
   expectDType(what, s.weight, FLOAT_DTYPES, 'weight');
   if (s.weight.rank !== 2) throw new RangeError(`${what}: weight ${formatShape(s.weight.shape)} must be [N, K]`);
   const [rows, K] = s.weight.shape as [number, number];
   if (s.gated !== undefined && rows % 2) throw new RangeError(`${what}: gated weight ${formatShape(s.weight.shape)} needs an even number of rows (gate, then up)`);
   const N = s.gated !== undefined ? rows / 2 : rows;
-  const size = (ref: Tensor | number, role: string): number => {
+  const size = (ref: Tensor | number | 'attention', role: string): number => {
+    if (ref === 'attention') {
+      if (attentionSize === null) throw new RangeError(`${what}: ${role} is 'attention', and the chain has no attention`);
+      return attentionSize;
+    }
     if (typeof ref !== 'number') {
       expectDType(what, ref, FLOAT_DTYPES, role);
       return ref.size;
@@ -104,9 +146,36 @@ function check(stages: readonly GemvStage[], s: GemvStage, i: number): Checked {
   return { N, K };
 }
 
-/** The distinct tensors the chain reads from outside (inputs and residuals), in order of use. */
-function externalTensors(stages: readonly GemvStage[]): Tensor[] {
-  const found: Tensor[] = [];
+/** The attention output's size, heads·D, once its inputs are checked. */
+function checkAttention({ cache, qkv, heads }: ChainAttention): number {
+  const what = 'gemvChain: attention';
+  expectDType(what, qkv, FLOAT_DTYPES, 'qkv');
+  if (!Number.isInteger(heads) || heads <= 0 || heads % cache.heads) {
+    throw new RangeError(`${what}: ${heads} query heads must be a positive multiple of the cache's ${cache.heads} heads`);
+  }
+  const want = (heads + 2 * cache.heads) * cache.headDim;
+  if (qkv.size !== want) {
+    throw new RangeError(`${what}: qkv ${formatShape(qkv.shape)} must hold (${heads} + 2 x ${cache.heads}) heads of ${cache.headDim}: ${want} elements`);
+  }
+  return heads * cache.headDim;
+}
+
+/** Whether the fused kernel takes this attention: head dims up to 256, bindings within the limit. */
+function attentionFuses({ cache }: ChainAttention): boolean {
+  const { engine } = cache;
+  const limit = engine.maxBindingBytes;
+  const table = cache.rotary?.tableFor(cache.length);
+  return (
+    engine.gpu.limits.maxStorageBuffersPerShaderStage >= ATTENTION_STORAGE_BINDINGS &&
+    cache.headDim <= 256 &&
+    cache.keys.byteLength <= limit &&
+    (!table || table.byteLength <= limit)
+  );
+}
+
+/** The distinct tensors the chain reads from outside (the attention's q|k|v first, then inputs and residuals). */
+function externalTensors(stages: readonly GemvStage[], first?: Tensor): Tensor[] {
+  const found: Tensor[] = first ? [first] : [];
   for (const s of stages) {
     for (const ref of [s.input, s.residual]) {
       if (typeof ref === 'object' && !found.some((t) => sameElements(t, ref))) found.push(ref);
@@ -122,7 +191,10 @@ function sameElements(a: Tensor, b: Tensor): boolean {
 /** Each stage as its own matmul (GPUs, and chains the fused kernel does not take). */
 function runEach(stages: readonly GemvStage[]): Tensor[] {
   const outputs: Tensor[] = [];
-  const resolve = (ref: Tensor | number): Tensor => (typeof ref === 'number' ? outputs[ref]! : ref);
+  const resolve = (ref: Tensor | number | 'attention'): Tensor => {
+    if (ref === 'attention') throw new Error('gemvChain: attention output without an attention'); // check() refuses it first
+    return typeof ref === 'number' ? outputs[ref]! : ref;
+  };
   for (const s of stages) {
     const input = resolve(s.input);
     const row = input.reshape([1, input.size]);
@@ -135,18 +207,22 @@ function runEach(stages: readonly GemvStage[]): Tensor[] {
   return outputs;
 }
 
-function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], workers: number): Tensor[] {
+function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], attention?: ChainAttention): Tensor[] {
+  const workers = onDemandWorkgroups(engine);
+  // The arena: the attention's output (when there is one), then each stage's.
+  const padded = (n: number) => Math.ceil(n / OUTPUT_ALIGN) * OUTPUT_ALIGN;
+  const attentionSize = attention ? attention.heads * attention.cache.headDim : 0;
   const offsets: number[] = [];
-  let total = 0;
+  let total = padded(attentionSize);
   for (const { N } of dims) {
     offsets.push(total);
-    total += Math.ceil(N / OUTPUT_ALIGN) * OUTPUT_ALIGN;
+    total += padded(N);
   }
   const arena = engine.empty([total], 'f32');
   const spare = placeholder(engine);
   /** Where a stage reads a vector: source slot and element offset. */
-  const locate = (ref: Tensor | number): [number, number] =>
-    typeof ref === 'number' ? [ARENA, offsets[ref]!] : [sources.findIndex((t) => sameElements(t, ref)), 0];
+  const locate = (ref: Tensor | number | 'attention'): [number, number] =>
+    ref === 'attention' ? [ARENA, 0] : typeof ref === 'number' ? [ARENA, offsets[ref]!] : [sources.findIndex((t) => sameElements(t, ref)), 0];
   const tensors: Record<string, Tensor> = {
     src0: sources[0]!,
     src1: sources[1] ?? sources[0]!,
@@ -180,7 +256,28 @@ function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[],
   }
   // Two f16 weights per 32-bit load needs every row to start at an even element.
   overrides.B_PAIRS = stages.every((s) => s.weight.dtype !== 'f16' || s.weight.shape[1]! % 2 === 0);
-  engine.run({ file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides }, tensors, { eps, dims: dimsParam, residual_at: residualAt }, workers);
+  const params = { eps, dims: dimsParam, residual_at: residualAt, attend: [0, 0, 0, 0], heads: [0, 0, 0, 0], scale: 0 };
+  if (!attention) {
+    engine.run({ file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides }, tensors, params, workers);
+  } else {
+    const { cache, heads } = attention;
+    const D = cache.headDim;
+    cache.withNextRow('gemvChain', ({ row, table, replay }) => {
+      const attend = (at: number) => [at, at * D, 0, cache.maxLength];
+      Object.assign(tensors, { keys: cache.keys, values: cache.values, table: table ?? spare });
+      Object.assign(dtypes, { keys: cache.dtype, values: cache.dtype });
+      Object.assign(overrides, { ROPE: table !== undefined, HB: Math.ceil(D / 32), QB: Math.ceil(D / 8) });
+      Object.assign(params, { attend: attend(row), heads: [heads, cache.heads, D, 0], scale: 1 / Math.sqrt(D) });
+      engine.run({ file: 'gemv_chain.wgsl', entry: 'attend_then_chain', dtypes, overrides }, tensors, params, workers);
+      // A replay appends the cache's next row, while the capture still fits it (KVCache.withNextRow).
+      if (replay) {
+        engine.onReplay(() => {
+          const next = replay();
+          return next && { params: { attend: attend(next.row) }, apply: next.apply };
+        });
+      }
+    });
+  }
   const outputs = dims.map(({ N }, s) => arena.view([1, N], offsets[s]!));
   arena.dispose();
   return outputs;

@@ -37,6 +37,15 @@ export interface AppendOptions {
   layout?: AttentionLayout;
 }
 
+/** The row a fused decoding step appends (KVCache.withNextRow). */
+export interface NextRow {
+  row: number;
+  /** The rotary table ([rows, headDim] f32, cos | sin) when the cache rotates keys. */
+  table: Tensor | undefined;
+  /** While capturing: the row of each replay and its effect, or null when the capture no longer fits. */
+  replay: (() => FreshReplay | null) | undefined;
+}
+
 export class KVCache {
   readonly heads: number;
   readonly headDim: number;
@@ -136,10 +145,21 @@ export class KVCache {
         if (q2 !== q) q2.dispose();
       }
     }
-    this.checkRoom('KVCache.appendAndAttend', 1);
-    const rotary = this.rotary ? { table: this.rotary.tableFor(this.used), row: this.used } : undefined;
-    const replay = q.engine.capturing ? () => this.nextRow(rotary?.table) : undefined;
-    const out = this.attendRows(q, this.used + 1, { ...options, fresh: { k, v, rotary, replay } });
+    return this.withNextRow('KVCache.appendAndAttend', ({ row, table, replay }) =>
+      this.attendRows(q, row + 1, { ...options, fresh: { k, v, rotary: table ? { table, row } : undefined, replay } }),
+    );
+  }
+
+  /**
+   * For a kernel that writes the next row itself (a fused decoding step): runs `write` with the
+   * row, the rotary table to rotate its key by (row `row` of it), and while capturing how a replay
+   * finds its row; then counts the row. Nothing changes if `write` throws.
+   */
+  withNextRow<T>(op: string, write: (next: NextRow) => T): T {
+    this.checkRoom(op, 1);
+    const row = this.used;
+    const table = this.rotary?.tableFor(row);
+    const out = write({ row, table, replay: this.engine.capturing ? () => this.nextRow(table) : undefined });
     this.used += 1;
     return out;
   }
