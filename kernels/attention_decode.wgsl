@@ -29,10 +29,6 @@ diagnostic(off, subgroup_uniformity);
 @group(0) @binding(7) var<storage, read_write> part: array<f32>;
 
 override SPLIT: bool = false;
-// ceil(D / 32) (decode_subgroup).
-override HB: u32 = 4u;
-// ceil(D / 8) (decode_subgroup): a constant trip count lets the compiler keep q_lane in registers.
-override QB: u32 = 8u;
 // Workgroup size of decode_tiled and decode_combine (reduce_shared needs WG and SG).
 override WG: u32 = 64u;
 override SG: u32 = 0u;
@@ -42,7 +38,6 @@ override ROPE: bool = false;
 // cos | sin rows of the rotary table (ROPE); row table_row is the step's position.
 @group(0) @binding(8) var<storage, read> table: array<f32>;
 
-const MAX_HB: u32 = 8u;
 
 // Work item -> (query head, row, chunk) and its key range.
 struct Item {
@@ -112,9 +107,8 @@ fn write_fresh(it: Item, first: u32, step: u32) {
   }
 }
 
-var<private> acc: array<vec4<f32>, MAX_HB>;
-// decode_subgroup: query element 8b + lane of each block b of 8 dimensions (rotated under ROPE).
-var<private> q_lane: array<f32, 32>;
+// decode_subgroup's blocks of 8 keys (its query rotated under ROPE).
+#include "lib/decode_block.wgsl"
 
 // ON_DEMAND (decode_subgroup on lavapipe): NWG workgroups take work items from a shared counter
 // instead of one workgroup per item (src/ops/work-sharing.ts): lavapipe deals workgroups to its
@@ -161,19 +155,7 @@ fn decode_item(wid: u32, lane: u32) {
   for (var j0 = it.start; j0 < end; j0 += 8u) {
     let key = j0 + lane;
     let kb = k_at(it.hd, min(key, last));
-    // This lane's key against the query: lane t contributes Q[d + t] of each 8 dimensions.
-    var dot4 = vec4<f32>(0.0);
-    for (var b = 0u; b < QB; b++) {
-      let d = 8u * b;
-      let qd = q_lane[b];
-      let ka = k4(kb + d);
-      dot4 += vec4<f32>(subgroupShuffle(qd, 0u), subgroupShuffle(qd, 1u), subgroupShuffle(qd, 2u), subgroupShuffle(qd, 3u)) * ka;
-      if (d + 4u < p.D) {
-        let kz = k4(kb + d + 4u);
-        dot4 += vec4<f32>(subgroupShuffle(qd, 4u), subgroupShuffle(qd, 5u), subgroupShuffle(qd, 6u), subgroupShuffle(qd, 7u)) * kz;
-      }
-    }
-    var sc = (dot4.x + dot4.y + dot4.z + dot4.w) * p.scale;
+    var sc = key_dot(kb, p.D) * p.scale;
     if (HAS_BIAS || HAS_MASK) { sc += additive(it.hd, it.row, min(key, p.Lk - 1u)); }
     let seen = key < end && visible(it.row, key);
     sc = select(LOWEST, sc, seen);
@@ -182,20 +164,7 @@ fn decode_item(wid: u32, lane: u32) {
     m = m_new;
     let pk = select(0.0, exp(sc - m_new), seen);
     lsum = lsum * alpha + pk;
-    // O += p_t V[j0 + t] for the 8 keys, 4 at a time.
-    for (var half = 0u; half < 2u; half++) {
-      let t0 = 4u * half;
-      let pr = vec4<f32>(subgroupShuffle(pk, t0), subgroupShuffle(pk, t0 + 1u), subgroupShuffle(pk, t0 + 2u), subgroupShuffle(pk, t0 + 3u));
-      let va = v_at(it.hd, min(j0 + t0, last));
-      let vb = v_at(it.hd, min(j0 + t0 + 1u, last));
-      let vc = v_at(it.hd, min(j0 + t0 + 2u, last));
-      let vd = v_at(it.hd, min(j0 + t0 + 3u, last));
-      for (var h = 0u; h < HB; h++) {
-        let col = min(32u * h + 4u * lane, p.D - 4u);
-        let scaled = select(acc[h], acc[h] * alpha, half == 0u);
-        acc[h] = scaled + pr.x * v4(va + col) + pr.y * v4(vb + col) + pr.z * v4(vc + col) + pr.w * v4(vd + col);
-      }
-    }
+    add_values(pk, alpha, v_at(it.hd, 0u), p.k_sl, j0, last, p.D, lane);
   }
   if (has_fresh(it)) {
     // The fresh key, from registers: one more step of the online softmax.

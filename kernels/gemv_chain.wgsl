@@ -192,7 +192,7 @@ fn run_stage(s: u32, lane: u32) {
       }
     }
     // Explicitly zeroed: lavapipe does not re-zero a `var` declared without initialiser in a loop.
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var sum_sq = 0.0;
     for (var k = 0u; k < k8; k += 8u) {
       let raw = source_ld(input, input_at + k + lane);
@@ -203,7 +203,7 @@ fn run_stage(s: u32, lane: u32) {
       let x1 = vec4<f32>(subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u), subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u));
       for (var j = 0u; j < 4u; j++) {
         let w = w8(s, rows[j] * K + k);
-        acc[j] += x0 * w[0] + x1 * w[1];
+        sums[j] += x0 * w[0] + x1 * w[1];
       }
     }
     for (var k = k8; k < K; k++) {
@@ -211,11 +211,11 @@ fn run_stage(s: u32, lane: u32) {
       sum_sq += select(0.0, raw * raw, lane == 0u); // every lane loads the tail: count it once
       var xk = raw;
       if (pre_norm) { xk *= norm_ld(s, k); }
-      for (var j = 0u; j < 4u; j++) { acc[j].x += xk * w_ld(s, rows[j] * K + k); }
+      for (var j = 0u; j < 4u; j++) { sums[j].x += xk * w_ld(s, rows[j] * K + k); }
     }
     let scale = select(1.0, inverseSqrt(subgroupAdd(sum_sq) / f32(K) + p.eps[s]), pre_norm);
     var dots: array<f32, 4>;
-    for (var j = 0u; j < 4u; j++) { dots[j] = dot(acc[j], vec4<f32>(1.0)) * scale; }
+    for (var j = 0u; j < 4u; j++) { dots[j] = dot(sums[j], vec4<f32>(1.0)) * scale; }
     if (gated) {
       let act = form(s) >> 8u;
       finish(s, outputs[0], activate(dots[0], act) * dots[1]);

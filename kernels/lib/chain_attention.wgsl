@@ -7,7 +7,7 @@
 // registers, the key (and the query) rotated here (rotate-half by the table row of position pos).
 // The first query head of each kv head writes that row into the cache; no item reads it from
 // there. The output, [Hq D], goes into the arena for the products that follow.
-// Same arithmetic as attention_decode.wgsl's decode_subgroup, specialised to this one case.
+// decode_subgroup's arithmetic (attention_decode.wgsl), specialised to this one case.
 
 @group(0) @binding(13) var<storage, read_write> keys: array<keys_t4>;
 @group(0) @binding(14) var<storage, read_write> values: array<values_t4>;
@@ -15,13 +15,10 @@
 @group(0) @binding(15) var<storage, read> table: array<f32>;
 
 override ROPE: bool = true;
-override HB: u32 = 2u;   // ceil(D / 32): blocks of 32 output columns, 4 per lane
-override QB: u32 = 8u;   // ceil(D / 8): a constant trip count keeps attn_q in registers
 
 const LOWEST: f32 = -3.4028234e38;
 
-var<private> attn_q: array<f32, 32>;
-var<private> attn_acc: array<vec4<f32>, 8>;
+#include "lib/decode_block.wgsl"
 
 /** Element i of a head's row starting at `base` in src0, rotated when ROPE. */
 fn step_row_at(base: u32, i: u32) -> f32 {
@@ -46,50 +43,28 @@ fn attend_head(h: u32, lane: u32) {
   let k_step = (p.heads.x + kvh) * D;              // the step's key in src0
   let v_step = (p.heads.x + p.heads.y + kvh) * D;  // and value
   let row0 = kvh * p.attend.w * D;                 // the kv head's first cache row
-  for (var b = 0u; b < QB; b++) { attn_q[b] = step_row_at(h * D, min(8u * b + lane, D - 1u)); }
+  for (var b = 0u; b < QB; b++) { q_lane[b] = step_row_at(h * D, min(8u * b + lane, D - 1u)); }
   var m = LOWEST;
   var lsum = 0.0;
-  for (var c = 0u; c < HB; c++) { attn_acc[c] = vec4<f32>(0.0); }
+  for (var c = 0u; c < HB; c++) { acc[c] = vec4<f32>(0.0); }
   // Lanes past the last cached row load that row (masked out), never the step's row.
   let last = max(pos, 1u) - 1u;
   for (var j0 = 0u; j0 < pos; j0 += 8u) {
     let key = j0 + lane;
     let kb = row0 + min(key, last) * D;
-    var dot4 = vec4<f32>(0.0);
-    for (var b = 0u; b < QB; b++) {
-      let d = 8u * b;
-      let qd = attn_q[b];
-      dot4 += vec4<f32>(subgroupShuffle(qd, 0u), subgroupShuffle(qd, 1u), subgroupShuffle(qd, 2u), subgroupShuffle(qd, 3u)) * k4(kb + d);
-      if (d + 4u < D) {
-        dot4 += vec4<f32>(subgroupShuffle(qd, 4u), subgroupShuffle(qd, 5u), subgroupShuffle(qd, 6u), subgroupShuffle(qd, 7u)) * k4(kb + d + 4u);
-      }
-    }
     let seen = key < pos;
-    let sc = select(LOWEST, (dot4.x + dot4.y + dot4.z + dot4.w) * p.scale, seen);
+    let sc = select(LOWEST, key_dot(kb, D) * p.scale, seen);
     let m_new = max(m, subgroupMax(sc));
     let alpha = exp(m - m_new);
     m = m_new;
     let pk = select(0.0, exp(sc - m_new), seen);
     lsum = lsum * alpha + pk;
-    // O += p_t V[j0 + t] for the 8 keys, 4 at a time.
-    for (var part = 0u; part < 2u; part++) {
-      let t0 = 4u * part;
-      let pr = vec4<f32>(subgroupShuffle(pk, t0), subgroupShuffle(pk, t0 + 1u), subgroupShuffle(pk, t0 + 2u), subgroupShuffle(pk, t0 + 3u));
-      let va = row0 + min(j0 + t0, last) * D;
-      let vb = row0 + min(j0 + t0 + 1u, last) * D;
-      let vc = row0 + min(j0 + t0 + 2u, last) * D;
-      let vd = row0 + min(j0 + t0 + 3u, last) * D;
-      for (var c = 0u; c < HB; c++) {
-        let col = min(32u * c + 4u * lane, D - 4u);
-        let scaled = select(attn_acc[c], attn_acc[c] * alpha, part == 0u);
-        attn_acc[c] = scaled + pr.x * v4(va + col) + pr.y * v4(vb + col) + pr.z * v4(vc + col) + pr.w * v4(vd + col);
-      }
-    }
+    add_values(pk, alpha, row0, D, j0, last, D, lane);
   }
   // The step's own key and value, from registers: one more step of the online softmax.
   var part_dot = 0.0;
   for (var b = 0u; b < QB; b++) {
-    if (8u * b + lane < D) { part_dot += attn_q[b] * step_row_at(k_step, 8u * b + lane); }
+    if (8u * b + lane < D) { part_dot += q_lane[b] * step_row_at(k_step, 8u * b + lane); }
   }
   let sc = subgroupAdd(part_dot) * p.scale;
   let m_new = max(m, sc);
@@ -99,7 +74,7 @@ fn attend_head(h: u32, lane: u32) {
   for (var c = 0u; c < HB; c++) {
     let col = min(32u * c + 4u * lane, D - 4u);
     let v_new = vec4<f32>(src0_ld(v_step + col), src0_ld(v_step + col + 1u), src0_ld(v_step + col + 2u), src0_ld(v_step + col + 3u));
-    attn_acc[c] = attn_acc[c] * alpha + pk * v_new;
+    acc[c] = acc[c] * alpha + pk * v_new;
   }
   if (h % group == 0u) {
     // The step's row joins the cache, a pair of elements at a time (stores move whole pairs).
@@ -113,7 +88,7 @@ fn attend_head(h: u32, lane: u32) {
   for (var c = 0u; c < HB; c++) {
     let col = 32u * c + 4u * lane;
     if (col < D) {
-      let o = attn_acc[c] * inv;
+      let o = acc[c] * inv;
       let at = p.attend.z + h * D + col;
       arena[at] = o.x;
       arena[at + 1u] = o.y;
