@@ -97,15 +97,25 @@ export function gemvChain(stages: readonly GemvStage[], options: ChainOptions = 
   if (fused) return runFused(engine, stages, dims, sources, attention);
   if (!attention) return runEach(stages);
   // The attention on its own, then the chain reading its output.
-  const { cache, qkv, heads } = attention;
-  const [D, kvHeads] = [cache.headDim, cache.heads];
-  const part = (offset: number, h: number) => qkv.view([1, h, D], offset);
-  const attended = cache.appendAndAttend(part(0, heads), part(heads * D, kvHeads), part((heads + kvHeads) * D, kvHeads), { causal: true, layout: 'blhd' });
-  const out = attended.reshape([1, heads * D]);
-  attended.dispose();
-  const outputs = gemvChain(stages.map((s) => ({ ...s, input: s.input === 'attention' ? out : s.input })));
+  const out = attendAlone(attention);
+  const resolve = <T>(ref: T | 'attention') => (ref === 'attention' ? out : ref);
+  const outputs = gemvChain(stages.map((s) => ({ ...s, input: resolve(s.input), residual: resolve(s.residual) })));
   out.dispose();
   return outputs;
+}
+
+/** The chain's attention as KVCache.appendAndAttend: [1, heads·D]. */
+function attendAlone({ cache, qkv, heads }: ChainAttention): Tensor {
+  const [D, kvHeads] = [cache.headDim, cache.heads];
+  const parts = [[0, heads], [heads * D, kvHeads], [(heads + kvHeads) * D, kvHeads]].map(([at, h]) => qkv.view([1, h!, D], at));
+  try {
+    const attended = cache.appendAndAttend(parts[0]!, parts[1]!, parts[2]!, { causal: true, layout: 'blhd' });
+    const out = attended.reshape([1, heads * D]);
+    attended.dispose();
+    return out;
+  } finally {
+    parts.forEach((t) => t.dispose());
+  }
 }
 
 /** Whether chains (of up to four stages) run as one dispatch on this engine, or as a matmul per stage. */
