@@ -217,29 +217,47 @@ function runEach(stages: readonly GemvStage[]): Tensor[] {
   return outputs;
 }
 
+/** What one fused dispatch binds, specialises and packs. */
+interface FusedCall {
+  workers: number;
+  tensors: Record<string, Tensor>;
+  dtypes: Record<string, Tensor['dtype']>;
+  overrides: Record<string, number | boolean>;
+  params: Record<string, number | number[]>;
+}
+
 function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], attention?: ChainAttention): Tensor[] {
-  const workers = onDemandWorkgroups(engine);
   // The arena: the attention's output (when there is one), then each stage's.
   const padded = (n: number) => Math.ceil(n / OUTPUT_ALIGN) * OUTPUT_ALIGN;
-  const attentionSize = attention ? attention.heads * attention.cache.headDim : 0;
   const offsets: number[] = [];
-  let total = padded(attentionSize);
+  let total = attention ? padded(attention.heads * attention.cache.headDim) : 0;
   for (const { N } of dims) {
     offsets.push(total);
     total += padded(N);
   }
   const arena = engine.empty([total], 'f32');
+  try {
+    const call = fusedCall(engine, stages, dims, sources, offsets, arena);
+    if (attention) runAttentionFirst(engine, call, attention);
+    else engine.run({ file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes: call.dtypes, overrides: call.overrides }, call.tensors, call.params, call.workers);
+  } catch (err) {
+    arena.dispose();
+    throw err;
+  }
+  const outputs = dims.map(({ N }, s) => arena.view([1, N], offsets[s]!));
+  arena.dispose();
+  return outputs;
+}
+
+/** Bindings, stage forms and parameters of the fused kernel; the attention's fields are left zero. */
+function fusedCall(engine: Engine, stages: readonly GemvStage[], dims: Checked[], sources: Tensor[], offsets: number[], arena: Tensor): FusedCall {
   const spare = placeholder(engine);
-  /** Where a stage reads a vector: source slot and element offset. */
+  /** Where a stage reads a vector: source slot and element offset (the attention's output starts the arena). */
   const locate = (ref: Tensor | number | 'attention'): [number, number] =>
     ref === 'attention' ? [ARENA, 0] : typeof ref === 'number' ? [ARENA, offsets[ref]!] : [sources.findIndex((t) => sameElements(t, ref)), 0];
-  const tensors: Record<string, Tensor> = {
-    src0: sources[0]!,
-    src1: sources[1] ?? sources[0]!,
-    arena,
-    counters: workCounters(engine),
-  };
+  const tensors: Record<string, Tensor> = { src0: sources[0]!, src1: sources[1] ?? sources[0]!, arena, counters: workCounters(engine) };
   const dtypes: Record<string, Tensor['dtype']> = { src0: tensors.src0!.dtype, src1: tensors.src1!.dtype };
+  const workers = onDemandWorkgroups(engine);
   const overrides: Record<string, number | boolean> = { STAGES: stages.length, NWG: workers };
   const dimsParam: number[] = [];
   const residualAt: number[] = [];
@@ -267,28 +285,25 @@ function runFused(engine: Engine, stages: readonly GemvStage[], dims: Checked[],
   // Two f16 weights per 32-bit load needs every row to start at an even element.
   overrides.B_PAIRS = stages.every((s) => s.weight.dtype !== 'f16' || s.weight.shape[1]! % 2 === 0);
   const params = { eps, dims: dimsParam, residual_at: residualAt, attend: [0, 0, 0, 0], heads: [0, 0, 0, 0], scale: 0 };
-  if (!attention) {
-    engine.run({ file: 'gemv_chain.wgsl', entry: 'gemv_chain', dtypes, overrides }, tensors, params, workers);
-  } else {
-    const { cache, heads } = attention;
-    const D = cache.headDim;
-    cache.withNextRow('gemvChain', ({ row, table, replay }) => {
-      const attend = (at: number) => [at, at * D, 0, cache.maxLength];
-      Object.assign(tensors, { keys: cache.keys, values: cache.values, table: table ?? spare });
-      Object.assign(dtypes, { keys: cache.dtype, values: cache.dtype });
-      Object.assign(overrides, { ROPE: table !== undefined, HB: Math.ceil(D / 32), QB: Math.ceil(D / 8) });
-      Object.assign(params, { attend: attend(row), heads: [heads, cache.heads, D, 0], scale: 1 / Math.sqrt(D) });
-      engine.run({ file: 'gemv_chain.wgsl', entry: 'attend_then_chain', dtypes, overrides }, tensors, params, workers);
-      // A replay appends the cache's next row, while the capture still fits it (KVCache.withNextRow).
-      if (replay) {
-        engine.onReplay(() => {
-          const next = replay();
-          return next && { params: { attend: attend(next.row) }, apply: next.apply };
-        });
-      }
-    });
-  }
-  const outputs = dims.map(({ N }, s) => arena.view([1, N], offsets[s]!));
-  arena.dispose();
-  return outputs;
+  return { workers, tensors, dtypes, overrides, params };
+}
+
+/** The fused dispatch with the layer's attention first: the cache's next row is the step's. */
+function runAttentionFirst(engine: Engine, call: FusedCall, { cache, heads }: ChainAttention): void {
+  const D = cache.headDim;
+  cache.withNextRow('gemvChain', ({ row, table, replay }) => {
+    const attend = (at: number) => [at, at * D, 0, cache.maxLength];
+    const tensors = { ...call.tensors, keys: cache.keys, values: cache.values, table: table ?? placeholder(engine) };
+    const dtypes = { ...call.dtypes, keys: cache.dtype, values: cache.dtype };
+    const overrides: Record<string, number | boolean> = { ...call.overrides, ROPE: table !== undefined, HB: Math.ceil(D / 32), QB: Math.ceil(D / 8) };
+    const params = { ...call.params, attend: attend(row), heads: [heads, cache.heads, D, 0], scale: 1 / Math.sqrt(D) };
+    engine.run({ file: 'gemv_chain.wgsl', entry: 'attend_then_chain', dtypes, overrides }, tensors, params, call.workers);
+    // A replay appends the cache's next row, while the capture still fits it (KVCache.withNextRow).
+    if (replay) {
+      engine.onReplay(() => {
+        const next = replay();
+        return next && { params: { attend: attend(next.row) }, apply: next.apply };
+      });
+    }
+  });
 }
