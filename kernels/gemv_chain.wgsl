@@ -17,12 +17,15 @@
 // (earlier stages' outputs). Work split as in gemv_rows: a lane owns 4 weight rows (4 outputs, or
 // 2 gate/up pairs) and walks k in steps of 8, the 8 input values of a step shared by
 // subgroupBroadcast; the workgroups take chunks of 32 rows as they finish their last.
+// Entry attend_then_chain first runs a layer's decoding attention (lib/chain_attention.wgsl),
+// whose output starts the arena: with the next layer's q|k|v as the last stage, a whole decoding
+// layer is one dispatch.
 //
 // The stage index is a literal at each call of run_stage, so once the shader compiler has inlined
 // the call, every switch on it below selects one binding at compile time.
-// A workgroup is one subgroup, and every branch on a shared value (a chunk index, a barrier's
-// count) takes a value broadcast from lane 0, so all lanes always take it together; WGSL's
-// analysis cannot see through the broadcast of an atomic's result.
+// A workgroup is one subgroup, and every branch on a shared value (a chunk index, a count of
+// finished chunks) takes a value broadcast from lane 0 or read by every lane alike, so all lanes
+// always take it together; WGSL's analysis cannot see through the broadcast of an atomic's result.
 diagnostic(off, subgroup_uniformity);
 #include "lib/activation.wgsl"
 
