@@ -108,9 +108,13 @@ describe.each(['cpu', 'gpu'] as const)('gemvChain with a decoding attention firs
 
   // 4 query heads on 2 kv heads of 40 dims (not a multiple of 32: a partial block of columns),
   // after 37 cached positions; three steps, against the cache's own appendAndAttend and a chain.
-  it.each(['f32', 'f16'] as const)('%s cache: outputs and appended rows match attention then chain, step after step', async (dtype) => {
+  it.each([
+    ['f32', true],
+    ['f16', true],
+    ['f16', false],
+  ] as const)('%s cache (rotary %s): outputs and appended rows match attention then chain, step after step', async (dtype, rotates) => {
     const [heads, kvHeads, D, d, ff] = [4, 2, 40, 48, 56];
-    const rotary = new RotaryEmbedding(engine, D);
+    const rotary = rotates ? new RotaryEmbedding(engine, D) : undefined;
     const caches = [0, 1].map(() => new KVCache(engine, { heads: kvHeads, headDim: D, maxLength: 64, dtype, rotary }));
     const prompt = randomTensor(engine, [37, kvHeads, D], 1);
     for (const c of caches) c.append(prompt, prompt, { layout: 'blhd' });
