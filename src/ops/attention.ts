@@ -25,6 +25,7 @@ import type { ReplayHook } from '../engine/capture.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
+import { placeholder } from './placeholder.js';
 import { subgroupsOf8 } from './variants.js';
 import { onDemandWorkgroups, workCounters } from './work-sharing.js';
 import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
@@ -242,18 +243,6 @@ function headChunks(c: Call): [number, number][] {
   return unitRanges(g.B * g.Hq, fits, () =>
     `${OP}: one head of q ${formatShape(c.q.shape)} / k ${formatShape(c.k.shape)} (${c.k.dtype}, layouts '${g.layout}'/'${g.kvLayout}') ` +
     `does not fit the ${limit}-byte binding limit; heads are the smallest unit attention splits`);
-}
-
-const placeholders = new WeakMap<Engine, Tensor>();
-
-/** A 1-element tensor bound where an optional input is absent (an override keeps it unread). */
-function placeholder(engine: Engine): Tensor {
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(4), [4], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
 }
 
 function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {

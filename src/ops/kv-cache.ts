@@ -18,6 +18,7 @@ import { formatShape, type Tensor } from '../engine/tensor.js';
 import { attention, type AttentionOptions, type FreshReplay } from './attention.js';
 import type { AttentionLayout } from './attention-layout.js';
 import { planPositions, planRotary, rope, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
+import { placeholder } from './placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 
 export interface KVCacheOptions {
@@ -112,7 +113,7 @@ export class KVCache {
     const plan = planRotary({
       op, entry: 'kv_append', H, L: T, D, units: H,
       strides: layout === 'bhld' ? [H * T * D, T * D, D] : [T * H * D, D, H * D],
-      positions, table: this.rotary ? this.rotary.tableFor(positions.max) : noTable(this.engine),
+      positions, table: this.rotary ? this.rotary.tableFor(positions.max) : placeholder(this.engine),
       src: k, srcV: v, dst: this.keys, dstV: this.values,
       dstStrides: [0, this.maxLength * D, D], dstRow0: this.used, rotate: this.rotary !== undefined,
     });
@@ -205,16 +206,4 @@ export class KVCache {
     this.keys.dispose();
     this.values.dispose();
   }
-}
-
-const tables = new WeakMap<Engine, Tensor>();
-
-/** A bound-but-unread table for caches without rotation. */
-function noTable(engine: Engine): Tensor {
-  let t = tables.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(4), [4], 'f32', { persistent: true });
-    tables.set(engine, t);
-  }
-  return t;
 }

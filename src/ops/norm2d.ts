@@ -4,10 +4,10 @@
  *   layerNorm2d(x [N, C, H, W], weight?, bias?, { eps, act })       LayerNorm over the channels of each pixel
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
-import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './activation.js';
 import { rowChunks } from './chunks.js';
+import { placeholder } from './placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './shape.js';
 import { rowKernelConfig } from './variants.js';
 
@@ -16,17 +16,6 @@ export interface Norm2dOptions {
   /** Applied after the affine transform (diffusers fuses SiLU after most GroupNorms). */
   act?: Activation;
   dtype?: DType;
-}
-
-const placeholders = new WeakMap<Engine, Tensor>();
-
-function placeholder(engine: Engine): Tensor {
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(1), [1], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
 }
 
 function checkPerChannel(op: string, t: Tensor | undefined, channels: number, role: string, x: Tensor): void {
