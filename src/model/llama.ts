@@ -8,9 +8,9 @@
  *   x = x + o·Woᵀ;   h = rmsnorm(x);  x = x + (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ
  * q|k|v and gate|up are fused matrices. In decoding (T = 1) each norm rides in the following GEMV,
  * the SiLU gate in the gate|up GEMV, residual adds in the output projections, and rope and the
- * cache append in the attention kernel. The GEMVs between two attentions form one chain
- * (ops/gemv-chain.ts), a single dispatch on lavapipe: a layer is two dispatches there (five on
- * GPUs), which is what a decode step's time on lavapipe depends on.
+ * cache append in the attention kernel. A layer's attention and the GEMVs up to the next layer's
+ * form one chain (ops/gemv-chain.ts), a single dispatch on lavapipe: a layer is one dispatch there
+ * (five on GPUs), which is what a decode step's time on lavapipe depends on.
  */
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
@@ -212,8 +212,8 @@ export class Llama {
       if (next) stages.push(qkvStage(next, 2));
       else if (after) stages.push(after(2));
       const outputs = gemvChain(stages, { attention: { cache: cache.layers[i]!, qkv, heads } });
-      x = outputs[outputs.length - 1]!;
       if (next) [x, qkv] = [outputs[2]!, outputs[3]!];
+      else x = outputs[outputs.length - 1]!; // the residual stream, or what `after` made of it
     });
     return x;
   }

@@ -18,7 +18,6 @@
  * come straight from the q|k|v projection, are rotated with the query, attended from registers and
  * written into the cache by the same kernel (see KVCache.appendAndAttend).
  */
-import os from 'node:os';
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { ReplayHook } from '../engine/capture.js';
@@ -27,7 +26,7 @@ import { formatShape, type Tensor } from '../engine/tensor.js';
 import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
 import { placeholder } from './placeholder.js';
 import { subgroupsOf8 } from './variants.js';
-import { onDemandWorkgroups, workCounters } from './work-sharing.js';
+import { CORES, onDemandWorkgroups, workCounters } from './work-sharing.js';
 import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
 
 export type { AttentionLayout } from './attention-layout.js';
@@ -198,12 +197,9 @@ function chooseKernel(engine: Engine, g: AttentionGeometry): AttentionKernel {
  * workgroup per thread) or every multiprocessor, but chunks of at least MIN_CHUNK keys so the merge
  * pass stays small.
  */
-/** CPU threads to keep busy (a syscall to ask, so asked once). */
-const CPU_THREADS = os.availableParallelism();
-
 function defaultSplits(engine: Engine, g: AttentionGeometry, Lk: number): number {
   const MIN_CHUNK = 256;
-  const wanted = engine.profile === 'cpu' ? 4 * CPU_THREADS : 512;
+  const wanted = engine.profile === 'cpu' ? 4 * CORES : 512;
   const rows = g.B * g.Hq * g.Lq;
   return Math.max(1, Math.min(Math.ceil(wanted / rows), Math.floor(Lk / MIN_CHUNK)));
 }

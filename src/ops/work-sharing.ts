@@ -13,6 +13,8 @@ import type { Tensor } from '../engine/tensor.js';
 
 /** Words of the shared counters (a kernel uses a prefix, and leaves it zeroed). */
 const COUNTER_WORDS = 16;
+/** CPU cores to keep busy (a syscall to ask, and ops ask while recording: so asked once). */
+export const CORES = os.availableParallelism();
 
 /**
  * Workgroups for on-demand kernels: one per lavapipe worker thread, and no more than there are
@@ -20,7 +22,7 @@ const COUNTER_WORDS = 16;
  * descheduled peer needs. Elsewhere one: only lavapipe is known to run several at once.
  */
 export function onDemandWorkgroups(engine: Engine): number {
-  return Math.max(1, Math.min(engine.gpu.summary.workerThreads, os.availableParallelism()));
+  return Math.max(1, Math.min(engine.gpu.summary.workerThreads, CORES));
 }
 
 const counters = new WeakMap<Engine, Tensor>();
