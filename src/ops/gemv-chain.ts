@@ -129,7 +129,7 @@ function check(stages: readonly GemvStage[], s: GemvStage, i: number, attentionS
   if (s.weight.rank !== 2) throw new RangeError(`${what}: weight ${formatShape(s.weight.shape)} must be [N, K]`);
   const [rows, K] = s.weight.shape as [number, number];
   if (s.gated !== undefined && rows % 2) throw new RangeError(`${what}: gated weight ${formatShape(s.weight.shape)} needs an even number of rows (gate, then up)`);
-  const N = s.gated !== undefined ? rows / 2 : rows;
+  const N = outputsOf(s);
   const size = (ref: Tensor | number | 'attention', role: string): number => {
     if (ref === 'attention') {
       if (attentionSize === null) throw new RangeError(`${what}: ${role} is 'attention', and the chain has no attention`);
@@ -140,8 +140,7 @@ function check(stages: readonly GemvStage[], s: GemvStage, i: number, attentionS
       return ref.size;
     }
     if (!Number.isInteger(ref) || ref < 0 || ref >= i) throw new RangeError(`${what}: ${role} refers to stage ${ref}; only earlier stages (0 to ${i - 1}) can feed it`);
-    const earlier = stages[ref]!.weight.shape[0]!;
-    return stages[ref]!.gated !== undefined ? earlier / 2 : earlier;
+    return outputsOf(stages[ref]!);
   };
   const inputSize = size(s.input, 'input');
   if (inputSize !== K) throw new RangeError(`${what}: input has ${inputSize} elements, the weight ${formatShape(s.weight.shape)} takes ${K}`);
@@ -154,6 +153,12 @@ function check(stages: readonly GemvStage[], s: GemvStage, i: number, attentionS
   }
   activationCode(what, s.gated);
   return { N, K };
+}
+
+/** A stage's output size: its weight rows, or half of them when gate and up rows make one output. */
+function outputsOf(s: GemvStage): number {
+  const rows = s.weight.shape[0]!;
+  return s.gated !== undefined ? rows / 2 : rows;
 }
 
 /** The attention output's size, heads·D, once its inputs are checked. */
@@ -208,8 +213,7 @@ function runEach(stages: readonly GemvStage[]): Tensor[] {
   for (const s of stages) {
     const input = resolve(s.input);
     const row = input.reshape([1, input.size]);
-    const rows = s.weight.shape[0]!;
-    const residual = s.residual === undefined ? undefined : resolve(s.residual).reshape([1, s.gated !== undefined ? rows / 2 : rows]);
+    const residual = s.residual === undefined ? undefined : resolve(s.residual).reshape([1, outputsOf(s)]);
     outputs.push(matmul(row, s.weight, { transposeB: true, preNorm: s.preNorm, gated: s.gated, residual, dtype: 'f32' }));
     row.dispose();
     residual?.dispose();
