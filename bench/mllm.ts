@@ -12,7 +12,8 @@ import type { ClipVisionConfig, LlamaConfig } from '../src/model/config.js';
 import { generate, type GenerationTimings } from '../src/model/generate.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
-import { Weights } from '../src/model/weights.js';
+import { Params } from '../src/nn/params.js';
+import { Weights } from '../src/nn/weights.js';
 import { projectRoot } from '../src/paths.js';
 import { round, type Harness, type Measurement } from './harness.js';
 import { referenceGemv } from './kernels.js';
@@ -167,17 +168,17 @@ export async function benchMllm(h: Harness): Promise<void> {
   }
   if (h.wanted('mllm_small')) {
     const llmWeights = Weights.fromTensors(engine, 'random small LLaMA', randomLlamaWeights(engine, SMALL_LLM));
-    const llm = Llama.fromWeights(llmWeights, SMALL_LLM);
+    const llm = Llama.load(new Params(llmWeights), SMALL_LLM);
     await benchGeneration(h, 'mllm_small_llm', llm, 512, 24, decodeWeightBytes(SMALL_LLM, 2));
     llmWeights.dispose();
 
     const mediumWeights = Weights.fromTensors(engine, 'random medium LLaMA', randomLlamaWeights(engine, MEDIUM_LLM));
-    const medium = Llama.fromWeights(mediumWeights, MEDIUM_LLM);
+    const medium = Llama.load(new Params(mediumWeights), MEDIUM_LLM);
     await benchGeneration(h, 'mllm_medium_llm', medium, 128, 12, decodeWeightBytes(MEDIUM_LLM, 2));
     mediumWeights.dispose();
 
     const vitWeights = Weights.fromTensors(engine, 'random small ViT', randomClipWeights(engine, SMALL_VIT));
-    const tower = ClipVisionTower.fromWeights(vitWeights, SMALL_VIT);
+    const tower = ClipVisionTower.load(new Params(vitWeights).at('vis_encoder.vision_model'), SMALL_VIT);
     const pixels = randomTensor(engine, [1, 3, 336, 336], 99);
     await h.gpu({
       name: 'mllm_small_vit',

@@ -11,8 +11,9 @@
 import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { MultiscaleDeformableAttention } from '../src/model/ms-deform-attn.js';
-import { gridSampleBaseline, msDeformAttnUnfused } from '../src/ops/ms-deform-attn-unfused.js';
+import { MultiscaleDeformableAttention } from '../src/nn/ms-deform-attn.js';
+import { Params } from '../src/nn/params.js';
+import { gridSampleBaseline, msDeformAttnUnfused } from '../src/ops/ms-deform-attn.js';
 import { permute, slice } from '../src/ops/copy.js';
 import { unary } from '../src/ops/elementwise.js';
 import { msDeformAttn, type MsDeformAttnKernel } from '../src/ops/ms-deform-attn.js';
@@ -158,7 +159,7 @@ async function benchModule(h: Harness, tag: string, queries: number, ref: Float3
     ['attention_weights.weight', tensor([HEADS * L * POINTS, D], 1 / 16)], ['attention_weights.bias', tensor([HEADS * L * POINTS], 0.1)],
     ['output_proj.weight', tensor([D, D], 1 / 16)], ['output_proj.bias', tensor([D], 0.1)],
   ]);
-  const attn = MultiscaleDeformableAttention.fromWeights(weights, '', { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype: 'f16' });
+  const attn = MultiscaleDeformableAttention.load(Params.of(weights, 'bench weights'), { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype: 'f16' });
   const input = tensor([1, S, D], 1);
   const query = queries === S ? input : tensor([1, queries, D], 1);
   const refPoints = new Float32Array(queries * L * 2);

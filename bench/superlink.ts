@@ -1,10 +1,13 @@
 /**
  * The super link's own cost: on the tiny checkpoint, a teacher-forced COCO answer (80 [DET]
- * blocks, one image tile) runs through the LLM; the gather of the 320 query hidden states and the
- * patch2query projection are timed alone and as a share of the forward pass they follow.
+ * blocks, one image tile) runs through the LLM; collecting the 320 query hidden states and the
+ * patch2query projection (Grounding DINO's side of the link) are timed alone and as a share of the forward pass they follow.
  */
 import path from 'node:path';
+import { gdino, type GdinoConfig, type GdinoOutput } from '../src/decoders/gdino/index.js';
 import { promptIds, vicunaPrompt } from '../src/model/chat-template.js';
+import type { VisionLLMConfig } from '../src/model/config.js';
+import { Params } from '../src/nn/params.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import type { Harness } from './harness.js';
@@ -41,14 +44,18 @@ export async function benchSuperlink(h: Harness): Promise<void> {
     });
   const forward = await h.gpu({ name: 'superlink_forward', shape: `${plan.ids.length} positions, 80 blocks`, run: hiddenOf, iterations: 3, time: 0 });
   const hidden = hiddenOf();
+  const config = model.config as VisionLLMConfig;
+  const patch2query = gdino.load(new Params(model.weights), config.decoders.get('gdino') as GdinoConfig, { hiddenSize: config.llm.hiddenSize });
+  const from = promptIds(model.tokenizer, prompt, features.shape[0]!).length;
   const linkOnly = await h.gpu({
     name: 'superlink_gather_project',
     shape: '80 blocks x 4 queries -> [80, 256]',
     run: () => {
-      const gathered = link.gather(hidden, plan.blocks);
-      const links = link.links(plan.blocks, gathered, []);
-      gathered.forEach((t) => t.dispose());
-      return { dispose: () => links.forEach((l) => l.condition.dispose()) };
+      const blockHidden = plan.blocks.map((b) => hidden.rows(b.firstQuery, b.firstQuery + b.route.queryIds.length));
+      const [group] = link.collect(plan.ids, blockHidden, from);
+      const out = patch2query.run(group!, { engine, options: {} }) as GdinoOutput;
+      [...blockHidden, group!.hidden].forEach((t) => t.dispose());
+      return out.classEmbeddings;
     },
     iterations: 10,
   });

@@ -111,7 +111,7 @@ fn write_fresh(it: Item, first: u32, step: u32) {
 #include "lib/decode_block.wgsl"
 
 // ON_DEMAND (decode_subgroup on lavapipe): NWG workgroups take work items from a shared counter
-// instead of one workgroup per item (src/ops/work-sharing.ts): lavapipe deals workgroups to its
+// instead of one workgroup per item (src/ops/support/work-sharing.ts): lavapipe deals workgroups to its
 // threads in fixed shares, so a thread slow to wake would hold up the whole dispatch.
 override ON_DEMAND: bool = false;
 override NWG: u32 = 1u;

@@ -68,7 +68,7 @@ override B_PAIRS: bool = false;  // every weight row starts at an even element: 
 @group(0) @binding(9) var<storage, read> src0: array<src0_t>;
 @group(0) @binding(10) var<storage, read> src1: array<src1_t>;
 @group(0) @binding(11) var<storage, read_write> arena: array<f32>;
-// Shared with other on-demand kernels (src/ops/work-sharing.ts), zero between dispatches. Here
+// Shared with other on-demand kernels (src/ops/support/work-sharing.ts), zero between dispatches. Here
 // [s]: chunks of stage s handed out; [4 + s]: chunks of stage s finished; [8]: workgroups done;
 // [9], [10]: attention heads handed out and finished (lib/chain_attention.wgsl).
 @group(0) @binding(12) var<storage, read_write> counters: array<atomic<u32>>;

@@ -1,6 +1,6 @@
 // Matmul for GPUs: the classic shared-memory tiling. A 256-thread workgroup computes a 64x64 tile of
 // C, each thread a 4x4 block; tiles of A (64x16) and B (16x64) are staged in workgroup memory.
-// (On lavapipe the barriers make this 2-3x slower than matmul_subgroup.wgsl; see src/ops/matmul.ts.)
+// (On lavapipe its barriers make it slower than matmul_subgroup.wgsl, which src/ops/matmul.ts picks there.)
 #include "lib/matmul_common.wgsl"
 
 // B is contiguous along k (Linear weights): stage it k-fastest so neighbouring threads read neighbouring words.

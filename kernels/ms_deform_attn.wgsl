@@ -5,7 +5,7 @@
 // Why not lanes over channels: on lavapipe every storage load is a per-lane scalar access, so what
 // counts is load instructions, not coalescing. One invocation reading a corner's 32 channels as
 // 16-byte vectors issues 8 loads (4 for f16); spreading the channels over 8 lanes that share the
-// corners by subgroupBroadcast issued 4 scalar loads per lane and measured 1.5x slower.
+// corners by subgroupBroadcast issues 4 scalar loads per lane, and measured slower.
 #include "lib/ms_deform_common.wgsl"
 // Declares the value binding and `gather(w, at, first)`: acc += w * channels [first, first + 32) of
 // the head whose channel 0 is value element `at`.

@@ -1,5 +1,5 @@
 // Separable resampling of float tensors along one axis with a precomputed plan
-// (src/image/resample-plan.ts): the tensor is viewed as [outer, len, inner] and
+// (src/ops/support/resample-plan.ts): the tensor is viewed as [outer, len, inner] and
 //   y[o, i, r] = sum_t weights[i, t] * x[o, start[i] + t, r]
 // Resizing NCHW runs it along W (inner = 1), then along H (inner = W). Accumulates in f32.
 

@@ -14,3 +14,11 @@ export { VisionLLM, type LoadOptions, type ChatOptions, type ChatResult, type Ch
 export type { ChatTurn } from './model/chat-template.js';
 export type { FinishReason, SamplingSettings } from './model/generate.js';
 export { readConfigFile, type ModelConfig, type VisionLLMConfig, type LlamaConfig, type ClipVisionConfig } from './model/config.js';
+export * as nn from './nn/index.js';
+export { DEFAULT_DECODERS, type Decoder, type AnyDecoder, type DecoderRoute, type DecoderOutput, type DecoderContext, type LoadedDecoder, type LlmSide } from './decoders/index.js';
+export type { GdinoOutput, GdinoOptions, GdinoTask, UniposeOutput, DiffusionOutput } from './decoders/index.js';
+export { gdino } from './decoders/gdino/index.js';
+export { unipose } from './decoders/unipose/index.js';
+export { sd, ip2p } from './decoders/diffusion/index.js';
+export type { LinkGroup, LinkBlock } from './superlink/superlink.js';
+export { ConfigReader } from './io/config-reader.js';

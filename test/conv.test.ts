@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
-import type { Activation } from '../src/ops/activation.js';
+import type { Activation } from '../src/ops/support/activation.js';
 import { conv2d, type Conv2dKernel } from '../src/ops/conv.js';
 import { hashed } from './hashed.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';

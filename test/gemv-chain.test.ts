@@ -5,7 +5,7 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { fusesChains, gemvChain, type GemvStage } from '../src/ops/gemv-chain.js';
 import { KVCache } from '../src/ops/kv-cache.js';
 import { RotaryEmbedding } from '../src/ops/rope.js';
-import { onDemandWorkgroups } from '../src/ops/work-sharing.js';
+import { onDemandWorkgroups } from '../src/ops/support/work-sharing.js';
 import { matmul } from '../src/ops/matmul.js';
 import { randomTensor } from '../bench/random.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';

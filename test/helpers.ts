@@ -139,6 +139,15 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   return rel;
 }
 
+/** Asserts values equal the reference bit for bit (as f32 values: copies, lookups, remaps) and are not all zeros. */
+export async function expectExact(t: { toArray(): Promise<ArrayLike<number>> }, want: ArrayLike<number>, label: string): Promise<void> {
+  const got = Array.from(await t.toArray());
+  expect(got.length, label).toBe(want.length);
+  expect(got.some((v) => v !== 0), `${label}: all zeros`).toBe(true);
+  const bad = got.findIndex((v, i) => v !== want[i]);
+  expect(bad, `${label}: first mismatch at ${bad}: got ${got[bad]}, want ${want[bad]}`).toBe(-1);
+}
+
 /** Deterministic pseudo-random values in [-1, 1) (xorshift), for inputs built in the test itself. */
 export function randomArray(n: number, seed = 1): Float32Array {
   let s = seed >>> 0 || 1;

@@ -4,11 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { readLlama2c } from '../src/io/llama2c.js';
+import { llamaConfigOfLlama2c } from '../src/model/config.js';
 import { generate } from '../src/model/generate.js';
 import { fusesChains } from '../src/ops/gemv-chain.js';
 import { Llama } from '../src/model/llama.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
-import { Weights } from '../src/model/weights.js';
+import { Params } from '../src/nn/params.js';
+import { Weights } from '../src/nn/weights.js';
 import { SHARED_DIR, TEST_DIR, expectClose, loadGolden, referenceModel, testEngine } from './helpers.js';
 
 const LOGIT_TOL = 1e-3;
@@ -94,7 +96,7 @@ describe.skipIf(!fs.existsSync(STORIES))('a real trained model: llama2.c stories
     const tensors = new Map<string, Tensor>();
     for (const [name, t] of ckpt.tensors) tensors.set(name, engine.tensor(t.data, t.shape, 'f32', { persistent: true }));
     weights = Weights.fromTensors(engine, STORIES, tensors);
-    llm = Llama.fromWeights(weights, ckpt.config);
+    llm = Llama.load(new Params(weights), llamaConfigOfLlama2c(ckpt.header));
   });
   afterAll(() => weights?.dispose());
 

@@ -1,8 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { MultiscaleDeformableAttention, type MsDeformAttnConfig } from '../src/model/ms-deform-attn.js';
-import { msDeformSamplingLocations } from '../src/ops/ms-deform-sampling.js';
+import { MultiscaleDeformableAttention, type MsDeformAttnConfig } from '../src/nn/ms-deform-attn.js';
+import { Params } from '../src/nn/params.js';
+import { msDeformSamplingLocations } from '../src/ops/ms-deform-attn.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
 import { decoderReferenceBoxes, encoderReferencePoints, hashed, paddingMask, pickRows, tokenCount } from './ms-deform-attn-inputs.js';
 
@@ -46,7 +47,7 @@ describe.each([
     const tol = TOL[valueDtype];
 
     it('small module from Grounding DINO parameter names: boxes, points, mask, position embeddings', async () => {
-      const attn = MultiscaleDeformableAttention.fromWeights(weights, small.prefix, smallConfig(), { valueDtype, kernel });
+      const attn = MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), smallConfig(), { valueDtype, kernel });
       const up = (name: string) => golden.upload(engine, `small.${name}`);
       const [input, query, pos, boxes, points] = ['input', 'query', 'pos', 'boxes', 'points'].map(up) as Tensor[];
       const mask = golden.values('small.mask');
@@ -103,7 +104,7 @@ describe('MSDeformAttn module on the 100x150 .. 13x19 pyramid, batch 2, batch 1 
   });
 
   it.each(['f32', 'f16'] as const)('encoder layer: Lq = S, 2-d reference points, %s value', async (valueDtype) => {
-    const attn = MultiscaleDeformableAttention.fromWeights(weights, '', { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype });
+    const attn = MultiscaleDeformableAttention.load(Params.of(weights), { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype });
     const pos = engine.tensor(hashed(pyramid.pos_seed, BATCH * S * D, 1 / 4), [BATCH, S, D]);
     const refs = engine.tensor(encoderReferencePoints(pyramid.shapes, BATCH), [BATCH, S, L, 2]);
     const out = attn.forward({ query: input, input, queryPos: pos, referencePoints: refs, spatialShapes: pyramid.shapes, paddingMask: mask });
@@ -113,7 +114,7 @@ describe('MSDeformAttn module on the 100x150 .. 13x19 pyramid, batch 2, batch 1 
   });
 
   it.each(['f32', 'f16'] as const)('decoder layer: 900 queries, 4-d reference boxes, %s value', async (valueDtype) => {
-    const attn = MultiscaleDeformableAttention.fromWeights(weights, '', { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype });
+    const attn = MultiscaleDeformableAttention.load(Params.of(weights), { dModel: D, heads: HEADS, levels: L, points: POINTS }, { valueDtype });
     const query = engine.tensor(hashed(pyramid.query_seed, BATCH * Lq * D), [BATCH, Lq, D]);
     const pos = engine.tensor(hashed(pyramid.query_pos_seed, BATCH * Lq * D, 1 / 4), [BATCH, Lq, D]);
     const boxes = engine.tensor(decoderReferenceBoxes(pyramid.box_seed, BATCH, Lq, L), [BATCH, Lq, L, 4]);
@@ -136,30 +137,30 @@ describe('MSDeformAttn module checks', () => {
 
   it('names missing and misshapen parameters', () => {
     const partial = new Map([...weights].filter(([k]) => !k.endsWith('attention_weights.weight')));
-    expect(() => MultiscaleDeformableAttention.fromWeights(partial, small.prefix, smallConfig()))
+    expect(() => MultiscaleDeformableAttention.load(Params.of(partial).at(small.prefix), smallConfig()))
       .toThrow(`missing weight '${small.prefix}attention_weights.weight'`);
-    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, { ...smallConfig(), points: 3 }))
+    expect(() => MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), { ...smallConfig(), points: 3 }))
       .toThrow(`${small.prefix}sampling_offsets.weight [48, 32] must be [72, 32]`);
-    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, { ...smallConfig(), heads: 5 }))
+    expect(() => MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), { ...smallConfig(), heads: 5 }))
       .toThrow('dModel 32 is not divisible by 5 heads');
   });
 
   it('names bad configs, biases, dtypes and value storage', () => {
     const cfg = smallConfig();
-    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, { ...cfg, points: 1.5 })).toThrow('config.points must be a positive integer, got 1.5');
+    expect(() => MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), { ...cfg, points: 1.5 })).toThrow('config.points must be a positive integer, got 1.5');
     const wrongBias = new Map(weights);
     wrongBias.set(`${small.prefix}output_proj.bias`, weights.get(`${small.prefix}attention_weights.bias`)!);
-    expect(() => MultiscaleDeformableAttention.fromWeights(wrongBias, small.prefix, cfg)).toThrow(`${small.prefix}output_proj.bias [24] must be [32]`);
+    expect(() => MultiscaleDeformableAttention.load(Params.of(wrongBias).at(small.prefix), cfg)).toThrow(`${small.prefix}output_proj.bias [24] must be [32]`);
     const intWeight = new Map(weights);
     const ints = engine.tensor(new Int32Array(32 * 32), [32, 32], 'i32');
     intWeight.set(`${small.prefix}value_proj.weight`, ints);
-    expect(() => MultiscaleDeformableAttention.fromWeights(intWeight, small.prefix, cfg)).toThrow(`${small.prefix}value_proj.weight has dtype i32; expected f32 or f16`);
-    expect(() => MultiscaleDeformableAttention.fromWeights(weights, small.prefix, cfg, { valueDtype: 'u32' })).toThrow('valueDtype u32; expected f32 or f16');
+    expect(() => MultiscaleDeformableAttention.load(Params.of(intWeight).at(small.prefix), cfg)).toThrow(`${small.prefix}value_proj.weight has dtype i32; expected f32 or f16`);
+    expect(() => MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), cfg, { valueDtype: 'u32' })).toThrow('valueDtype u32; expected f32 or f16');
     ints.dispose();
   });
 
   it('names inputs that do not fit the module', () => {
-    const attn = MultiscaleDeformableAttention.fromWeights(weights, small.prefix, smallConfig());
+    const attn = MultiscaleDeformableAttention.load(Params.of(weights).at(small.prefix), smallConfig());
     const S = tokenCount(small.shapes);
     const query = engine.tensor(new Float32Array(2 * 6 * 32), [2, 6, 32]);
     const input = engine.tensor(new Float32Array(2 * S * 32), [2, S, 32]);

@@ -2,8 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
-import { defaultKernel, msDeformAttn, type MsDeformAttnKernel } from '../src/ops/ms-deform-attn.js';
-import { msDeformAttnUnfused } from '../src/ops/ms-deform-attn-unfused.js';
+import { defaultKernel, msDeformAttn, msDeformAttnUnfused, type MsDeformAttnKernel } from '../src/ops/ms-deform-attn.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
 import { hashed, hashedLocations, hashedWeights, pickRows, tokenCount } from './ms-deform-attn-inputs.js';
 

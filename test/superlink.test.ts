@@ -5,59 +5,77 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { promptIds, vicunaPrompt } from '../src/model/chat-template.js';
 import type { VisionLLMConfig } from '../src/model/config.js';
 import { generate } from '../src/model/generate.js';
-import { VisionLLM } from '../src/model/vision-llm.js';
-import { DEFAULT_ROUTES, RouteRegistry } from '../src/superlink/routes.js';
-import { SuperLink, type Link } from '../src/superlink/superlink.js';
-import { TEST_DIR, concatArrays, expectClose, loadGolden, referenceModel } from './helpers.js';
+import type { VisionLLM } from '../src/model/vision-llm.js';
+import { DEFAULT_DECODERS, type AnyDecoder } from '../src/decoders/index.js';
+import { ip2p, sd, type DiffusionConfig } from '../src/decoders/diffusion/index.js';
+import { gdino } from '../src/decoders/gdino/index.js';
+import { unipose } from '../src/decoders/unipose/index.js';
+import { linkTarget, toolTokens } from '../src/model/decoder-registry.js';
+import { Params } from '../src/nn/params.js';
+import { SuperLink } from '../src/superlink/superlink.js';
+import { TEST_DIR, expectClose, loadGolden, referenceModel } from './helpers.js';
 
 const golden = loadGolden('superlink');
 const IMAGE = path.join(TEST_DIR, 'fixtures', 'images', 'square.png');
 const TOL = 1e-4;
 
-async function stack(links: Link[], route: string): Promise<Float32Array> {
-  return concatArrays(await Promise.all(links.filter((l) => l.route === route).map((l) => l.condition.toArray())));
-}
-
 describe('the super link (tiny checkpoint) against the PyTorch reference', () => {
   let engine: Engine;
   let model: VisionLLM;
+  let config: VisionLLMConfig;
   beforeAll(async () => {
     ({ engine, model } = await referenceModel());
+    config = model.config as VisionLLMConfig;
   });
 
-  it('registers every route of the checkpoint', () => {
-    expect(model.superlink!.routes.sort()).toEqual(['det', 'edit', 'gen', 'pose']);
+  it('registers every decoder of the checkpoint', () => {
+    expect(model.decoderNames.sort()).toEqual(['gdino', 'ip2p', 'sd', 'unipose']);
+    expect(model.superlink!.decoders.sort()).toEqual(['gdino', 'ip2p', 'sd', 'unipose']);
   });
 
-  it('teacher-forced COCO answer: 80 [DET] blocks -> 80 class embeddings', async () => {
+  it('teacher-forced COCO answer: 80 [DET] blocks -> one Grounding DINO call with 80 class embeddings', async () => {
     const result = await model.chat({ image: IMAGE, prompt: golden.metadata.det_question!, answer: golden.metadata.coco_answer! });
     const spliced = Array.from(golden.values('coco.spliced_ids'));
     const promptLength = spliced.length - result.tokenIds.length;
     expect([...spliced.slice(0, promptLength), ...result.tokenIds]).toEqual(spliced);
-    expect(result.links).toHaveLength(80);
-    expect(result.links.every((l) => l.route === 'det' && l.token === '[DET]')).toBe(true);
-    expect(result.links.map((l) => l.phrase)).toEqual(golden.metadata.coco_answer!.split(', ').map((s) => s.replace('[DET]', '')));
-    expect(result.links[0]!.condition.shape).toEqual([256]);
-    expectClose(await stack(result.links, 'det'), golden.values('coco.det'), { rel: TOL, label: 'class embeddings [80, 256]' });
-    result.links.forEach((l) => l.condition.dispose());
+    expect(result.outputs.map((o) => o.decoder)).toEqual(['gdino']);
+    const [det] = result.outputsOf(gdino);
+    expect(det!.task).toBe('detection');
+    expect(det!.tokens).toEqual(new Array(80).fill('[DET]'));
+    expect(det!.phrases).toEqual(golden.metadata.coco_answer!.split(', ').map((s) => s.replace('[DET]', '')));
+    expect(det!.classEmbeddings.shape).toEqual([80, 256]);
+    expectClose(await det!.classEmbeddings.toArray(), golden.values('coco.det'), { rel: TOL, label: 'class embeddings [80, 256]' });
+    result.dispose();
   });
 
-  it('teacher-forced mixed answer: det, pose (1 object class + keypoints), gen and edit conditions', async () => {
-    const result = await model.chat({ image: IMAGE, prompt: golden.metadata.mixed_question!, answer: golden.metadata.mixed_answer!, poseObjectClasses: 1 });
-    expect(result.links.map((l) => [l.route, l.token, l.phrase])).toEqual([
-      ['det', '[DET]', 'A person'],
-      ['det', '[DET]', 'rides a bicycle'],
-      ['pose', '[POSE]', 'Pose: person'],
-      ['pose', '[POSE]', 'nose'],
-      ['pose', '[POSE]', 'left eye'],
-      ['gen', '[GEN]', 'A red cat'],
-      ['edit', '[EDIT]', 'now make it blue'],
+  it('teacher-forced mixed answer: det tokens, and a condition each for generation and editing', async () => {
+    const result = await model.chat({ image: IMAGE, prompt: golden.metadata.mixed_question!, answer: golden.metadata.mixed_answer! });
+    expect(result.outputs.map((o) => [o.decoder, o.task, o.tokens, o.phrases])).toEqual([
+      ['gdino', 'detection', ['[DET]', '[DET]'], ['A person', 'rides a bicycle']],
+      ['sd', 'generation', ['[GEN]'], ['A red cat']],
+      ['ip2p', 'editing', ['[EDIT]'], ['now make it blue']],
     ]);
-    expect(result.links[5]!.condition.shape).toEqual([77, 96]);
-    for (const route of ['det', 'pose', 'gen', 'edit']) {
-      expectClose(await stack(result.links, route), golden.values(`mixed.${route}`), { rel: TOL, label: `${route} conditions` });
-    }
-    result.links.forEach((l) => l.condition.dispose());
+    const [det] = result.outputsOf(gdino);
+    const [gen] = result.outputsOf(sd);
+    const [edit] = result.outputsOf(ip2p);
+    expect(gen!.conditions.shape).toEqual([1, 77, 96]);
+    expectClose(await det!.classEmbeddings.toArray(), golden.values('mixed.det'), { rel: TOL, label: 'det conditions' });
+    expectClose(await gen!.conditions.toArray(), golden.values('mixed.gen'), { rel: TOL, label: 'gen condition' });
+    expectClose(await edit!.conditions.toArray(), golden.values('mixed.edit'), { rel: TOL, label: 'edit condition' });
+    result.dispose();
+  });
+
+  it('pose answer in the official format: UniPose takes the [DET] object class and the [POSE] keypoints (D1)', async () => {
+    const result = await model.chat({ image: IMAGE, prompt: golden.metadata.pose_question!, answer: golden.metadata.pose_answer! });
+    expect(result.outputs.map((o) => o.decoder)).toEqual(['unipose']);
+    const [pose] = result.outputsOf(unipose);
+    expect(pose!.objectPhrases).toEqual(['There is person']);
+    expect(pose!.keypointPhrases).toEqual(['in the image. The image analysis reveals the location of nose', 'left eye', 'right eye']);
+    expect(pose!.objects.shape).toEqual([1, 256]);
+    expect(pose!.keypoints.shape).toEqual([3, 256]);
+    expectClose(await pose!.objects.toArray(), golden.values('pose.objects'), { rel: TOL, label: 'object class (projection_llava)' });
+    expectClose(await pose!.keypoints.toArray(), golden.values('pose.keypoints'), { rel: TOL, label: 'keypoints (projection_kpt_llava)' });
+    result.dispose();
   });
 
   it('splicing during generation gives the teacher-forced hidden states and conditions', async () => {
@@ -79,17 +97,21 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     });
     expect(result.tokenIds).toEqual(answer);
     expect(result.finishReason).toBe('stop');
-    expect(spliced).toHaveLength(7);
+    expect(spliced).toHaveLength(4);
     expect(cache.length).toBe(Array.from(golden.values('mixed.spliced_ids')).length - 1); // all but the final </s> were fed
     expectClose(await spliced[0]!.toArray(), golden.values('mixed.first_block_hidden'), { rel: TOL, label: 'first block, decoding path' });
-    expectClose(await spliced[6]!.toArray(), golden.values('mixed.last_block_hidden'), { rel: TOL, label: 'last block, decoding path' });
-    const blocks = link.generatedBlocks(result.tokenIds);
-    const stacked = link.stack(blocks, spliced);
-    const links = link.links(blocks, stacked, link.phrases(result.tokenIds, blocks.map((b) => b.tokenIndex)), { poseObjectClasses: 1 });
-    stacked.forEach((t) => t.dispose());
-    expectClose(await stack(links, 'gen'), golden.values('mixed.gen'), { rel: TOL, label: 'gen condition, decoding path' });
-    expect(links.map((l) => l.phrase)).toEqual(['A person', 'rides a bicycle', 'Pose: person', 'nose', 'left eye', 'A red cat', 'now make it blue']);
-    [features, embeds, ...spliced, ...links.map((l) => l.condition)].forEach((t) => t.dispose());
+    expectClose(await spliced[3]!.toArray(), golden.values('mixed.last_block_hidden'), { rel: TOL, label: 'last block, decoding path' });
+    const groups = link.collect(result.tokenIds, spliced);
+    expect(groups.map((g) => [g.decoder, g.blocks.map((b) => b.phrase)])).toEqual([
+      ['gdino', ['A person', 'rides a bicycle']],
+      ['sd', ['A red cat']],
+      ['ip2p', ['now make it blue']],
+    ]);
+    const diffusion = sd.load(new Params(model.weights), config.decoders.get('sd') as DiffusionConfig, { hiddenSize: 128 });
+    const gen = await diffusion.run(groups[1]!, { engine, options: undefined });
+    expectClose(await gen.conditions.toArray(), golden.values('mixed.gen'), { rel: TOL, label: 'gen condition, decoding path' });
+    gen.dispose();
+    [features, embeds, ...spliced, ...groups.map((g) => g.hidden)].forEach((t) => t.dispose());
     cache.dispose();
   });
 
@@ -116,25 +138,27 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     cache.dispose();
   });
 
-  it('names a routing token with no registered route, a route without its tables, and too many blocks', async () => {
-    const config = model.config as VisionLLMConfig;
-    const noEdit = new RouteRegistry(DEFAULT_ROUTES.filter((r) => r.name !== 'edit'));
-    const partial = SuperLink.fromWeights(model.weights, config, model.tokenizer, noEdit);
+  it('names a routing token with no registered decoder, a decoder without its tables, and too many blocks', async () => {
+    const p = new Params(model.weights);
+    const create = (decoders: readonly AnyDecoder[], c = config) =>
+      SuperLink.create(p, decoders.map((d) => linkTarget(d, c)), model.tokenizer, toolTokens(decoders), 128);
+    const partial = create([gdino, unipose, sd]);
     const edit = model.tokenizer.tokenToId('[EDIT]')!;
     expect(() => partial.routeFor(edit)).toThrow(/\[EDIT\] cannot be routed: no route is registered for \[EDIT\]/);
-    const noGenConfig = { ...config, decoders: { ...config.decoders, sd: undefined } };
-    const noGen = SuperLink.fromWeights(model.weights, noGenConfig, model.tokenizer);
+    const decoders = new Map(config.decoders);
+    decoders.delete('sd');
+    const noGen = create(DEFAULT_DECODERS, { ...config, decoders });
     expect(() => noGen.routeFor(model.tokenizer.tokenToId('[GEN]')!)).toThrow(/\[GEN\] cannot be routed: the checkpoint has no Stable Diffusion/);
-    const renamed = new RouteRegistry(DEFAULT_ROUTES.map((r) => (r.name === 'gen' ? { ...r, table: 'emb_embeddings_missing' } : r)));
-    const noTable = SuperLink.fromWeights(model.weights, config, model.tokenizer, renamed);
+    const renamed: AnyDecoder = { ...sd, routes: [{ ...sd.routes[0]!, table: 'emb_embeddings_missing' }] };
+    const noTable = create([gdino, unipose, renamed, ip2p]);
     expect(() => noTable.routeFor(model.tokenizer.tokenToId('[GEN]')!)).toThrow(/has no 'emb_embeddings_missing.weight'/);
     [partial, noGen, noTable].forEach((l) => l.dispose());
 
     const link = model.superlink!;
-    const route = link.routeFor(model.tokenizer.tokenToId('[DET]')!)!;
-    const blocks = Array.from({ length: 257 }, (_, i) => ({ route, token: '[DET]', tokenIndex: i, firstQuery: -1 }));
-    const hidden = engine.tensor(new Float32Array(257 * 4 * 128), [257, 4, 128]);
-    expect(() => link.links(blocks, new Map([[route, hidden]]), [])).toThrow(/257 blocks route to 'det', which takes at most 256/);
+    const det = model.tokenizer.tokenToId('[DET]')!;
+    const hidden = engine.tensor(new Float32Array(4 * 128), [4, 128]);
+    expect(() => link.collect(new Array(257).fill(det), new Array(257).fill(hidden))).toThrow(/257 blocks route to 'gdino', which takes at most 256/);
+    expect(() => link.collect([det, det], [hidden])).toThrow(/more routing blocks than the 1 hidden-state blocks given/);
     hidden.dispose();
   });
 });

@@ -1,6 +1,6 @@
 // Activation functions, selected by a pipeline-override constant so the switch folds away.
 // Parameters are named v: wgsl_reflect takes any identifier that matches a binding's name
-// (x, y, a, b, ...) as a use of that binding. Shared by the elementwise and matmul kernels (fused activations). Codes match src/ops/activation.ts.
+// (x, y, a, b, ...) as a use of that binding. Shared by the elementwise and matmul kernels (fused activations). Codes match src/ops/support/activation.ts.
 
 const ACT_NONE: u32 = 0u;
 const ACT_RELU: u32 = 1u;

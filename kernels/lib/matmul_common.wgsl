@@ -18,7 +18,7 @@ struct Params {
   c_batch_stride: u32,
   c_row_stride: u32,
   c_col_offset: u32,
-  eps: f32,          // GEMV with a fused RMSNorm (kernels/gemv.wgsl); unused elsewhere
+  eps: f32,          // GEMV with a fused RMSNorm (kernels/matmul_gemv.wgsl); unused elsewhere
 }
 
 override ACT: u32 = 0u;

@@ -1,4 +1,4 @@
-// The register tile of the subgroup-broadcast matrix kernels (matmul_subgroup, conv2d_subgroup):
+// The register tile of the subgroup-broadcast matrix kernels (matmul_subgroup, conv_subgroup):
 // an 8-lane subgroup owns 8 rows; each lane keeps vec4 accumulators for those rows and its 4
 // columns. rank1(av, bv) adds one k step: lane r's A value for row r, broadcast to every lane,
 // times the lane's 4 B values. Lavapipe does the broadcasts in registers.

@@ -1,4 +1,4 @@
-// The workgroup-memory tile of the GPU-profile matrix kernels (matmul_tiled, conv2d_tiled): a
+// The workgroup-memory tile of the GPU-profile matrix kernels (matmul_tiled, conv_tiled): a
 // 256-thread workgroup (16 x 16) computes a 64x64 block of the output, each thread a 4x4 block
 // kept in tile_acc. The kernel fills tile_a ([k][row]) and tile_b ([k][column]) with 16 k steps
 // of its operands, then calls tile_accumulate between two barriers.

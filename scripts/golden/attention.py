@@ -1,4 +1,4 @@
-"""Attention, rotary embedding and KV-cache references (PyTorch, float64, computed naively).
+"""Attention references (PyTorch, float64, computed naively).
 
 Every input is generated from a closed-form integer hash that test/hash-inputs.ts reproduces bit for
 bit, so the golden files hold only outputs (sampled rows for long sequences). Hash values are
@@ -127,26 +127,6 @@ def case_inputs(index, c):
     return q, k, v, bias, mask
 
 
-def rope_ref(x, positions, theta, inv_freq=None):
-    """Hugging Face LLaMA: f32 inv_freq and angles, rotate_half; cos/sin in float64 of the f32 angles."""
-    D = x.shape[-1]
-    if inv_freq is None:
-        inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
-    freqs = positions.float().unsqueeze(-1) * inv_freq.float()  # f32, as HF multiplies
-    emb = torch.cat((freqs, freqs), dim=-1).to(torch.float64)
-    cos, sin = emb.cos(), emb.sin()
-    half = D // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-ROPE_CASES = [
-    dict(name='rope_d128_theta1e4_start4000', B=1, H=4, L=9, D=128, theta=10000.0, start=4000),
-    dict(name='rope_d64_theta5e5_positions', B=2, H=3, L=5, D=64, theta=500000.0, positions=[[0, 7, 4095, 1, 2], [3, 3, 900, 2048, 5]]),
-    dict(name='rope_d80_theta1e4_start0', B=1, H=2, L=33, D=80, theta=10000.0, start=0),
-]
-
-
 def generate():
     out = {}
     meta = []
@@ -157,40 +137,4 @@ def generate():
         rows = sampled_rows(c['Lq'])
         out[f"{c['name']}.out"] = ref[:, :, rows, :].float().contiguous()
         meta.append(dict(c, index=index, rows=rows))
-
-    rope_meta = []
-    for c in ROPE_CASES:
-        idx = len(rope_meta)
-        x = hashed([c['B'], c['H'], c['L'], c['D']], 1000 + idx, 2.0)
-        if 'positions' in c:
-            pos = torch.tensor(c['positions'], dtype=torch.int64)
-        else:
-            pos = torch.arange(c['start'], c['start'] + c['L'], dtype=torch.int64).unsqueeze(0).expand(c['B'], -1)
-        ref = rope_ref(x, pos.unsqueeze(1), c['theta'])
-        out[f"{c['name']}.out"] = ref.float()
-        rope_meta.append(dict(c, index=idx))
-
-    # A LLaMA layer's cache: a prompt of 513 tokens appended at once, then one decoding step at
-    # position 513; keys are rotated when stored, the query by rope(). 8 query heads on 4 kv heads.
-    H, Hkv, D, T, theta = 8, 4, 128, 513, 10000.0
-    k_all = hashed([1, Hkv, T + 1, D], 2001, 1.0)
-    v_all = hashed([1, Hkv, T + 1, D], 2002, 1.0)
-    q_new = hashed([1, H, 1, D], 2003, 2.0)
-    pos = torch.arange(T + 1, dtype=torch.int64)
-    k_rot = rope_ref(k_all, pos.view(1, 1, -1), theta)
-    q_rot = rope_ref(q_new, torch.tensor([[[T]]]), theta)
-    out['cache_step.out'] = attention_ref(q_rot, k_rot, v_all, 1.0 / math.sqrt(D), causal=True).float()
-    # The prompt's own causal attention (queries rotated at positions 0..512), sampled rows.
-    q_prompt = hashed([1, H, T, D], 2004, 2.0)
-    q_prompt_rot = rope_ref(q_prompt, pos[:T].view(1, 1, -1), theta)
-    prompt_rows = sampled_rows(T)
-    full = attention_ref(q_prompt_rot, k_rot[:, :, :T], v_all[:, :, :T], 1.0 / math.sqrt(D), causal=True)
-    out['cache_prompt.out'] = full[:, :, prompt_rows, :].float().contiguous()
-    cache_meta = dict(H=H, Hkv=Hkv, D=D, T=T, theta=theta, seeds=dict(k=2001, v=2002, q=2003, q_prompt=2004), prompt_rows=prompt_rows)
-
-    metadata = {
-        'cases': json.dumps(meta),
-        'rope_cases': json.dumps(rope_meta),
-        'cache': json.dumps(cache_meta),
-    }
-    return {'attention': (out, metadata)}
+    return {'attention': (out, {'cases': json.dumps(meta)})}

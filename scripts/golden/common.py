@@ -55,6 +55,25 @@ def write_safetensors(path, tensors, metadata=None):
             f.write(b)
 
 
+_NP_OF = {v: k for k, v in _DTYPES.items()}
+
+
+def read_safetensors(path):
+    """{name: torch tensor} of a safetensors file (the dtypes write_safetensors writes)."""
+    with open(path, 'rb') as f:
+        n = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == '__metadata__':
+            continue
+        a, b = e['data_offsets']
+        arr = np.frombuffer(data[a:b], dtype=_NP_OF[e['dtype']].newbyteorder('<')).reshape(e['shape'])
+        out[name] = torch.from_numpy(arr.copy())
+    return out
+
+
 def rng(seed):
     g = torch.Generator().manual_seed(seed)
     return g

@@ -4,12 +4,16 @@ Run through `npm run golden`. Each module of this folder that defines generate()
 safetensors files; one that defines files() returning {path under test/golden: bytes} contributes
 other fixtures (checkpoints in other formats, tokenizer models, JSON references).
 """
-import importlib
+import importlib.util
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
+HERE = os.path.dirname(os.path.realpath(__file__))
+# Generators are named after the op families they cover, and copy.py after a standard module too:
+# this folder goes last on the module path (where the generators find common.py and hashed.py),
+# and each generator is loaded from its file.
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != HERE] + [HERE]
 import common  # noqa: E402
 
 import torch  # noqa: E402
@@ -17,12 +21,18 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv):
-    here = os.path.dirname(__file__)
-    names = argv or sorted(f[:-3] for f in os.listdir(here) if f.endswith('.py') and f not in ('common.py', 'generate.py'))
+    names = argv or sorted(f[:-3] for f in os.listdir(HERE) if f.endswith('.py') and f not in ('common.py', 'generate.py'))
     os.makedirs(common.GOLDEN_DIR, exist_ok=True)
     for name in names:
-        module = importlib.import_module(name)
+        module = load(name)
         if not hasattr(module, 'generate') and not hasattr(module, 'files'):
             continue
         start = time.time()

@@ -1,6 +1,6 @@
 """Image references: PIL resizes of synthetic images with edges and gradients, the CLIP input path
-of VisionLLM v2 (CLIPImageProcessor; the 7B model's anyres tiling), PyTorch's interpolate, and the
-decoder fixtures under test/fixtures/images (PNG/JPEG, grayscale, RGBA, EXIF-rotated, truncated).
+of VisionLLM v2 (CLIPImageProcessor; the 7B model's anyres tiling), and the decoder fixtures under
+test/fixtures/images (PNG/JPEG, grayscale, RGBA, EXIF-rotated, truncated).
 """
 import io
 import json
@@ -8,11 +8,9 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from common import exact, stored
-from hashed import hash_u32, hashed, sample_indices
+from hashed import hash_u32, sample_indices
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'test', 'fixtures', 'images')
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -143,23 +141,4 @@ def generate():
         clip[f'decode.{name}.shape'] = torch.tensor(arr.shape, dtype=torch.int32)
         clip[f'decode.{name}.idx'] = torch.from_numpy(di.astype('int32'))
         clip[f'decode.{name}.values'] = torch.from_numpy(arr.reshape(-1)[di].astype('int32'))
-
-    # PyTorch interpolate on float NCHW (hashed input), f32 and f16, sampled.
-    x = hashed((2, 3, 37, 53), 600, 1.0)
-    meta['interpolate'] = {}
-    for mode in ('bilinear', 'bicubic'):
-        for aa in (False, True):
-            for size in ((19, 23), (50, 71), (37, 100)):
-                name = f'{mode}.{"aa" if aa else "plain"}.{size[0]}x{size[1]}'
-                meta['interpolate'][name] = dict(mode=mode, antialias=aa, size=list(size))
-                for dt in ('f32', 'f16'):
-                    ref = F.interpolate(exact(x, dt), size=size, mode=mode, antialias=aa, align_corners=False)
-                    si = sample_indices(ref.numel(), 1024, 5)
-                    out[f'interp.{name}.idx'] = torch.from_numpy(si.astype('int32'))
-                    out[f'interp.{name}.{dt}'] = ref.reshape(-1)[si]
-    corners = F.interpolate(x, size=(50, 71), mode='bicubic', align_corners=True)
-    ci = sample_indices(corners.numel(), 1024, 6)
-    out['interp.align_corners.idx'] = torch.from_numpy(ci.astype('int32'))
-    out['interp.align_corners.f32'] = corners.reshape(-1)[ci]
-    out['interp.x.f32'] = stored(x, 'f32')
     return {'image': (out, {'cases': json.dumps(meta)}), 'image_clip': (clip, {'cases': json.dumps(meta)})}

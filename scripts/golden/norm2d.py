@@ -1,13 +1,12 @@
-"""GroupNorm (SD-1.5 channel counts, 32 groups), LayerNorm2d, nearest upsampling, padding and the
-diffusers timestep embedding, f32 and f16. Large inputs are closed-form (hashed.py); outputs sampled.
+"""GroupNorm (SD-1.5 channel counts, 32 groups) and LayerNorm2d, f32 and f16. Large inputs are
+closed-form (hashed.py); outputs sampled.
 """
 import json
-import math
 
 import torch
 import torch.nn.functional as F
 
-from common import exact, stored
+from common import exact
 from hashed import hashed, sample_indices
 
 SAMPLES = 2048
@@ -24,33 +23,6 @@ LAYER_NORMS = {
     'ln2d': dict(shape=[2, 96, 7, 9], affine=True, eps=1e-6, offset=0.0),
     'ln2d_plain': dict(shape=[1, 256, 5, 3], affine=False, eps=1e-6, offset=16.0),
 }
-PADS = {
-    'constant': dict(amounts=[1, 2, 1, 3], mode='constant', value=0.5),
-    'reflect': dict(amounts=[2, 1, 3, 2], mode='reflect', value=0.0),
-    'replicate': dict(amounts=[3, 0, 1, 2], mode='replicate', value=0.0),
-    'crop': dict(amounts=[-1, 2, 0, -2], mode='constant', value=0.0),
-}
-TIMESTEPS = [0.0, 1.0, 499.5, 999.0]
-EMBEDDINGS = {
-    'sd': dict(dim=320, flip_sin_to_cos=True, downscale_freq_shift=0),
-    'odd_default': dict(dim=33, flip_sin_to_cos=False, downscale_freq_shift=1),
-}
-
-
-def timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift, max_period=10000):
-    """diffusers.models.embeddings.get_timestep_embedding (scale 1), in float32 as diffusers runs it."""
-    half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32)
-    exponent = exponent / (half - downscale_freq_shift)
-    emb = t[:, None].float() * torch.exp(exponent)[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
-    if flip_sin_to_cos:
-        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
-    if dim % 2 == 1:
-        emb = F.pad(emb, (0, 1, 0, 0))
-    return emb
-
-
 def norm_inputs(c, seed):
     """A normalisation case's input (hashed, moved by its offset) and its per-channel weight and
     bias, both None where the case has no affine."""
@@ -67,7 +39,7 @@ def exact_or_none(t, dt):
 
 def generate():
     out = {}
-    meta = {'group_norm': {}, 'layer_norm2d': {}, 'pad': PADS, 'timesteps': TIMESTEPS, 'embeddings': EMBEDDINGS}
+    meta = {'group_norm': {}, 'layer_norm2d': {}}
     for i, (name, c) in enumerate(GROUP_NORMS.items()):
         seed = 300 + 10 * i
         meta['group_norm'][name] = dict(c, seed=seed)
@@ -90,14 +62,4 @@ def generate():
             idx = sample_indices(ref.numel(), SAMPLES, seed)
             out[f'{name}.idx'] = torch.from_numpy(idx.astype('int32'))
             out[f'{name}.{dt}'] = ref.reshape(-1)[idx]
-    # Data movement: exact, small enough to store whole.
-    x = hashed([2, 3, 5, 7], 500, 1.0)
-    out['remap.x'] = stored(x, 'f32')
-    out['upsample2'] = F.interpolate(x, scale_factor=2, mode='nearest')
-    out['upsample3'] = F.interpolate(x, scale_factor=3, mode='nearest')
-    for name, c in PADS.items():
-        out[f'pad.{name}'] = F.pad(x, c['amounts'], mode=c['mode'], value=c['value']) if c['mode'] == 'constant' else F.pad(x, c['amounts'], mode=c['mode'])
-    t = torch.tensor(TIMESTEPS, dtype=torch.float32)
-    for name, c in EMBEDDINGS.items():
-        out[f'timestep.{name}'] = timestep_embedding(t, c['dim'], c['flip_sin_to_cos'], c['downscale_freq_shift'])
     return {'norm2d': (out, {'cases': json.dumps(meta)})}

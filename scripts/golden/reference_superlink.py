@@ -3,9 +3,11 @@
   - after each routing token the query embeddings of its table are spliced in (det/pose: 4 rows,
     ids [EMB]..[EMB4]; gen/edit: 64 rows, id [EMB] x 64);
   - the LAST-layer hidden states (after the final RMSNorm) at those positions are gathered per block;
-  - detection: gdino.patch2query (MLP d -> 256 -> 256 -> 256, ReLU between) then the mean over the 4
-    queries; pose: unipose.projection_llava (object classes, first) and projection_kpt_llava (the
-    rest), each then the mean; generation/editing: sd.emb_proj (Linear, GELU, Linear) then
+  - the blocks go to the decoders as the official model does (modeling_visionllmv2.py:770-834): in an
+    answer with [POSE] blocks (the pose task) UniPose takes the [DET] blocks as object classes
+    (unipose.projection_llava) and the [POSE] blocks as keypoints (projection_kpt_llava); otherwise
+    [DET]/[SEG]/[GRD] blocks go to gdino.patch2query. Each is an MLP (d -> 256 -> 256 -> 256, ReLU
+    between), then the mean over the 4 queries; generation/editing: sd.emb_proj (Linear, GELU, Linear) then
     sd.llm2sd_mapper, a torch nn.Transformer (norm_first, 1 encoder + 1 decoder layer, ReLU FFN,
     8 heads) whose target is the 77 learnable sd.llm2sd_mapper_queries.
 The mapper here IS torch.nn.Transformer, loaded from the checkpoint's tensors.
@@ -79,19 +81,20 @@ def mapper_module(params, prefix, d, heads, ff):
     return m.eval()
 
 
-def project(params, config, blocks, hidden, pose_object_classes=1):
-    """Conditions per route, from final hidden states [L, d]."""
+def project(params, config, blocks, hidden):
+    """Conditions per decoder input, from final hidden states [L, d]: 'det' [n, 256], 'objects',
+    'keypoints', 'gen'/'edit' [n, 77, d_sd]."""
     out = {}
-    det = [b for b in blocks if b[0] == 'det']
+    pose_task = any(b[1] == '[POSE]' for b in blocks)
+    det = [b for b in blocks if b[0] == 'det' and not pose_task]
     if det:
         q = torch.stack([hidden[b[2]] for b in det])                      # [n, 4, d]
         out['det'] = mlp(params, 'gdino.patch2query', q).mean(-2)          # [n, 256]
-    pose = [b for b in blocks if b[0] == 'pose']
-    if pose:
-        q = torch.stack([hidden[b[2]] for b in pose])
-        obj = mlp(params, 'unipose.projection_llava', q[:pose_object_classes]).mean(-2)
-        kpt = mlp(params, 'unipose.projection_kpt_llava', q[pose_object_classes:]).mean(-2)
-        out['pose'] = torch.cat([obj, kpt])
+    if pose_task:
+        objects = torch.stack([hidden[b[2]] for b in blocks if b[1] == '[DET]'])
+        keypoints = torch.stack([hidden[b[2]] for b in blocks if b[1] == '[POSE]'])
+        out['objects'] = mlp(params, 'unipose.projection_llava', objects).mean(-2)
+        out['keypoints'] = mlp(params, 'unipose.projection_kpt_llava', keypoints).mean(-2)
     for route, module in (('gen', 'sd'), ('edit', 'ip2p')):
         blks = [b for b in blocks if b[0] == route]
         if not blks:

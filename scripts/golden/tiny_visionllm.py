@@ -399,51 +399,6 @@ def text_only_case(params, sp, added):
             'greedy_ids': torch.tensor(greedy_ids, dtype=torch.int32)}
 
 
-COCO = ['person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
-        'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
-        'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
-        'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
-        'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
-        'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch',
-        'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard',
-        'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase',
-        'scissors', 'teddy bear', 'hair drier', 'toothbrush']
-DET_QUESTION = 'Please detect the objects in the image.'
-MIXED_QUESTION = 'Find the people, their pose, and draw and edit a picture.'
-MIXED_ANSWER = ('A person[DET] rides a bicycle[DET]. Pose: person[POSE], nose[POSE], left eye[POSE]. '
-                'A red cat[GEN], now make it blue[EDIT].')
-
-
-def superlink_cases(params, config, sp, added):
-    """Teacher-forced answers with routing blocks, with the square image: the 80 COCO classes, and a
-    mixed [DET]/[POSE]/[GEN]/[EDIT] answer. Queries are spliced in after each routing token, as the
-    official code does when the text holds none."""
-    import reference_superlink as link
-    p64 = {k: v.to(torch.float64) for k, v in params.items()}
-    tiles = ref.anyres_tiles(test_image(300, 300))
-    pixels = torch.stack([ref.clip_pixels(t) for t in tiles]).to(torch.float64)
-    _, proj = ref.image_features(p64, config, pixels)
-    out, meta = {}, {'det_question': DET_QUESTION, 'mixed_question': MIXED_QUESTION, 'mixed_answer': MIXED_ANSWER,
-                     'coco_answer': ', '.join(f'{c}[DET]' for c in COCO), 'pose_object_classes': 1}
-    for name, question, answer in (('coco', DET_QUESTION, meta['coco_answer']), ('mixed', MIXED_QUESTION, MIXED_ANSWER)):
-        # The answer continues the prompt's last piece, as in the training data: "... ASSISTANT: answer</s>".
-        before, after = (ref.vicuna_prompt('<image>\n' + question) + ' ' + answer).split('<image>')
-        ids = [1] + tokenize_chunked(sp, added, before) + [added['<im_patch>']] * (576 * len(tiles)) + tokenize_chunked(sp, added, after) + [2]
-        spliced, blocks, rows = link.splice(ids, added, p64)
-        embeds = link.embeddings(p64, spliced, rows, proj, added['<im_patch>'])
-        hidden = link.final_hidden(p64, config, embeds)
-        conds = link.project(p64, config, blocks, hidden)
-        out[f'{name}.ids'] = torch.tensor(ids, dtype=torch.int32)
-        out[f'{name}.spliced_ids'] = torch.tensor(spliced, dtype=torch.int32)
-        first, last = blocks[0], blocks[-1]
-        out[f'{name}.first_block_hidden'] = hidden[first[2]]
-        out[f'{name}.last_block_hidden'] = hidden[last[2]]
-        for route, c in conds.items():
-            out[f'{name}.{route}'] = c
-        print(f'superlink {name}: {len(spliced)} positions, {len(blocks)} blocks, ' + ', '.join(f'{k} {tuple(v.shape)}' for k, v in conds.items()))
-    return out, meta
-
-
 def write_checkpoint(directory, params, config, tokenizer_src, added):
     os.makedirs(directory, exist_ok=True)
     common.write_safetensors(os.path.join(directory, 'model.safetensors'), params, {'format': 'pt'})
@@ -490,9 +445,7 @@ def generate():
         out['grid_sizes'] = torch.tensor(sizes, dtype=torch.int32)
         out['grids'] = torch.tensor([ref.tile_grid(w, h) for w, h in sizes], dtype=torch.int32)
         text = text_only_case(llama_params, sp, added)
-        link, link_meta = superlink_cases(params, config, sp, added)
     return {
         'mllm': (out, meta),
-        'superlink': (link, link_meta),
         'tiny_llama': (text, {'prompt': ref.vicuna_prompt('Describe a red cat on the table.')}),
     }

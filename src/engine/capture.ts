@@ -1,7 +1,7 @@
 /**
  * Step capture and replay, like CUDA graphs or tinygrad's JIT: the commands one call records
  * (pipelines, bind groups, packed parameters, grids, copies) are kept, and re-issued later without
- * running the ops that produced them. A decoding step records the same ~40 dispatches every token,
+ * running the ops that produced them. A decoding step records the same dispatches every token,
  * and working them out again in JavaScript (shapes, kernel choice, bindings, parameters) costs the
  * host more than the commands themselves; on a CPU adapter that time is taken from the GPU's own
  * worker threads.

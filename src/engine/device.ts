@@ -80,9 +80,9 @@ export class GpuDevice {
     process.env.XDG_RUNTIME_DIR ??= os.tmpdir();
     // lavapipe (Mesa's CPU Vulkan driver) runs workgroups on a pool of one thread per core, and
     // our own thread shares those cores: a dispatch of a few workgroups then waits for a worker the
-    // OS has descheduled. With twice the threads the pool rebalances; measured on 2 cores, LLM
-    // decoding is ~17% faster and GEMV bandwidth unchanged (docs/engine.md). Read when the driver
-    // loads, so before the first adapter; a value the user set wins.
+    // OS has descheduled. With twice the threads the pool rebalances: LLM decoding gets faster and
+    // GEMV bandwidth stays (docs/performance.md). Read when the driver loads, so before the first
+    // adapter; a value the user set wins.
     process.env.LP_NUM_THREADS ??= String(2 * os.availableParallelism());
     const lavapipeThreads = Number(process.env.LP_NUM_THREADS);
 
@@ -143,7 +143,7 @@ export class GpuDevice {
   /**
    * Awaits a GPU promise. Dawn resolves its promises by re-arming setImmediate in a tight loop; on a
    * CPU adapter that loop steals a core from lavapipe's workers (which ARE the GPU), so while we wait
-   * we make it poll with setTimeout instead. Measured here: a 110 ms dispatch finishes in 70 ms.
+   * we make it poll with setTimeout instead (the difference: docs/performance.md).
    */
   async wait<T>(promise: Promise<T>): Promise<T> {
     if (!this.gentleWait) return promise;

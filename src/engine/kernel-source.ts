@@ -10,7 +10,7 @@
  *
  * A binding declared `array<name_t4>` holds four elements per array entry (vec4<f32> for f32, two
  * packed u32 words for f16, read-write too: one load brings four values, which on lavapipe, where
- * every storage load is a bounds-checked per-lane access, is worth ~1.3x for streaming kernels) and
+ * every storage load is a bounds-checked per-lane access, pays off for streaming kernels) and
  * also gets `name_ld4(i) -> vec4<f32>` / `name_st4(i, v)` for entry i = elements 4i..4i+3; the
  * element accessors keep element indices (`ld`, `ld2`, and `st2` for an even i: stores come in pairs).
  *

@@ -13,7 +13,7 @@ import { GpuDevice, GpuError } from './device.js';
 import { describeLine, displayName, specialise, type SourceLine } from './kernel-source.js';
 
 export interface KernelSpec {
-  /** File under kernels/, e.g. 'softmax.wgsl'. */
+  /** File under kernels/, e.g. 'rows_softmax.wgsl'. */
   file: string;
   entry: string;
   /** dtype of each templated tensor binding (`array<name_t>`). */

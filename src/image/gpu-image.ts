@@ -6,8 +6,7 @@
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { rowChunks } from '../ops/chunks.js';
-import { fixedPointWeights, pilPlan, type ResampleFilter, type ResamplePlan } from './resample-plan.js';
+import { fixedPointWeights, pilPlan, rowChunks, type ResampleFilter, type ResamplePlan } from '../ops/index.js';
 
 /** Decoded pixels: RGB, 3 bytes per pixel, rows top to bottom. */
 export interface RgbImage {

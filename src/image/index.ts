@@ -3,4 +3,5 @@ export * from './affine.js';
 export * from './decode.js';
 export * from './gpu-image.js';
 export * from './preprocess.js';
-export * from './resample-plan.js';
+// The resampling plans live with resize in ops (src/ops/support/resample-plan.ts), which applies them too.
+export { fixedPointWeights, pilPlan, PIL_PRECISION_BITS, torchPlan, type ResampleFilter, type ResamplePlan } from '../ops/index.js';

@@ -9,10 +9,22 @@
  * scripts/golden/stories260k.py).
  */
 import fs from 'node:fs';
-import type { LlamaConfig } from '../model/config.js';
+
+/** A llama2.c header, in llama2.c's names (run.c's Config); model/config.ts maps it to a LlamaConfig. */
+export interface Llama2cHeader {
+  dim: number;
+  hiddenDim: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  vocabSize: number;
+  seqLen: number;
+  /** A positive vocab_size in the file: the classifier is the token embedding table. */
+  sharedClassifier: boolean;
+}
 
 export interface Llama2cCheckpoint {
-  config: LlamaConfig;
+  header: Llama2cHeader;
   /** Hugging Face LlamaForCausalLM names (model.layers.N.self_attn.q_proj.weight, ...) to row-major f32. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
@@ -20,8 +32,8 @@ export interface Llama2cCheckpoint {
 export function readLlama2c(file: string): Llama2cCheckpoint {
   const buf = fs.readFileSync(file);
   if (buf.byteLength < 28) throw new Error(`${file}: too short for a llama2.c checkpoint (${buf.byteLength} bytes)`);
-  const header = new Int32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + 28));
-  const [dim, hidden, layers, heads, kvHeads, signedVocab, seqLen] = Array.from(header) as number[] as [number, number, number, number, number, number, number];
+  const fields = new Int32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + 28));
+  const [dim, hidden, layers, heads, kvHeads, signedVocab, seqLen] = Array.from(fields) as number[] as [number, number, number, number, number, number, number];
   const vocab = Math.abs(signedVocab);
   if (!(dim > 0 && hidden > 0 && layers > 0 && heads > 0 && kvHeads > 0 && vocab > 0 && seqLen > 0) || dim % heads || heads % kvHeads) {
     throw new Error(`${file}: implausible llama2.c header ${JSON.stringify({ dim, hidden, layers, heads, kvHeads, vocab, seqLen })}`);
@@ -71,11 +83,8 @@ export function readLlama2c(file: string): Llama2cCheckpoint {
     put(p + 'mlp.down_proj.weight', [dim, hidden], w2[l]!);
     put(p + 'mlp.up_proj.weight', [hidden, dim], w3[l]!);
   }
-  const config: LlamaConfig = {
-    vocabSize: vocab, hiddenSize: dim, intermediateSize: hidden, layers, heads, kvHeads, headDim,
-    rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: seqLen, tieWordEmbeddings: signedVocab > 0, bosTokenId: 1, eosTokenId: 2,
-  };
-  return { config, tensors };
+  const header: Llama2cHeader = { dim, hiddenDim: hidden, layers, heads, kvHeads, vocabSize: vocab, seqLen, sharedClassifier: signedVocab > 0 };
+  return { header, tensors };
 }
 
 /**

@@ -5,33 +5,29 @@
  * without the class token, so only the layers up to the requested one are run.
  */
 import type { Tensor } from '../engine/tensor.js';
-import { attention } from '../ops/attention.js';
-import { conv2d } from '../ops/conv.js';
 import { broadcastTo, concat, slice, transpose } from '../ops/copy.js';
 import { add } from '../ops/elementwise.js';
-import { linear, linearResidual } from '../ops/matmul.js';
-import { layerNorm } from '../ops/rows.js';
+import { MultiheadAttention } from '../nn/attention.js';
+import type { Conv2d } from '../nn/conv.js';
+import type { LayerNorm } from '../nn/norm.js';
+import { Mlp } from '../nn/mlp.js';
+import type { Params } from '../nn/params.js';
 import type { ClipVisionConfig } from './config.js';
-import type { Weights } from './weights.js';
 
 interface ClipLayer {
-  norm1: [Tensor, Tensor];
-  q: [Tensor, Tensor];
-  k: [Tensor, Tensor];
-  v: [Tensor, Tensor];
-  out: [Tensor, Tensor];
-  norm2: [Tensor, Tensor];
-  fc1: [Tensor, Tensor];
-  fc2: [Tensor, Tensor];
+  layerNorm1: LayerNorm;
+  selfAttn: MultiheadAttention;
+  layerNorm2: LayerNorm;
+  mlp: Mlp;
 }
 
 export class ClipVisionTower {
   private constructor(
     readonly config: ClipVisionConfig,
-    private readonly patchWeight: Tensor,
+    private readonly patchEmbedding: Conv2d,
     private readonly classEmbedding: Tensor,
     private readonly positions: Tensor,
-    private readonly preNorm: [Tensor, Tensor],
+    private readonly preNorm: LayerNorm,
     private readonly layers: ClipLayer[],
   ) {}
 
@@ -40,33 +36,26 @@ export class ClipVisionTower {
     return this.config.imageSize / this.config.patchSize;
   }
 
-  static fromWeights(w: Weights, config: ClipVisionConfig, prefix = 'vis_encoder.vision_model.'): ClipVisionTower {
-    const { hiddenSize: d, intermediateSize: ff, patchSize: p } = config;
-    const tokens = (config.imageSize / p) ** 2 + 1;
-    const pair = (name: string, rows: number, cols?: number): [Tensor, Tensor] => [
-      w.get(`${prefix}${name}.weight`, cols === undefined ? [rows] : [rows, cols]),
-      w.get(`${prefix}${name}.bias`, [rows]),
-    ];
-    const layers: ClipLayer[] = [];
-    for (let i = 0; i < config.layers; i++) {
-      const l = `encoder.layers.${i}.`;
-      layers.push({
-        norm1: pair(l + 'layer_norm1', d),
-        q: pair(l + 'self_attn.q_proj', d, d),
-        k: pair(l + 'self_attn.k_proj', d, d),
-        v: pair(l + 'self_attn.v_proj', d, d),
-        out: pair(l + 'self_attn.out_proj', d, d),
-        norm2: pair(l + 'layer_norm2', d),
-        fc1: pair(l + 'mlp.fc1', ff, d),
-        fc2: pair(l + 'mlp.fc2', d, ff),
-      });
-    }
+  /** From CLIPVisionModel's names in scope `p` (VisionLLM v2: `vis_encoder.vision_model`). */
+  static load(p: Params, config: ClipVisionConfig): ClipVisionTower {
+    const { hiddenSize: d, intermediateSize: ff, patchSize, layerNormEps: eps, heads, act } = config;
+    const tokens = (config.imageSize / patchSize) ** 2 + 1;
+    const embeddings = p.at('embeddings');
+    const layers = Array.from({ length: config.layers }, (_, i): ClipLayer => {
+      const l = p.at('encoder.layers', i);
+      return {
+        layerNorm1: l.layerNorm('layer_norm1', d, eps),
+        selfAttn: MultiheadAttention.split(l.at('self_attn'), d, heads),
+        layerNorm2: l.layerNorm('layer_norm2', d, eps),
+        mlp: Mlp.load(l.at('mlp'), [d, ff, d], act, (k) => `fc${k + 1}`),
+      };
+    });
     return new ClipVisionTower(
       config,
-      w.get(`${prefix}embeddings.patch_embedding.weight`, [d, 3, p, p]),
-      w.get(`${prefix}embeddings.class_embedding`, [d]),
-      w.get(`${prefix}embeddings.position_embedding.weight`, [tokens, d]),
-      pair('pre_layrnorm', d),
+      embeddings.conv2d('patch_embedding', 3, d, patchSize, { stride: patchSize, bias: false }),
+      embeddings.tensor('class_embedding', [d]),
+      embeddings.tensor('position_embedding.weight', [tokens, d]),
+      p.layerNorm('pre_layrnorm', d, eps),
       layers,
     );
   }
@@ -77,7 +66,7 @@ export class ClipVisionTower {
    * the end (-2: the second-to-last layer). The class token is dropped: [n, grid^2, hidden].
    */
   features(pixels: Tensor, layer: number): Tensor {
-    const { layers, hiddenSize: d, imageSize, patchSize, layerNormEps: eps } = this.config;
+    const { layers, hiddenSize: d, imageSize } = this.config;
     const depth = layer < 0 ? layers + 1 + layer : layer;
     if (!Number.isInteger(depth) || depth < 0 || depth > layers) throw new RangeError(`clip: hidden state ${layer} of ${layers + 1} does not exist`);
     if (pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== imageSize || pixels.shape[3] !== imageSize) {
@@ -85,29 +74,20 @@ export class ClipVisionTower {
     }
     const n = pixels.shape[0]!;
     const grid = this.grid;
-    const engine = pixels.engine;
-    return engine.scope(() => {
+    return pixels.engine.scope(() => {
       // Patches as tokens: a stride-14 convolution, then channels last.
-      const patches = transpose(conv2d(pixels, this.patchWeight, { stride: patchSize }).reshape([n, d, grid * grid]), 1, 2);
+      const patches = transpose(this.patchEmbedding.forward(pixels).reshape([n, d, grid * grid]), 1, 2);
       const cls = broadcastTo(this.classEmbedding.reshape([1, 1, d]), [n, 1, d]);
-      let x = add(concat([cls, patches], 1), this.positions);
-      x = layerNorm(x, ...this.preNorm, eps);
+      let x = this.preNorm.forward(add(concat([cls, patches], 1), this.positions));
       for (let i = 0; i < depth; i++) x = this.layer(this.layers[i]!, x);
       return slice(x, 1, 1, grid * grid + 1);
     });
   }
 
+  /** x = x + attn(ln1 x); x = x + mlp(ln2 x), the residual adds riding in the output projections. */
   private layer(l: ClipLayer, x: Tensor): Tensor {
-    const { heads, hiddenSize: d, layerNormEps: eps, act } = this.config;
-    const [n, tokens] = x.shape as [number, number, number];
-    const h = layerNorm(x, ...l.norm1, eps);
-    const split = (t: Tensor) => t.reshape([n, tokens, heads, d / heads]);
-    const q = split(linear(h, ...l.q));
-    const k = split(linear(h, ...l.k));
-    const v = split(linear(h, ...l.v));
-    const o = attention(q, k, v, { layout: 'blhd' }).reshape([n, tokens, d]);
-    x = linearResidual(o, l.out[0], x, l.out[1]);
-    const m = linear(layerNorm(x, ...l.norm2, eps), ...l.fc1, act);
-    return linearResidual(m, l.fc2[0], x, l.fc2[1]);
+    const h = l.layerNorm1.forward(x);
+    x = l.selfAttn.forward(h, h, { residual: x });
+    return l.mlp.forward(l.layerNorm2.forward(x), { residual: x });
   }
 }

@@ -5,6 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { DEFAULT_DECODERS, type AnyDecoder } from '../decoders/index.js';
+import { ConfigReader, type Json } from '../io/config-reader.js';
+import type { Llama2cHeader } from '../io/llama2c.js';
 
 export interface ClipVisionConfig {
   hiddenSize: number;
@@ -45,18 +48,8 @@ export interface VisionLLMConfig {
   /** Tiling of the official evaluation scripts. */
   imageSize: number;
   maxTiles: number;
-  /** The decoders present (use_gdino, ...), with the sizes their super-link inputs need. */
-  decoders: DecoderConfigs;
-}
-
-export interface DecoderConfigs {
-  /** Grounding DINO: its text width (patch2query's output). */
-  gdino?: { dModel: number };
-  /** UniPose: its hidden width (the projections' output). */
-  unipose?: { hiddenDim: number };
-  /** Stable Diffusion and InstructPix2Pix: the U-Net's cross-attention width and the mapper's query count. */
-  sd?: { dModel: number; queries: number };
-  ip2p?: { dModel: number; queries: number };
+  /** The decoders present (use_gdino, ...), by name, with their parsed configs. */
+  decoders: ReadonlyMap<string, unknown>;
 }
 
 export interface PlainLlamaConfig {
@@ -66,55 +59,7 @@ export interface PlainLlamaConfig {
 
 export type ModelConfig = VisionLLMConfig | PlainLlamaConfig;
 
-type Json = Record<string, unknown>;
-
-class ConfigReader {
-  constructor(
-    private readonly file: string,
-    private readonly json: Json,
-    private readonly at: string,
-  ) {}
-
-  private where(key: string): string {
-    return `${this.file}: ${this.at ? `${this.at}.` : ''}${key}`;
-  }
-
-  int(key: string, fallback?: number): number {
-    const v = this.json[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 0) throw new Error(`${this.where(key)} must be a non-negative integer, got ${JSON.stringify(v)}`);
-    return v as number;
-  }
-
-  num(key: string, fallback?: number): number {
-    const v = this.json[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${this.where(key)} must be a number, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  bool(key: string, fallback: boolean): boolean {
-    const v = this.json[key] ?? fallback;
-    if (typeof v !== 'boolean') throw new Error(`${this.where(key)} must be true or false, got ${JSON.stringify(v)}`);
-    return v;
-  }
-
-  str<T extends string>(key: string, allowed: readonly T[], fallback?: T): T {
-    const v = this.json[key] ?? fallback;
-    if (!allowed.includes(v as T)) throw new Error(`${this.where(key)} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
-    return v as T;
-  }
-
-  has(key: string): boolean {
-    return this.json[key] !== undefined && this.json[key] !== null;
-  }
-
-  sub(key: string): ConfigReader {
-    const v = this.json[key];
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${this.where(key)} must be an object`);
-    return new ConfigReader(this.file, v as Json, this.at ? `${this.at}.${key}` : key);
-  }
-}
-
-export function readConfigFile(dir: string): ModelConfig {
+export function readConfigFile(dir: string, decoders: readonly AnyDecoder[] = DEFAULT_DECODERS): ModelConfig {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) throw new Error(`${dir}: no config.json (is this a checkpoint directory?)`);
   let json: Json;
@@ -123,10 +68,11 @@ export function readConfigFile(dir: string): ModelConfig {
   } catch (err) {
     throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
   }
-  return parseConfig(json, file);
+  return parseConfig(json, file, decoders);
 }
 
-export function parseConfig(json: Json, file = 'config.json'): ModelConfig {
+/** `decoders`: the registered decoders, each of which reads its own part (use_<name>, <name>_config). */
+export function parseConfig(json: Json, file = 'config.json', decoders: readonly AnyDecoder[] = DEFAULT_DECODERS): ModelConfig {
   const r = new ConfigReader(file, json, '');
   const type = json.model_type;
   if (type === 'visionllmv2') {
@@ -135,14 +81,16 @@ export function parseConfig(json: Json, file = 'config.json'): ModelConfig {
       vision: parseClipVision(r.sub('vis_encoder_config')),
       llm: parseLlama(r.sub('llm_config')),
       visOutputLayer: (json.vis_output_layer as number | undefined) ?? -2,
-      bridgeType: r.str('vl_bridge_type', ['mlp2x_gelu', 'linear'] as const, 'mlp2x_gelu'),
+      bridgeType: parseBridge(r),
       numEmbs: r.int('num_embs', 4),
       numEmbsGen: r.int('num_embs_gen', 64),
       imageSize: r.int('image_size', 336),
       maxTiles: r.int('image_max_tile', 4),
-      decoders: parseDecoders(r),
+      decoders: parseDecoders(r, decoders),
     };
     if (r.bool('use_pixelshuffle', false)) throw new Error(`${file}: use_pixelshuffle is not supported (the released 7B model does not use it)`);
+    // LoRA renames the LLM's weights (llm.base_model.model.*, lora_A/B); the 7B release merged them.
+    if (r.bool('use_llm_lora', false)) throw new Error(`${file}: use_llm_lora true is not supported (merge the LoRA weights into the LLM first)`);
     const layers = config.vision.layers;
     if (!Number.isInteger(config.visOutputLayer) || config.visOutputLayer < -(layers + 1) || config.visOutputLayer > layers) {
       throw new Error(`${file}: vis_output_layer ${config.visOutputLayer} is outside the ${layers + 1} hidden states`);
@@ -158,16 +106,21 @@ export function parseConfig(json: Json, file = 'config.json'): ModelConfig {
   throw new Error(`${file}: model_type ${JSON.stringify(type)} is not supported (expected "visionllmv2" or "llama")`);
 }
 
-function parseDecoders(r: ConfigReader): DecoderConfigs {
-  const decoders: DecoderConfigs = {};
-  if (r.bool('use_gdino', false)) decoders.gdino = { dModel: r.sub('gdino_config').int('d_model', 256) };
-  if (r.bool('use_unipose', false)) decoders.unipose = { hiddenDim: r.sub('unipose_config').int('hidden_dim', 256) };
-  for (const key of ['sd', 'ip2p'] as const) {
-    if (!r.bool(`use_${key}`, false)) continue;
-    const c = r.sub(`${key}_config`);
-    decoders[key] = { dModel: c.int('sd_hidden_size', 768), queries: c.int('num_queries', 77) };
+function parseDecoders(r: ConfigReader, decoders: readonly AnyDecoder[]): Map<string, unknown> {
+  const configs = new Map<string, unknown>();
+  for (const d of decoders) {
+    const c = d.parseConfig(r);
+    if (c !== undefined) configs.set(d.name, c);
   }
-  return decoders;
+  return configs;
+}
+
+function parseBridge(r: ConfigReader): VisionLLMConfig['bridgeType'] {
+  // internvl_mlp (LayerNorm + MLP) belongs to the unreleased 26B model.
+  if (r.has('vl_bridge_type') && r.str('vl_bridge_type', ['mlp2x_gelu', 'linear', 'internvl_mlp'] as const) === 'internvl_mlp') {
+    throw new Error(`${r.where('vl_bridge_type')} internvl_mlp is not supported (only the 7B model's mlp2x_gelu, or linear)`);
+  }
+  return r.str('vl_bridge_type', ['mlp2x_gelu', 'linear'] as const, 'mlp2x_gelu');
 }
 
 function parseClipVision(r: ConfigReader): ClipVisionConfig {
@@ -208,5 +161,13 @@ function parseLlama(r: ConfigReader): LlamaConfig {
     tieWordEmbeddings: r.bool('tie_word_embeddings', false),
     bosTokenId: r.int('bos_token_id', 1),
     eosTokenId: r.int('eos_token_id', 2),
+  };
+}
+
+/** A llama2.c checkpoint's LLaMA: its header, and the values run.c fixes (eps 1e-5, theta 10000, ids 1 and 2). */
+export function llamaConfigOfLlama2c(h: Llama2cHeader): LlamaConfig {
+  return {
+    vocabSize: h.vocabSize, hiddenSize: h.dim, intermediateSize: h.hiddenDim, layers: h.layers, heads: h.heads, kvHeads: h.kvHeads,
+    headDim: h.dim / h.heads, rmsNormEps: 1e-5, ropeTheta: 10000, maxPositions: h.seqLen, tieWordEmbeddings: h.sharedClassifier, bosTokenId: 1, eosTokenId: 2,
   };
 }

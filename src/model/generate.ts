@@ -13,6 +13,7 @@ import type { HostArray } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { concat, slice } from '../ops/copy.js';
+import { binary } from '../ops/elementwise.js';
 import { sampleTokens } from '../ops/sample.js';
 import type { StreamDecoder } from '../tokenizer/tokenizer.js';
 import type { Llama, LlamaCache } from './llama.js';
@@ -32,6 +33,8 @@ export interface SamplingSettings {
 export interface GenerateOptions extends SamplingSettings {
   /** Ids that end generation (default: the model's </s>). The stop id is kept in tokenIds. */
   stopIds?: readonly number[];
+  /** The stop ids cannot be chosen for this many first tokens (HF generate's min_new_tokens; default 0). */
+  minNewTokens?: number;
   /** Called with each token's newly final text (may be '') as it is generated. */
   onToken?: (text: string, id: number) => void;
   /** Turns ids into text for onToken. */
@@ -95,6 +98,8 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
     );
   }
   const stop = new Set(options.stopIds ?? [llm.config.eosTokenId]);
+  const minNew = options.minNewTokens ?? 0;
+  if (!Number.isInteger(minNew) || minNew < 0) throw new RangeError(`generate: minNewTokens must be a non-negative integer, got ${minNew}`);
   const rng = new SeededRandom(options.seed ?? 0);
   const sampling = { temperature: options.temperature ?? 0, topK: options.topK, topP: options.topP };
   const ids: number[] = [];
@@ -102,24 +107,41 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
 
   /** Records T positions and the choice of the next token; returns the id, still on the GPU. */
   const draw = () => rng.next();
-  const choose = (embeds: Tensor): Tensor => engine.scope(() => sampleTokens(llm.nextTokenLogits(embeds, cache), draw, sampling));
+  /** [1, vocab]: -1e30 at the stop ids, for the steps before minNewTokens (made when first needed). */
+  let stopMask: Tensor | null = null;
+  const suppressStops = (logits: Tensor): Tensor => {
+    if (!stopMask) {
+      const mask = new Float32Array(logits.shape[1]!);
+      for (const id of stop) if (id < mask.length) mask[id] = -1e30;
+      stopMask = engine.tensor(mask, [1, mask.length], 'f32', { persistent: true });
+    }
+    return binary('add', logits, stopMask, { dtype: 'f32' });
+  };
+  /** Whether the step that chooses token number `index` (0-based) may not stop. */
+  const masked = (index: number) => index < minNew;
+  const choose = (embeds: Tensor, noStop = false): Tensor =>
+    engine.scope(() => {
+      const logits = llm.nextTokenLogits(embeds, cache);
+      return sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling);
+    });
   /** Decode steps fed by a token id that is still on the GPU: recorded once, then replayed. */
   const decodeSteps = new DecodeSteps(engine, (id) => engine.scope(() => choose(llm.embed(id))), options.replay ?? true);
   /** Records a step fed by a known id, with spliced queries after it when given. */
-  const explicitStep = (id: number, queries: Tensor | null): Tensor =>
+  const explicitStep = (id: number, queries: Tensor | null, noStop: boolean): Tensor =>
     engine.scope(() => {
       const token = llm.embed([id]);
-      if (!queries) return choose(token);
+      if (!queries) return choose(token, noStop);
       const { hidden, logits } = llm.forwardWithLogits(concat([token, queries], 0), cache);
       options.onSpliced?.(id, engine.keep(slice(hidden, 0, 1, hidden.shape[0]!)));
-      return sampleTokens(logits, draw, sampling);
+      return sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling);
     });
+  const explicitFedStep = (fedBy: Tensor): Tensor => choose(llm.embed(fedBy), true);
   const forced = options.forcedIds;
 
   const t0 = performance.now();
   let current: PendingStep | null = null;
   if (maxNew > 0) {
-    const id = choose(promptEmbeds);
+    const id = choose(promptEmbeds, masked(0));
     current = { id, value: id.read() };
   }
   let prefillMs = 0;
@@ -148,7 +170,8 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       let next: PendingStep | null = null;
       if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
         const fedBy = current.id;
-        next = record(() => decodeSteps.next(fedBy));
+        // A step that may not stop is recorded with its mask, outside the captured (unmasked) step.
+        next = masked(ids.length + 1) ? record(() => explicitFedStep(fedBy)) : record(() => decodeSteps.next(fedBy));
       }
       const sampled = (await current.value)[0]!;
       current.id.dispose();
@@ -183,12 +206,13 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
         queries?.dispose();
         break;
       }
-      next ??= record(() => explicitStep(id, queries));
+      next ??= record(() => explicitStep(id, queries, masked(ids.length)));
       queries?.dispose();
       current = next;
     }
   } finally {
     decodeSteps.dispose();
+    (stopMask as Tensor | null)?.dispose();
   }
   if (options.onToken && options.decoder) {
     const rest = options.decoder.flush();

@@ -20,16 +20,16 @@ import { gemvChain, type GemvStage } from '../ops/gemv-chain.js';
 import { KVCache } from '../ops/kv-cache.js';
 import { linear, linearResidual, matmul } from '../ops/matmul.js';
 import { RotaryEmbedding } from '../ops/rope.js';
-import { rmsNorm } from '../ops/rows.js';
+import type { RMSNorm } from '../nn/norm.js';
+import type { Params } from '../nn/params.js';
 import type { LlamaConfig } from './config.js';
-import type { Weights } from './weights.js';
 
 interface LlamaLayer {
-  inputNorm: Tensor;
+  inputNorm: RMSNorm;
   /** [(heads + 2 kvHeads) * headDim, d]: q rows, then k rows, then v rows. */
   qkv: Tensor;
   o: Tensor;
-  postNorm: Tensor;
+  postNorm: RMSNorm;
   /** [2 * intermediate, d]: gate rows then up rows. */
   gateUp: Tensor;
   down: Tensor;
@@ -70,33 +70,30 @@ export class Llama {
     readonly config: LlamaConfig,
     readonly embedTokens: Tensor,
     private readonly layers: LlamaLayer[],
-    private readonly finalNorm: Tensor,
+    private readonly finalNorm: RMSNorm,
     private readonly head: Tensor,
   ) {
     this.rotary = new RotaryEmbedding(embedTokens.engine, config.headDim, { theta: config.ropeTheta });
   }
 
-  /** Builds from LlamaForCausalLM names under `prefix` ('llm.' inside VisionLLM v2, '' for a plain checkpoint). */
-  static fromWeights(w: Weights, config: LlamaConfig, prefix = ''): Llama {
-    const { hiddenSize: d, intermediateSize: ff, heads, kvHeads, headDim, vocabSize } = config;
-    const layers: LlamaLayer[] = [];
-    for (let i = 0; i < config.layers; i++) {
-      const p = `${prefix}model.layers.${i}.`;
-      layers.push({
-        inputNorm: w.get(p + 'input_layernorm.weight', [d]),
-        qkv: w.fuseRows(
-          [p + 'self_attn.q_proj.weight', p + 'self_attn.k_proj.weight', p + 'self_attn.v_proj.weight'],
-          [[heads * headDim, d], [kvHeads * headDim, d], [kvHeads * headDim, d]],
-        ),
-        o: w.get(p + 'self_attn.o_proj.weight', [d, heads * headDim]),
-        postNorm: w.get(p + 'post_attention_layernorm.weight', [d]),
-        gateUp: w.fuseRows([p + 'mlp.gate_proj.weight', p + 'mlp.up_proj.weight'], [[ff, d], [ff, d]]),
-        down: w.get(p + 'mlp.down_proj.weight', [d, ff]),
-      });
-    }
-    const embed = w.get(`${prefix}model.embed_tokens.weight`, [vocabSize, d]);
-    const head = config.tieWordEmbeddings || !w.has(`${prefix}lm_head.weight`) ? embed : w.get(`${prefix}lm_head.weight`, [vocabSize, d]);
-    return new Llama(config, embed, layers, w.get(`${prefix}model.norm.weight`, [d]), head);
+  /** From LlamaForCausalLM's names in scope `p` (`llm` inside VisionLLM v2, the root for a plain checkpoint). */
+  static load(p: Params, config: LlamaConfig): Llama {
+    const { hiddenSize: d, intermediateSize: ff, heads, kvHeads, headDim, vocabSize, rmsNormEps: eps } = config;
+    const m = p.at('model');
+    const layers = Array.from({ length: config.layers }, (_, i): LlamaLayer => {
+      const l = m.at('layers', i);
+      return {
+        inputNorm: l.rmsNorm('input_layernorm', d, eps),
+        qkv: l.at('self_attn').fuseRows(['q_proj.weight', 'k_proj.weight', 'v_proj.weight'], [[heads * headDim, d], [kvHeads * headDim, d], [kvHeads * headDim, d]]),
+        o: l.tensor('self_attn.o_proj.weight', [d, heads * headDim]),
+        postNorm: l.rmsNorm('post_attention_layernorm', d, eps),
+        gateUp: l.at('mlp').fuseRows(['gate_proj.weight', 'up_proj.weight'], [[ff, d], [ff, d]]),
+        down: l.tensor('mlp.down_proj.weight', [d, ff]),
+      };
+    });
+    const embed = m.tensor('embed_tokens.weight', [vocabSize, d]);
+    const head = config.tieWordEmbeddings || !p.has('lm_head.weight') ? embed : p.tensor('lm_head.weight', [vocabSize, d]);
+    return new Llama(config, embed, layers, m.rmsNorm('norm', d, eps), head);
   }
 
   get engine(): Engine {
@@ -128,7 +125,7 @@ export class Llama {
    * values. Returns the final hidden states after the last norm, [T, d].
    */
   forward(embeds: Tensor, cache: LlamaCache): Tensor {
-    return this.engine.scope(() => rmsNorm(this.residualStream(embeds, cache), this.finalNorm, this.config.rmsNormEps));
+    return this.engine.scope(() => this.finalNorm.forward(this.residualStream(embeds, cache)));
   }
 
   /**
@@ -137,7 +134,7 @@ export class Llama {
    */
   nextTokenLogits(embeds: Tensor, cache: LlamaCache): Tensor {
     return this.engine.scope(() => {
-      const headStage = (input: Tensor | number): GemvStage => ({ input, weight: this.head, preNorm: { weight: this.finalNorm, eps: this.config.rmsNormEps } });
+      const headStage = (input: Tensor | number): GemvStage => ({ input, weight: this.head, preNorm: this.finalNorm });
       if (embeds.shape[0] === 1) {
         this.checkStep(embeds, cache);
         return this.decodeStream(embeds, cache, headStage);
@@ -183,12 +180,12 @@ export class Llama {
 
   /** A layer over T > 1 positions (prefill): the norm once, then the products and their neighbours. */
   private layer(l: LlamaLayer, cache: KVCache, x: Tensor): Tensor {
-    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
-    const h = rmsNorm(x, l.inputNorm, eps);
+    const { heads, kvHeads, headDim } = this.config;
+    const h = l.inputNorm.forward(x);
     const [qd, kd] = [heads * headDim, kvHeads * headDim];
     const part = (r0: number, r1: number) => linear(h, l.qkv.rows(r0, r1));
     x = linearResidual(this.attend(cache, part(0, qd), part(qd, qd + kd), part(qd + kd, qd + 2 * kd)), l.o, x);
-    const mlp = matmul(x, l.gateUp, { transposeB: true, preNorm: { weight: l.postNorm, eps }, gated: 'silu' });
+    const mlp = matmul(x, l.gateUp, { transposeB: true, preNorm: l.postNorm, gated: 'silu' });
     return linearResidual(mlp, l.down, x);
   }
 
@@ -199,13 +196,13 @@ export class Llama {
    * last chain's output: the residual stream after the last layer, or what `after` makes of it.
    */
   private decodeStream(x: Tensor, cache: LlamaCache, after?: (input: number) => GemvStage): Tensor {
-    const { heads, rmsNormEps: eps } = this.config;
-    const qkvStage = (l: LlamaLayer, input: Tensor | number): GemvStage => ({ input, weight: l.qkv, preNorm: { weight: l.inputNorm, eps } });
+    const heads = this.config.heads;
+    const qkvStage = (l: LlamaLayer, input: Tensor | number): GemvStage => ({ input, weight: l.qkv, preNorm: l.inputNorm });
     let qkv = gemvChain([qkvStage(this.layers[0]!, x)])[0]!;
     this.layers.forEach((l, i) => {
       const stages: GemvStage[] = [
         { input: 'attention', weight: l.o, residual: x },
-        { input: 0, weight: l.gateUp, preNorm: { weight: l.postNorm, eps }, gated: 'silu' },
+        { input: 0, weight: l.gateUp, preNorm: l.postNorm, gated: 'silu' },
         { input: 1, weight: l.down, residual: 0 },
       ];
       const next = this.layers[i + 1];

@@ -23,13 +23,13 @@ import type { Engine } from '../engine/engine.js';
 import type { ReplayHook } from '../engine/capture.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './attention-layout.js';
-import { placeholder } from './placeholder.js';
-import { subgroupsOf8 } from './variants.js';
-import { CORES, onDemandWorkgroups, workCounters } from './work-sharing.js';
-import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './windows.js';
+import { additiveTerm, attentionGeometry, headSpan, type AdditiveTerm, type AttentionGeometry, type AttentionLayout } from './support/attention-layout.js';
+import { bindingWindow, bindsWhole, spanWindow, unitRanges, windowBytes, type Span } from './support/binding-windows.js';
+import { placeholder } from './support/placeholder.js';
+import { subgroupsOf8 } from './support/variants.js';
+import { CORES, onDemandWorkgroups, workCounters } from './support/work-sharing.js';
 
-export type { AttentionLayout } from './attention-layout.js';
+export type { AttentionLayout } from './support/attention-layout.js';
 
 export type AttentionKernel = 'subgroup' | 'tiled' | 'decode_subgroup' | 'decode_tiled';
 
@@ -343,7 +343,7 @@ function decode(
   const items = g.Lq * c.splits;
   // A fused step writes the cache: keys and values are then bound read-write.
   const includes = { kv: c.fresh ? 'read_write' : 'read' };
-  // On lavapipe a few workgroups take the items on demand (src/ops/work-sharing.ts).
+  // On lavapipe a few workgroups take the items on demand (src/ops/support/work-sharing.ts).
   const workers = sub ? Math.min(onDemandWorkgroups(engine), items * count) : 1;
   const onDemand: Record<string, number | boolean> = workers > 1 ? { ON_DEMAND: true, NWG: workers } : {};
   const spec: KernelSpec = { file: 'attention_decode.wgsl', entry: c.kernel, dtypes, overrides: { ...overrides, ...onDemand }, includes };

@@ -4,7 +4,7 @@
  * with f32 accumulation for f32 or f16 storage. `upsample: 2` convolves the nearest-upsampled input
  * without materialising it (diffusers' Upsample2D: interpolate(scale 2, nearest) then a 3x3 conv).
  *
- * Kernel choice (see kernels/conv2d_*.wgsl): 1x1 convolutions with stride 1 and no padding are a
+ * Kernel choice (see kernels/conv_*.wgsl): 1x1 convolutions with stride 1 and no padding are a
  * plain GEMM and take the matmul path; grouped convolutions with few channels per group (depthwise)
  * compute one output per invocation; everything else is an implicit GEMM: the subgroup-broadcast
  * kernel on CPU adapters with 8-wide subgroups, the shared-memory tiled kernel elsewhere.
@@ -15,12 +15,12 @@
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { activationCode, type Activation } from './activation.js';
-import { rowChunks } from './chunks.js';
 import { binary, unary } from './elementwise.js';
 import { matmul } from './matmul.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { subgroupsOf8 } from './variants.js';
+import { activationCode, type Activation } from './support/activation.js';
+import { rowChunks } from './support/chunks.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
+import { subgroupsOf8 } from './support/variants.js';
 
 export type Pair = number | readonly [number, number];
 
@@ -311,7 +311,7 @@ function dispatch(engine: Engine, kernel: Conv2dKernel, g: Conv2dGeometry, d: Di
   const tiles = Math.ceil(d.pixels / tileRows);
   engine.run(
     {
-      file: `conv2d_${kernel}.wgsl`,
+      file: `conv_${kernel}.wgsl`,
       entry: 'conv2d',
       dtypes: { x: d.x.dtype, weight: d.weight.dtype, bias: d.bias.dtype, y: d.y.dtype },
       overrides: {

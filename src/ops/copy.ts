@@ -1,12 +1,13 @@
 /**
- * Data movement: cast, contiguous, permute/transpose, slice and concat, all through one strided-copy
- * kernel (kernels/copy.wgsl). Same-dtype 32-bit copies move raw words (exact for integers);
- * anything involving f16 converts through f32 (exact both ways; f16 stores saturate at ±65504).
+ * Copies: cast, contiguous, permute/transpose, broadcastTo, slice and concat, all through one
+ * strided-copy kernel (kernels/copy.wgsl). Same-dtype 32-bit copies move raw words (exact for
+ * integers); anything involving f16 converts through f32 (exact both ways; f16 stores saturate at
+ * ±65504).
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, numel, type Tensor } from '../engine/tensor.js';
-import { broadcastShapes, broadcastStrides, contiguousStrides, normaliseDim } from './shape.js';
+import { broadcastShapes, broadcastStrides, contiguousStrides, normaliseDim } from './support/shape.js';
 
 const MAX_RANK = 8;
 const WG = 64;

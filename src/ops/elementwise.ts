@@ -5,9 +5,9 @@
 import type { DType } from '../engine/dtype.js';
 import { DTYPE_BYTES } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { activationCode, type Activation } from './activation.js';
-import { rowChunks } from './chunks.js';
-import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './shape.js';
+import { activationCode, type Activation } from './support/activation.js';
+import { rowChunks } from './support/chunks.js';
+import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 const KERNEL = 'elementwise.wgsl';
 /** Elements per workgroup (kernels/elementwise.wgsl PER_GROUP). */

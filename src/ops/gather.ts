@@ -1,8 +1,8 @@
 /** Embedding lookup: rows of a [vocab, dim] table selected by token ids. */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { rowChunks } from './chunks.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
+import { rowChunks } from './support/chunks.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 /**
  * out[..., :] = table[ids[...], :]. Ids given as numbers are checked on the CPU (an id outside

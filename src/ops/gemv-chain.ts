@@ -9,10 +9,10 @@
  *
  * On lavapipe (profile 'cpu', 8-wide subgroups) up to four stages run as one dispatch whose
  * workgroups, one per worker thread, take chunks of rows stage after stage and wait in memory for
- * the chunks a stage needs (kernels/gemv_chain.wgsl); each dispatch boundary it saves is worth
- * tens of microseconds of a decode step. Elsewhere, and for chains the fused kernel does not take
- * (more stages or outside inputs than it binds, a weight over the binding limit), each stage is
- * its own matmul, with the same results. Outputs are f32 [1, N].
+ * the chunks a stage needs (kernels/gemv_chain.wgsl): no dispatch boundary between stages, each
+ * a hand-over to lavapipe's worker threads and back. Elsewhere, and for chains the fused kernel
+ * does not take (more stages or outside inputs than it binds, a weight over the binding limit),
+ * each stage is its own matmul, with the same results. Outputs are f32 [1, N].
  *
  * With options.attention the chain starts with a layer's attention for the decoding step (its
  * q|k|v row, appended to and attending over a KV cache), and stages read its output as input
@@ -21,13 +21,13 @@
  */
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { activationCode, type Activation } from './activation.js';
 import type { KVCache } from './kv-cache.js';
 import { matmul } from './matmul.js';
-import { placeholder } from './placeholder.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { subgroupsOf8 } from './variants.js';
-import { onDemandWorkgroups, workCounters } from './work-sharing.js';
+import { activationCode, type Activation } from './support/activation.js';
+import { placeholder } from './support/placeholder.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
+import { subgroupsOf8 } from './support/variants.js';
+import { onDemandWorkgroups, workCounters } from './support/work-sharing.js';
 
 export interface GemvStage {
   /** Linear weight [N, K]; [2N, K] gate rows then up rows when `gated`. */

@@ -16,10 +16,10 @@ import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { attention, type AttentionOptions, type FreshReplay } from './attention.js';
-import type { AttentionLayout } from './attention-layout.js';
 import { planPositions, planRotary, rope, runRotary, type Positions, type RotaryEmbedding } from './rope.js';
-import { placeholder } from './placeholder.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
+import type { AttentionLayout } from './support/attention-layout.js';
+import { placeholder } from './support/placeholder.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 export interface KVCacheOptions {
   heads: number;

@@ -10,20 +10,20 @@
  * activations along M (rows).
  *
  * Two neighbours of a projection can be fused in (options preNorm and gated): the GEMV kernels do
- * them in the same dispatch, which matters in decoding where every dependent dispatch costs ~0.1 ms
- * on lavapipe; other shapes compose the separate ops, with the same result.
+ * them in the same dispatch, which matters in decoding, where each dependent dispatch costs a
+ * fixed overhead on lavapipe; other shapes compose the separate ops, with the same result.
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { activationCode, type Activation } from './activation.js';
-import { rowChunks } from './chunks.js';
-import { placeholder } from './placeholder.js';
 import { add, gated } from './elementwise.js';
 import { rmsNorm } from './rows.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { rowKernelConfig, subgroupsOf8 } from './variants.js';
+import { activationCode, type Activation } from './support/activation.js';
+import { rowChunks } from './support/chunks.js';
+import { placeholder } from './support/placeholder.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
+import { rowKernelConfig, subgroupsOf8 } from './support/variants.js';
 
 export interface MatmulOptions {
   /** b is [..., N, K] and used transposed (Linear weights). */
@@ -187,7 +187,7 @@ function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: 
       const rows = rowKernelConfig(engine);
       dtypes.norm = options.preNorm?.weight.dtype ?? 'f32';
       return {
-        file: 'gemv.wgsl',
+        file: 'matmul_gemv.wgsl',
         entry: kernel,
         dtypes,
         includes: rows.includes,

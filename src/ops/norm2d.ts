@@ -5,11 +5,11 @@
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { activationCode, type Activation } from './activation.js';
-import { rowChunks } from './chunks.js';
-import { placeholder } from './placeholder.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { rowKernelConfig } from './variants.js';
+import { activationCode, type Activation } from './support/activation.js';
+import { rowChunks } from './support/chunks.js';
+import { placeholder } from './support/placeholder.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
+import { rowKernelConfig } from './support/variants.js';
 
 export interface Norm2dOptions {
   eps?: number;

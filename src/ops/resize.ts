@@ -1,15 +1,15 @@
 /**
  * Resizing NCHW float tensors on the GPU, PyTorch's F.interpolate(size=..., mode='bilinear' |
  * 'bicubic', antialias, align_corners): two separable passes (width, then height) of
- * kernels/resize.wgsl, each applying a plan from src/image/resample-plan.ts. With antialias the
+ * kernels/resize.wgsl, each applying a plan from support/resample-plan.ts. With antialias the
  * filter widens with the downscaling factor (Pillow's method, which PyTorch ports).
  */
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { pilPlan, torchPlan, type ResampleFilter, type ResamplePlan } from '../image/resample-plan.js';
-import { rowChunks } from './chunks.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
+import { rowChunks } from './support/chunks.js';
+import { pilPlan, torchPlan, type ResampleFilter, type ResamplePlan } from './support/resample-plan.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 export interface ResizeOptions {
   mode?: ResampleFilter;

@@ -10,9 +10,9 @@
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import type { AttentionLayout } from './attention-layout.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
-import { bindingWindow, unitRanges, windowBytes, type Span } from './windows.js';
+import type { AttentionLayout } from './support/attention-layout.js';
+import { bindingWindow, unitRanges, windowBytes, type Span } from './support/binding-windows.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 export interface RotaryOptions {
   /** Base of the frequencies (LLaMA: 10000). */

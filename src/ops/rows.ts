@@ -1,15 +1,15 @@
 /**
- * Row-wise ops over the last dimension: softmax, layer norm, RMS norm, argmax.
- * One workgroup per row; statistics in f32 whatever the storage dtype.
+ * Row-wise ops over the last dimension: softmax, layer norm, RMS norm, argmax (kernels/rows_softmax.wgsl,
+ * rows_norm.wgsl, rows_argmax.wgsl). One workgroup per row; statistics in f32 whatever the storage dtype.
  */
 import type { DType } from '../engine/dtype.js';
 import { DTYPE_BYTES } from '../engine/dtype.js';
 import type { KernelSpec, Params } from '../engine/pipeline.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { rowChunks } from './chunks.js';
-import { placeholder } from './placeholder.js';
-import { expectDType, expectRank, FLOAT_DTYPES, rowsAndWidth } from './shape.js';
-import { rowKernelConfig } from './variants.js';
+import { rowChunks } from './support/chunks.js';
+import { placeholder } from './support/placeholder.js';
+import { expectDType, expectRank, FLOAT_DTYPES, rowsAndWidth } from './support/shape.js';
+import { rowKernelConfig } from './support/variants.js';
 
 /**
  * Runs a row kernel: `x` and `out` are split into row ranges that fit a binding, `whole` tensors
@@ -55,7 +55,7 @@ export function softmax(x: Tensor, options: SoftmaxOptions = {}): Tensor {
   expectRank('softmax', x, 1);
   const dtype = options.dtype ?? x.dtype;
   const y = x.engine.empty(x.shape, dtype);
-  runRows('softmax', { file: 'softmax.wgsl', entry: 'softmax', dtypes: { x: x.dtype, y: dtype } }, x, y, 'y', {}, { scale: options.scale ?? 1 });
+  runRows('softmax', { file: 'rows_softmax.wgsl', entry: 'softmax', dtypes: { x: x.dtype, y: dtype } }, x, y, 'y', {}, { scale: options.scale ?? 1 });
   return y;
 }
 
@@ -81,7 +81,7 @@ function normalise(entry: 'layernorm' | 'rmsnorm', x: Tensor, weight: Tensor | u
   runRows(
     entry,
     {
-      file: 'norm.wgsl',
+      file: 'rows_norm.wgsl',
       entry,
       dtypes: { x: x.dtype, weight: w.dtype, bias: b.dtype, y: outType },
       overrides: { HAS_WEIGHT: weight !== undefined, HAS_BIAS: bias !== undefined },
@@ -109,6 +109,6 @@ export function argmax(x: Tensor): Tensor {
   expectDType('argmax', x, FLOAT_DTYPES);
   expectRank('argmax', x, 1);
   const out = x.engine.empty(x.shape.slice(0, -1), 'u32');
-  runRows('argmax', { file: 'argmax.wgsl', entry: 'argmax', dtypes: { x: x.dtype } }, x, out, 'indices', {}, {});
+  runRows('argmax', { file: 'rows_argmax.wgsl', entry: 'argmax', dtypes: { x: x.dtype } }, x, out, 'indices', {}, {});
   return out;
 }

@@ -5,10 +5,10 @@
  */
 import { DTYPE_BYTES } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
-import { rowChunks } from './chunks.js';
 import { argmax } from './rows.js';
-import { expectDType, expectRank, FLOAT_DTYPES, rowsAndWidth } from './shape.js';
-import { rowKernelConfig } from './variants.js';
+import { rowChunks } from './support/chunks.js';
+import { expectDType, expectRank, FLOAT_DTYPES, rowsAndWidth } from './support/shape.js';
+import { rowKernelConfig } from './support/variants.js';
 
 const DRAWS_PER_DISPATCH = 64;
 

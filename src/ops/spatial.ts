@@ -5,8 +5,8 @@
  */
 import { DTYPE_BYTES } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { rowChunks } from './chunks.js';
-import { expectDType, FLOAT_DTYPES } from './shape.js';
+import { rowChunks } from './support/chunks.js';
+import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 const MODES = { constant: 0, reflect: 1, replicate: 2 } as const;
 export type PadMode = keyof typeof MODES;

@@ -1,52 +1,56 @@
 /**
  * The super link (VisionLLM v2, section 2 of ../shared/docs/visionllm-v2.md): routing tokens in the
- * LLM's output select a decoder; right after each one the route's learnable query embeddings are
- * spliced into the sequence; the last-layer hidden states (after the final norm) at those positions
- * are gathered per block and projected into the decoder's conditions. Everything stays on the GPU.
+ * LLM's output select a decoder; right after each one its learnable query embeddings are spliced
+ * into the sequence; the last-layer hidden states (after the final norm) at those positions are
+ * collected, and handed to the decoders: all blocks of one answer that go to one decoder in one
+ * group, in answer order (block k is the decoder's class k), as the official model does.
  *
- *   person[DET][EMB][EMB2][EMB3][EMB4], dog[DET]...   -> links: { route: 'det', phrase: 'person', condition [256] }, ...
+ *   person[DET][EMB][EMB2][EMB3][EMB4], dog[DET]...   -> { decoder: 'gdino', blocks: [person, dog], hidden [2, 4, d] }
  *
  * Splicing happens in both modes: during generation (generate()'s expand hook runs the routing
  * token's step with 1 + N positions) and teacher-forced (plan() inserts the query positions into a
- * given answer, or recognises [EMB] tokens already there).
+ * given answer, or recognises [EMB] tokens already there). collect() serves both.
+ *
+ * Routing tokens already in the prompt or the history are not expanded: the official forward
+ * expands them at prefill, but inserts a second block at a stale offset (decoders.md D5), and an
+ * earlier turn's blocks have no decoder to go to. They are ordinary tokens there.
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
-import type { VisionLLMConfig } from '../model/config.js';
-import type { Weights } from '../model/weights.js';
+import type { Params } from '../nn/params.js';
 import { cast, concat } from '../ops/copy.js';
 import { embedding } from '../ops/gather.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import type { LinkProjection, ProjectOptions } from './projections.js';
-import { RouteRegistry, type RouteDefinition } from './routes.js';
+import { embTokens, type LinkTarget } from './routes.js';
 
-/** VisionLLM v2's tool tokens: a generated one must have a registered route. */
-export const TOOL_TOKENS = ['[DET]', '[GRD]', '[SEG]', '[POSE]', '[GEN]', '[EDIT]'] as const;
-
-export interface Link {
-  /** The decoder: 'det', 'pose', 'gen', 'edit'. */
-  route: string;
+/** A routing block of an answer, as its decoder receives it. */
+export interface LinkBlock {
   /** The routing token, e.g. '[SEG]'. */
   token: string;
   /** The answer's text before the routing token (since the previous block), e.g. 'person'. */
   phrase: string;
-  /** The decoder's input for this block (det/pose: [width]; gen/edit: [queries, d_sd]); the caller disposes it. */
-  condition: Tensor;
 }
 
-export interface ActiveRoute {
-  definition: RouteDefinition;
+/** The blocks of one answer that go to one decoder. */
+export interface LinkGroup {
+  decoder: string;
+  /** In answer order. */
+  blocks: LinkBlock[];
+  /** Last-layer hidden states at each block's query positions, [blocks, queries, llm width] (f32). */
+  hidden: Tensor;
+}
+
+interface ActiveRoute {
+  token: string;
   /** Query embeddings [N, llm width], f32. */
   table: Tensor;
   /** Token ids at the query positions. */
   queryIds: number[];
-  projection: LinkProjection;
 }
 
-/** A routing block of a sequence: its token's index, and where its N queries are. */
+/** A routing block of a sequence: its token's index, and where its N queries are (teacher forcing). */
 export interface RoutedBlock {
   route: ActiveRoute;
-  token: string;
   tokenIndex: number;
   firstQuery: number;
 }
@@ -55,57 +59,48 @@ export class SuperLink {
   private constructor(
     readonly engine: Engine,
     private readonly tokenizer: Tokenizer,
-    /** Routing token id -> its route, or why that route is unavailable. */
+    /** Routing token id -> its route, or why it cannot be routed. */
     private readonly byId: Map<number, ActiveRoute | string>,
+    private readonly targets: readonly LinkTarget[],
     /** Query tables converted to f32 here (the others belong to the weights). */
     private readonly owned: Tensor[],
   ) {}
 
-  static fromWeights(w: Weights, config: VisionLLMConfig, tokenizer: Tokenizer, registry = new RouteRegistry()): SuperLink {
+  /**
+   * Routes for `targets` (the registered decoders) reading their query tables from `p`.
+   * `toolTokens`: every routing token the model may generate; one no target takes is an error
+   * when generated, not text.
+   */
+  static create(p: Params, targets: readonly LinkTarget[], tokenizer: Tokenizer, toolTokens: readonly string[], width: number): SuperLink {
     const byId = new Map<number, ActiveRoute | string>();
     const owned: Tensor[] = [];
-    const routed = new Set<string>();
-    for (const def of registry.all()) {
-      let route: ActiveRoute | string;
-      const tableName = `${def.table}.weight`;
-      const queryTokens = def.queryTokens(def.queries(config));
-      const queryIds = queryTokens.map((t) => tokenizer.tokenToId(t));
-      if (!w.has(tableName)) {
-        route = `the checkpoint has no '${tableName}'`;
-      } else if (queryIds.some((id) => id === undefined)) {
-        route = `the tokenizer lacks ${queryTokens.find((_, i) => queryIds[i] === undefined)}`;
-      } else {
-        try {
-          const projection = def.projection(w, config);
-          if (typeof projection === 'string') route = projection;
-          else {
-            const stored = w.get(tableName, [queryIds.length, config.llm.hiddenSize]);
-            const table = stored.dtype === 'f32' ? stored : cast(stored, 'f32');
-            if (table !== stored) owned.push(table);
-            route = { definition: def, table, queryIds: queryIds as number[], projection };
-          }
-        } catch (err) {
-          route = (err as Error).message;
-        }
+    try {
+      for (const t of targets) {
+        if (new Set(t.routes.map((r) => r.queries)).size > 1) throw new Error(`super link: the routes of '${t.decoder}' splice different numbers of queries`);
       }
-      for (const token of def.tokens) {
+      const tokens = [...new Set([...toolTokens, ...targets.flatMap((t) => t.routes.map((r) => r.token))])];
+      for (const token of tokens) {
         const id = tokenizer.tokenToId(token);
-        if (id !== undefined) byId.set(id, route);
-        routed.add(token);
+        if (id !== undefined) byId.set(id, activate(p, targets, token, tokenizer, width, owned));
       }
+    } catch (err) {
+      owned.forEach((t) => t.dispose());
+      throw err;
     }
-    for (const token of TOOL_TOKENS) {
-      const id = tokenizer.tokenToId(token);
-      if (id !== undefined && !routed.has(token)) byId.set(id, `no route is registered for ${token}`);
-    }
-    return new SuperLink(w.engine, tokenizer, byId, owned);
+    return new SuperLink(p.engine, tokenizer, byId, targets, owned);
   }
 
   dispose(): void {
     this.owned.forEach((t) => t.dispose());
+    this.owned.length = 0;
   }
 
-  /** The route a token id starts, undefined for ordinary tokens; a routing token whose route is unavailable throws. */
+  /** Decoders that can take blocks. */
+  get decoders(): string[] {
+    return this.targets.filter((t) => !t.unavailable).map((t) => t.decoder);
+  }
+
+  /** The route a token id starts, undefined for ordinary tokens; a routing token that cannot be routed throws. */
   routeFor(id: number): ActiveRoute | undefined {
     const route = this.byId.get(id);
     if (typeof route === 'string') throw new Error(`super link: ${this.tokenizer.idToToken(id)} cannot be routed: ${route}`);
@@ -118,22 +113,10 @@ export class SuperLink {
     return route ? route.table.view(route.table.shape) : null;
   }
 
-  /** The routing blocks of generated ids (their queries were spliced during generation, not placed in the ids). */
-  generatedBlocks(ids: readonly number[]): RoutedBlock[] {
-    return ids.flatMap((id, tokenIndex) => {
-      const route = this.routeFor(id);
-      return route ? [{ route, token: this.tokenizer.idToToken(id), tokenIndex, firstQuery: -1 }] : [];
-    });
-  }
-
-  /** Routes available, by decoder name. */
-  get routes(): string[] {
-    return [...new Set([...this.byId.values()].filter((r): r is ActiveRoute => typeof r !== 'string').map((r) => r.definition.name))];
-  }
-
   /**
    * Teacher forcing: inserts each routing token's query positions after it (or takes the query
-   * tokens already there, as training data has them). Returns the ids to run and the blocks.
+   * tokens already there, as training data has them), from index `from` on. Returns the ids to
+   * run and the blocks.
    */
   plan(ids: readonly number[], from = 0): { ids: number[]; blocks: RoutedBlock[] } {
     const out: number[] = [];
@@ -143,11 +126,9 @@ export class SuperLink {
       out.push(id);
       const route = i >= from ? this.routeFor(id) : undefined;
       if (!route) continue;
-      const n = route.queryIds.length;
-      const present = route.queryIds.every((q, k) => ids[i + 1 + k] === q);
-      blocks.push({ route, token: this.tokenizer.idToToken(id), tokenIndex: out.length - 1, firstQuery: out.length });
+      blocks.push({ route, tokenIndex: out.length - 1, firstQuery: out.length });
       out.push(...route.queryIds);
-      if (present) i += n;
+      if (countRun(ids, i + 1, route.queryIds)) i += route.queryIds.length;
     }
     return { ids: out, blocks };
   }
@@ -159,76 +140,103 @@ export class SuperLink {
   }
 
   /**
-   * The hidden states [L, d] at the blocks' query positions, gathered on the GPU into one
-   * [blocks, N, d] tensor per route (blocks in answer order).
+   * The decoders' inputs from an answer: `ids` hold the answer from index `from` (with or without
+   * the query ids after each routing token), `blockHidden[k]` the last-layer hidden states [N, d]
+   * of the k-th routing block's queries. Blocks are grouped by decoder, each group in answer order;
+   * groups are ordered by their first block. The caller disposes the groups' tensors.
    */
-  gather(hidden: Tensor, blocks: readonly RoutedBlock[]): Map<ActiveRoute, Tensor> {
-    const out = new Map<ActiveRoute, Tensor>();
-    for (const [route, mine] of groupByRoute(blocks)) {
-      const n = route.queryIds.length;
-      const positions = mine.flatMap((b) => route.queryIds.map((_, k) => b.firstQuery + k));
-      const rows = embedding(hidden, positions);
-      out.set(route, rows.reshape([mine.length, n, hidden.shape[1]!]));
-      rows.dispose();
+  collect(ids: readonly number[], blockHidden: readonly Tensor[], from = 0): LinkGroup[] {
+    const found: { token: string; phrase: string; hidden: Tensor }[] = [];
+    let start = from;
+    for (let i = from; i < ids.length; i++) {
+      const route = this.routeFor(ids[i]!);
+      if (!route) continue;
+      const hidden = blockHidden[found.length];
+      if (!hidden) throw new Error(`super link: the answer has more routing blocks than the ${blockHidden.length} hidden-state blocks given`);
+      if (hidden.rank !== 2 || hidden.shape[0] !== route.queryIds.length) {
+        throw new RangeError(`super link: block ${found.length} (${route.token}) has hidden states ${JSON.stringify(hidden.shape)}, expected [${route.queryIds.length}, width]`);
+      }
+      found.push({ token: route.token, phrase: phrase(this.tokenizer.decode(ids.slice(start, i), { skipSpecialTokens: true })), hidden });
+      start = i + 1 + countRun(ids, i + 1, route.queryIds);
     }
-    return out;
-  }
-
-  /** Per-block hidden states [N, d] (from splices during generation) stacked per route like gather(). */
-  stack(blocks: readonly RoutedBlock[], perBlock: readonly Tensor[]): Map<ActiveRoute, Tensor> {
-    const out = new Map<ActiveRoute, Tensor>();
-    for (const [route, mine] of groupByRoute(blocks)) {
-      const parts = mine.map((b) => perBlock[blocks.indexOf(b)]!);
-      out.set(route, this.engine.scope(() => concat(parts.map((t) => t.reshape([1, ...t.shape])), 0)));
-    }
-    return out;
+    if (found.length !== blockHidden.length) throw new Error(`super link: ${blockHidden.length} hidden-state blocks for ${found.length} routing blocks`);
+    const owners = this.assign(found.map((b) => b.token));
+    const order = [...new Set(owners)];
+    return this.engine.scope(() =>
+      order.map((decoder) => {
+        const mine = found.filter((_, k) => owners[k] === decoder);
+        const max = this.targets.find((t) => t.decoder === decoder)!.maxBlocks;
+        if (mine.length > max) throw new RangeError(`super link: ${mine.length} blocks route to '${decoder}', which takes at most ${max}`);
+        const hidden = concat(mine.map((b) => b.hidden.reshape([1, ...b.hidden.shape])), 0);
+        return { decoder, blocks: mine.map(({ token, phrase }) => ({ token, phrase })), hidden: this.engine.keep(hidden) };
+      }),
+    );
   }
 
   /**
-   * Projects each route's gathered queries into its decoder's conditions, one link per block in
-   * answer order. `phrases` come from the answer text. Checks each decoder's block capacity.
+   * The decoder of each block. A decoder is selected by its selecting tokens in the answer; a
+   * block goes to a selected decoder that takes its token, preferring one selected by another
+   * token (UniPose's [DET] objects in a pose answer).
    */
-  links(blocks: readonly RoutedBlock[], gathered: ReadonlyMap<ActiveRoute, Tensor>, phrases: readonly string[], options: ProjectOptions = {}): Link[] {
-    const groups = groupByRoute(blocks);
-    for (const [route, mine] of groups) {
-      const max = route.definition.maxBlocks;
-      if (mine.length > max) throw new RangeError(`super link: ${mine.length} blocks route to '${route.definition.name}', which takes at most ${max}`);
-    }
-    const links = new Array<Link>(blocks.length);
-    this.engine.scope(() => {
-      for (const [route, mine] of groups) {
-        const queries = gathered.get(route);
-        if (!queries || queries.shape[0] !== mine.length) throw new Error(`super link: no gathered queries for the ${mine.length} '${route.definition.name}' block(s)`);
-        const conditions = route.projection.project(queries, options);
-        mine.forEach((b, k) => {
-          const i = blocks.indexOf(b);
-          const condition = this.engine.keep(conditions.rows(k, k + 1).reshape(conditions.shape.slice(1)));
-          links[i] = { route: route.definition.name, token: b.token, phrase: phrases[i] ?? '', condition };
-        });
-      }
-    });
-    return links;
-  }
-
-  /** The text before each routing token since the previous block (or `from`), trimmed of separators. */
-  phrases(ids: readonly number[], tokenIndices: readonly number[], from = 0): string[] {
-    let start = from;
-    return tokenIndices.map((at) => {
-      const text = this.tokenizer.decode(ids.slice(start, at), { skipSpecialTokens: true });
-      const route = this.byId.get(ids[at]!);
-      start = at + 1 + (typeof route === 'string' || !route ? 0 : countRun(ids, at + 1, route.queryIds));
-      return text.trim().replace(/^[\s,.;:]+/, '').trim();
+  private assign(tokens: readonly string[]): string[] {
+    const available = this.targets.filter((t) => !t.unavailable);
+    const selected = available.filter((t) => t.routes.some((r) => r.selects && tokens.includes(r.token)));
+    return tokens.map((token, k) => {
+      const takers = selected.filter((t) => t.routes.some((r) => r.token === token));
+      const bySelection = takers.filter((t) => t.routes.some((r) => r.token === token && !r.selects));
+      const chosen = bySelection.length ? bySelection : takers;
+      if (chosen.length === 1) return chosen[0]!.decoder;
+      if (chosen.length > 1) throw new Error(`super link: block ${k} (${token}) could go to ${chosen.map((t) => `'${t.decoder}'`).join(' or ')}`);
+      const why = this.targets.filter((t) => t.routes.some((r) => r.token === token)).map((t) => `'${t.decoder}': ${t.unavailable ?? `selected by ${selecting(t)}, none in this answer`}`);
+      throw new Error(`super link: no decoder takes block ${k} (${token}) of this answer (${why.join('; ')})`);
     });
   }
 }
 
-function groupByRoute(blocks: readonly RoutedBlock[]): Map<ActiveRoute, RoutedBlock[]> {
-  const groups = new Map<ActiveRoute, RoutedBlock[]>();
-  for (const b of blocks) groups.set(b.route, [...(groups.get(b.route) ?? []), b]);
-  return groups;
+/** The f32 query table and query ids of `token`, or why it cannot be routed. */
+function activate(p: Params, targets: readonly LinkTarget[], token: string, tokenizer: Tokenizer, width: number, owned: Tensor[]): ActiveRoute | string {
+  const takers = targets.filter((t) => t.routes.some((r) => r.token === token));
+  if (!takers.length) return `no route is registered for ${token}`;
+  const routes = takers.map((t) => t.routes.find((r) => r.token === token)!);
+  const { table, queries } = routes[0]!;
+  const clash = routes.find((r) => r.table !== table || r.queries !== queries);
+  if (clash) throw new Error(`super link: decoders disagree on ${token}'s queries ('${table}' x ${queries} vs '${clash.table}' x ${clash.queries})`);
+  const usable = takers.find((t) => !t.unavailable);
+  if (!usable) return takers[0]!.unavailable!;
+  const queryTokens = embTokens(queries);
+  const queryIds = queryTokens.map((t) => tokenizer.tokenToId(t));
+  const missing = queryTokens.find((_, i) => queryIds[i] === undefined);
+  if (missing) return `the tokenizer lacks ${missing}`;
+  if (!p.has(`${table}.weight`)) return `the checkpoint has no '${table}.weight'`;
+  const stored = p.tensor(`${table}.weight`, [queries, width]);
+  const f32 = stored.dtype === 'f32' ? stored : cast(stored, 'f32');
+  if (f32 !== stored) owned.push(f32);
+  return { token, table: f32, queryIds: queryIds as number[] };
+}
+
+function selecting(t: LinkTarget): string {
+  return t.routes.filter((r) => r.selects).map((r) => r.token).join('/');
+}
+
+/** The phrase of a block: its text trimmed of separators ("... , dog" -> "dog"). */
+function phrase(text: string): string {
+  return text.trim().replace(/^[\s,.;:]+/, '').trim();
 }
 
 /** How many of `run` follow at `at` in `ids` (0 or all of them). */
 function countRun(ids: readonly number[], at: number, run: readonly number[]): number {
   return run.every((q, k) => ids[at + k] === q) ? run.length : 0;
+}
+
+/** The rows of a group whose token is one of `tokens`: their blocks and hidden states [k, N, d] (a tensor the caller disposes). */
+export function selectBlocks(group: LinkGroup, tokens: readonly string[]): { blocks: LinkBlock[]; hidden: Tensor } {
+  const rows = group.blocks.flatMap((b, k) => (tokens.includes(b.token) ? [k] : []));
+  const [n, q, d] = group.hidden.shape as [number, number, number];
+  const engine = group.hidden.engine;
+  const hidden = engine.scope(() => {
+    if (rows.length === n) return group.hidden.view(group.hidden.shape);
+    const flat = embedding(group.hidden.reshape([n, q * d]), rows, 'f32');
+    return flat.reshape([rows.length, q, d]);
+  });
+  return { blocks: rows.map((k) => group.blocks[k]!), hidden };
 }

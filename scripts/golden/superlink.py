@@ -1,0 +1,73 @@
+"""Goldens of the super link (test/golden/superlink.safetensors), computed from the committed tiny
+checkpoint (weights/tiny/, made by tiny_visionllm.py) with the PyTorch reference in
+reference_superlink.py, in float64. Teacher-forced answers with the square test image:
+
+  coco    the 80 COCO classes as [DET] blocks: 80 Grounding DINO class tokens
+  mixed   [DET], [GEN] and [EDIT] blocks: det tokens and two [77, d] diffusion conditions
+  pose    the official pose format (coco_pose_llava.py): the object class is a [DET] block, the
+          keypoints are [POSE] blocks; UniPose takes both (decoders.md D1)
+"""
+import json
+import os
+
+import sentencepiece as spm
+import torch
+
+import common
+import reference_mllm as ref
+import reference_superlink as link
+import tiny_visionllm as tiny
+
+COCO = ['person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+        'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
+        'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
+        'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
+        'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+        'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch',
+        'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard',
+        'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase',
+        'scissors', 'teddy bear', 'hair drier', 'toothbrush']
+DET_QUESTION = 'Please detect the objects in the image.'
+MIXED_QUESTION = 'Find the people, and draw and edit a picture.'
+MIXED_ANSWER = 'A person[DET] rides a bicycle[DET]. A red cat[GEN], now make it blue[EDIT].'
+POSE_QUESTION = 'Please detect the keypoints of the person in the image.'
+POSE_ANSWER = ('There is person[DET] in the image. The image analysis reveals the location of '
+               'nose[POSE], left eye[POSE], right eye[POSE].')
+
+
+def checkpoint():
+    params = common.read_safetensors(os.path.join(tiny.TINY_DIR, 'model.safetensors'))
+    with open(os.path.join(tiny.TINY_DIR, 'config.json')) as f:
+        config = json.load(f)
+    with open(os.path.join(tiny.TINY_DIR, 'added_tokens.json')) as f:
+        added = json.load(f)
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(tiny.TINY_DIR, 'tokenizer.model'))
+    return params, config, sp, added
+
+
+def generate():
+    params, config, sp, added = checkpoint()
+    p64 = {k: v.to(torch.float64) for k, v in params.items()}
+    tiles = ref.anyres_tiles(tiny.test_image(300, 300))
+    pixels = torch.stack([ref.clip_pixels(t) for t in tiles]).to(torch.float64)
+    _, proj = ref.image_features(p64, config, pixels)
+    meta = {'det_question': DET_QUESTION, 'coco_answer': ', '.join(f'{c}[DET]' for c in COCO),
+            'mixed_question': MIXED_QUESTION, 'mixed_answer': MIXED_ANSWER, 'pose_question': POSE_QUESTION, 'pose_answer': POSE_ANSWER}
+    out = {}
+    cases = (('coco', DET_QUESTION, meta['coco_answer']), ('mixed', MIXED_QUESTION, MIXED_ANSWER), ('pose', POSE_QUESTION, POSE_ANSWER))
+    for name, question, answer in cases:
+        # The answer continues the prompt's last piece, as in the training data: "... ASSISTANT: answer</s>".
+        before, after = (ref.vicuna_prompt('<image>\n' + question) + ' ' + answer).split('<image>')
+        ids = [1] + tiny.tokenize_chunked(sp, added, before) + [added['<im_patch>']] * (576 * len(tiles)) + tiny.tokenize_chunked(sp, added, after) + [2]
+        spliced, blocks, rows = link.splice(ids, added, p64)
+        embeds = link.embeddings(p64, spliced, rows, proj, added['<im_patch>'])
+        hidden = link.final_hidden(p64, config, embeds)
+        conds = link.project(p64, config, blocks, hidden)
+        out[f'{name}.ids'] = torch.tensor(ids, dtype=torch.int32)
+        out[f'{name}.spliced_ids'] = torch.tensor(spliced, dtype=torch.int32)
+        out[f'{name}.first_block_hidden'] = hidden[blocks[0][2]]
+        out[f'{name}.last_block_hidden'] = hidden[blocks[-1][2]]
+        for key, c in conds.items():
+            out[f'{name}.{key}'] = c
+        print(f'superlink {name}: {len(spliced)} positions, {len(blocks)} blocks, ' + ', '.join(f'{k} {tuple(v.shape)}' for k, v in conds.items()))
+    return {'superlink': (out, meta)}
