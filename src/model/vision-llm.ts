@@ -187,8 +187,12 @@ export class VisionLLM {
       const visionMs = performance.now() - t0;
       const prompt = this.prompt(options, features !== null);
       const answer = options.answer !== undefined ? this.forceAnswer(prompt, options.answer, features) : await this.generateAnswer(prompt, features, options);
-      const groups = this.superlink?.collect(answer.ranIds, answer.blockHidden, answer.answerStart) ?? [];
-      answer.blockHidden.forEach((t) => t.dispose());
+      let groups: LinkGroup[];
+      try {
+        groups = this.superlink?.collect(answer.ranIds, answer.blockHidden, answer.answerStart) ?? [];
+      } finally {
+        answer.blockHidden.forEach((t) => t.dispose());
+      }
       const decodeStart = performance.now();
       const outputs = await this.runDecoders(groups, image, decoderOptions);
       return chatResult(answer, outputs, { visionMs, imageTiles: tiles, decodersMs: performance.now() - decodeStart, totalMs: performance.now() - t0 });
