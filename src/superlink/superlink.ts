@@ -18,7 +18,7 @@
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { Params } from '../nn/params.js';
-import { cast, concat } from '../ops/copy.js';
+import { cast } from '../ops/copy.js';
 import { embedding } from '../ops/gather.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { embTokens, type LinkTarget } from './routes.js';
@@ -153,8 +153,8 @@ export class SuperLink {
       if (!route) continue;
       const hidden = blockHidden[found.length];
       if (!hidden) throw new Error(`super link: the answer has more routing blocks than the ${blockHidden.length} hidden-state blocks given`);
-      if (hidden.rank !== 2 || hidden.shape[0] !== route.queryIds.length) {
-        throw new RangeError(`super link: block ${found.length} (${route.token}) has hidden states ${JSON.stringify(hidden.shape)}, expected [${route.queryIds.length}, width]`);
+      if (hidden.rank !== 2 || hidden.shape[0] !== route.queryIds.length || hidden.dtype !== 'f32') {
+        throw new RangeError(`super link: block ${found.length} (${route.token}) has hidden states ${hidden}, expected [${route.queryIds.length}, width] f32`);
       }
       found.push({ token: route.token, phrase: phrase(this.tokenizer.decode(ids.slice(start, i), { skipSpecialTokens: true })), hidden });
       start = i + 1 + countRun(ids, i + 1, route.queryIds);
@@ -167,8 +167,11 @@ export class SuperLink {
         const mine = found.filter((_, k) => owners[k] === decoder);
         const max = this.targets.find((t) => t.decoder === decoder)!.maxBlocks;
         if (mine.length > max) throw new RangeError(`super link: ${mine.length} blocks route to '${decoder}', which takes at most ${max}`);
-        const hidden = concat(mine.map((b) => b.hidden.reshape([1, ...b.hidden.shape])), 0);
-        return { decoder, blocks: mine.map(({ token, phrase }) => ({ token, phrase })), hidden: this.engine.keep(hidden) };
+        // Stacked by buffer copies, as fill() writes the queries: no dispatch per block.
+        const [n, width] = mine[0]!.hidden.shape as [number, number];
+        const hidden = this.engine.empty([mine.length, n, width], 'f32');
+        mine.forEach((b, k) => this.engine.copyBytes(b.hidden, 0, hidden, k * b.hidden.byteLength, b.hidden.byteLength));
+        return { decoder, blocks: mine.map(({ token, phrase }) => ({ token, phrase })), hidden };
       }),
     );
   }
