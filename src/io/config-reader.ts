@@ -48,6 +48,11 @@ export class ConfigReader {
     return v as T;
   }
 
+  /** The raw value, unchecked (for a value that is recognised only to be refused with its own message). */
+  value(key: string): unknown {
+    return this.json[key];
+  }
+
   has(key: string): boolean {
     return this.json[key] !== undefined && this.json[key] !== null;
   }

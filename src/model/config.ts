@@ -117,7 +117,7 @@ function parseDecoders(r: ConfigReader, decoders: readonly AnyDecoder[]): Map<st
 
 function parseBridge(r: ConfigReader): VisionLLMConfig['bridgeType'] {
   // internvl_mlp (LayerNorm + MLP) belongs to the unreleased 26B model.
-  if (r.has('vl_bridge_type') && r.str('vl_bridge_type', ['mlp2x_gelu', 'linear', 'internvl_mlp'] as const) === 'internvl_mlp') {
+  if (r.value('vl_bridge_type') === 'internvl_mlp') {
     throw new Error(`${r.where('vl_bridge_type')} internvl_mlp is not supported (only the 7B model's mlp2x_gelu, or linear)`);
   }
   return r.str('vl_bridge_type', ['mlp2x_gelu', 'linear'] as const, 'mlp2x_gelu');

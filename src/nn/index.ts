@@ -3,7 +3,7 @@
  * built from. `p.at('encoder.layers', 0).linear('q_proj', d, d)` reads and checks
  * `encoder.layers.0.q_proj.weight` / `.bias` and returns a Linear.
  */
-export { Params, FLOAT_DTYPES, type LinearOptions, type Conv2dParamOptions } from './params.js';
+export { Params, type LinearOptions, type Conv2dParamOptions } from './params.js';
 export { Weights, type LoadWeightsOptions } from './weights.js';
 export { Linear } from './linear.js';
 export { LayerNorm, RMSNorm, GroupNorm } from './norm.js';

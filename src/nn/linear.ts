@@ -12,14 +12,6 @@ export class Linear {
     readonly act?: Activation,
   ) {}
 
-  get inDim(): number {
-    return this.weight.shape[1]!;
-  }
-
-  get outDim(): number {
-    return this.weight.shape[0]!;
-  }
-
   /** [..., in] -> [..., out]; `residual` (shaped like the output) is added after the activation, in the same dispatch. */
   forward(x: Tensor, options: { residual?: Tensor; dtype?: DType } = {}): Tensor {
     return matmul(x, this.weight, { transposeB: true, bias: this.bias, act: this.act, residual: options.residual, dtype: options.dtype });
@@ -28,10 +20,5 @@ export class Linear {
   /** Output rows r0..r1 of this layer (a view into the weight, e.g. one of a packed q|k|v projection). */
   rows(r0: number, r1: number): Linear {
     return new Linear(this.weight.rows(r0, r1), this.bias?.rows(r0, r1), this.act);
-  }
-
-  /** The same weights with another activation. */
-  withAct(act: Activation | undefined): Linear {
-    return new Linear(this.weight, this.bias, act);
   }
 }

@@ -32,10 +32,6 @@ export class Mlp {
     return Mlp.load(p, dims, act, (i) => String(2 * i));
   }
 
-  get outDim(): number {
-    return this.layers[this.layers.length - 1]!.outDim;
-  }
-
   /**
    * [B, N, in] -> [B, out]: the MLP of each of the N rows, then their mean. The mean commutes with
    * the last (affine) layer, so it is taken before it: that layer projects B rows instead of B·N.

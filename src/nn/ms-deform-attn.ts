@@ -18,11 +18,11 @@ import { formatShape, Tensor } from '../engine/tensor.js';
 import { cast } from '../ops/copy.js';
 import { add, mul, unary } from '../ops/elementwise.js';
 import { msDeformAttn, type MsDeformAttnKernel } from '../ops/ms-deform-attn.js';
-import { parseLevels, type SpatialShapes } from '../ops/index.js';
+import { FLOAT_DTYPES, parseLevels, type SpatialShapes } from '../ops/index.js';
 import { msDeformSamplingLocations } from '../ops/ms-deform-attn.js';
 import { softmax } from '../ops/rows.js';
 import type { Linear } from './linear.js';
-import { FLOAT_DTYPES, type Params } from './params.js';
+import type { Params } from './params.js';
 
 export interface MsDeformAttnConfig {
   /** Model width d (HF d_model); heads·head_dim. */

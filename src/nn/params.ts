@@ -8,14 +8,12 @@
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import type { Activation } from '../ops/index.js';
+import { FLOAT_DTYPES, type Activation } from '../ops/index.js';
 import type { Pair } from '../ops/conv.js';
 import { Conv2d } from './conv.js';
 import { Linear } from './linear.js';
 import { GroupNorm, LayerNorm, RMSNorm } from './norm.js';
 import { Weights } from './weights.js';
-
-export const FLOAT_DTYPES: readonly DType[] = ['f32', 'f16'];
 
 export interface LinearOptions {
   /** true (default): a bias is required; false: none is read; 'optional': read when present. */
@@ -93,12 +91,7 @@ export class Params {
   /** torch.nn.Linear: `<name>.weight` [out, in], `<name>.bias` [out]. */
   linear(local: string, inDim: number, outDim: number, options: LinearOptions = {}): Linear {
     const p = this.at(local);
-    const bias = options.bias ?? true;
-    return new Linear(
-      p.tensor('weight', [outDim, inDim]),
-      bias === true ? p.tensor('bias', [outDim]) : bias === 'optional' ? p.optional('bias', [outDim]) : undefined,
-      options.act,
-    );
+    return new Linear(p.tensor('weight', [outDim, inDim]), p.bias(options.bias, outDim), options.act);
   }
 
   /** torch.nn.LayerNorm over the last dimension. */
@@ -127,11 +120,18 @@ export class Params {
     const [kh, kw] = typeof kernel === 'number' ? [kernel, kernel] : kernel;
     const groups = options.groups ?? 1;
     if (inChannels % groups || outChannels % groups) throw new RangeError(`${p.prefix}: ${inChannels} -> ${outChannels} channels do not split into ${groups} groups`);
-    const bias = options.bias ?? true;
-    return new Conv2d(
-      p.tensor('weight', [outChannels, inChannels / groups, kh, kw]),
-      bias === true ? p.tensor('bias', [outChannels]) : bias === 'optional' ? p.optional('bias', [outChannels]) : undefined,
-      { stride: options.stride, padding: options.padding, dilation: options.dilation, groups, act: options.act },
-    );
+    return new Conv2d(p.tensor('weight', [outChannels, inChannels / groups, kh, kw]), p.bias(options.bias, outChannels), {
+      stride: options.stride,
+      padding: options.padding,
+      dilation: options.dilation,
+      groups,
+      act: options.act,
+    });
+  }
+
+  /** This scope's `bias` [size]: required (true, the default), read when present ('optional'), or none (false). */
+  private bias(option: boolean | 'optional' = true, size: number): Tensor | undefined {
+    if (option === 'optional') return this.optional('bias', [size]);
+    return option ? this.tensor('bias', [size]) : undefined;
   }
 }

@@ -5,7 +5,7 @@
  * whose target is the 77 learned llm2sd_mapper_queries: one [77, d] condition per block, in place
  * of the CLIP text encoder's output. Specification: decoders.md parts 2.C and 2.D.
  */
-import { Tensor } from '../../engine/tensor.js';
+import type { Tensor } from '../../engine/tensor.js';
 import type { ConfigReader } from '../../io/config-reader.js';
 import { Mlp } from '../../nn/mlp.js';
 import { concat } from '../../ops/copy.js';

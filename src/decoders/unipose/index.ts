@@ -56,24 +56,24 @@ export const unipose: Decoder<UniposeConfig, undefined, UniposeOutput> = {
     const keypointMlp = Mlp.gdino(p.at('unipose.projection_kpt_llava'), dims);
     return {
       run(group, { engine }) {
-        const [objects, keypoints] = engine.scope(() => {
-          const o = selectBlocks(group, ['[DET]']);
-          const k = selectBlocks(group, ['[POSE]']);
-          if (o.blocks.length > MAX_OBJECTS) throw new RangeError(`unipose: ${o.blocks.length} object classes ([DET] blocks), at most ${MAX_OBJECTS}`);
-          if (k.blocks.length > MAX_KEYPOINTS) throw new RangeError(`unipose: ${k.blocks.length} keypoints ([POSE] blocks), at most ${MAX_KEYPOINTS}`);
-          const project = (mlp: Mlp, h: Tensor) => (h.shape[0] ? mlp.forwardMean(h) : engine.empty([0, config.hiddenDim], 'f32'));
-          return [project(objectMlp, o.hidden), project(keypointMlp, k.hidden)] as const;
+        const [o, k] = engine.scope(() => {
+          const project = (token: string, what: string, mlp: Mlp, max: number) => {
+            const { blocks, hidden } = selectBlocks(group, [token]);
+            if (blocks.length > max) throw new RangeError(`unipose: ${blocks.length} ${what} (${token} blocks), at most ${max}`);
+            return { phrases: blocks.map((b) => b.phrase), embeddings: blocks.length ? mlp.forwardMean(hidden) : engine.empty([0, config.hiddenDim], 'f32') };
+          };
+          return [project('[DET]', 'object classes', objectMlp, MAX_OBJECTS), project('[POSE]', 'keypoints', keypointMlp, MAX_KEYPOINTS)];
         });
-        const phrasesOf = (token: string) => group.blocks.filter((b) => b.token === token).map((b) => b.phrase);
+        const [objects, keypoints] = [o!.embeddings, k!.embeddings];
         return {
           decoder: 'unipose',
           task: 'pose',
           tokens: group.blocks.map((b) => b.token),
           phrases: group.blocks.map((b) => b.phrase),
           objects,
-          objectPhrases: phrasesOf('[DET]'),
+          objectPhrases: o!.phrases,
           keypoints,
-          keypointPhrases: phrasesOf('[POSE]'),
+          keypointPhrases: k!.phrases,
           dispose: disposer([objects, keypoints]),
         };
       },
