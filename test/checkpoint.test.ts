@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Checkpoint } from '../src/io/checkpoint.js';
 import type { StoredDType } from '../src/io/elements.js';
@@ -182,6 +183,26 @@ describe('refuses bad checkpoints with errors that name the file and tensor', ()
     await expect(Checkpoint.open(file)).rejects.toThrow(/past\.bin: zip entry 'state_dict\/data\/3' starts at byte \d+, past the end of the file/);
   });
 
+  it('zip fields that run past the central directory, or ask for more than the file', async () => {
+    const src = fs.readFileSync(path.join(FIXTURES, 'state_dict.bin'));
+    const longName = path.join(tmp, 'long-name.bin');
+    fs.writeFileSync(longName, patchCentralEntry(src, 'state_dict/version', (view, at) => view.setUint16(at + 28, 0xffff, true)));
+    await expect(Checkpoint.open(longName)).rejects.toThrow(/long-name\.bin: corrupt zip central directory: entry 19 runs to byte \d+ of \d+/);
+    // The zip64 end record's directory size (torch writes one even for small files): 1 TB, once allocated before the range was checked.
+    const huge = Buffer.from(src);
+    huge.writeBigUInt64LE(1n << 40n, huge.indexOf(Buffer.from([0x50, 0x4b, 0x06, 0x06])) + 40);
+    const hugeFile = path.join(tmp, 'huge-directory.bin');
+    fs.writeFileSync(hugeFile, huge);
+    await expect(Checkpoint.open(hugeFile)).rejects.toThrow(/huge-directory\.bin: the zip central directory needs bytes \d+\.\.\d+ but the file has 6059 bytes/);
+  });
+
+  it('a deflated pickle that inflates past the size its directory gives, stopping there', async () => {
+    const src = fs.readFileSync(path.join(FIXTURES, 'deflated-pickle.bin'));
+    const file = path.join(tmp, 'bomb-pickle.bin');
+    fs.writeFileSync(file, patchCentralEntry(src, 'deflated-pickle/data.pkl', (view, at) => view.setUint32(at + 24, 10, true)));
+    await expect(Checkpoint.open(file)).rejects.toThrow(/bomb-pickle\.bin: entry 'deflated-pickle\/data\.pkl' does not inflate \(.*10/);
+  });
+
   it('a storage smaller than its tensors need', async () => {
     const src = fs.readFileSync(path.join(FIXTURES, 'state_dict.bin'));
     const file = path.join(tmp, 'short.bin');
@@ -191,6 +212,21 @@ describe('refuses bad checkpoints with errors that name the file and tensor', ()
       view.setUint32(at + 24, 4, true);
     }));
     await expect(Checkpoint.open(file)).rejects.toThrow(/short\.bin: tensor 'position_ids': storage '0' should hold 11 I64 elements \(88 bytes\) but has 4 bytes/);
+  });
+
+  it('a pickle nested too deep, holding itself, or expanding through shared lists', async () => {
+    const pickle = (...parts: (string | Buffer)[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'hex') : p)));
+    // 200,000 EMPTY_LISTs, each APPENDed into the one below.
+    const deep = writeTorchZip('deep.bin', pickle('8002', Buffer.alloc(200_000, 0x5d), Buffer.alloc(199_999, 0x61), '2e'));
+    await expect(Checkpoint.open(deep)).rejects.toThrow(/deep\.bin: nesting too deep: lists, tuples or dicts more than 1000 levels deep \(under '0\.0\.0\.0\.\.\.'/);
+    // d = {}; d['a'] = d
+    const self = writeTorchZip('self.bin', pickle('80027d7100', '580100000061', '6800', '732e'));
+    await expect(Checkpoint.open(self)).rejects.toThrow(/self\.bin: nesting too deep: .*under 'a\.a\.a\.a\.\.\.'/);
+    // L0 = []; Lk = [Lk-1, Lk-1] up to L40 through the memo: 2^40 paths in 400 bytes.
+    const byte = (n: number) => n.toString(16).padStart(2, '0');
+    const levels = Array.from({ length: 40 }, (_, k) => `5d28 68${byte(k)} 68${byte(k)} 65 71${byte(k + 1)} 30`.replaceAll(' ', ''));
+    const bomb = writeTorchZip('bomb.bin', pickle('80025d710030', ...levels, '68282e'));
+    await expect(Checkpoint.open(bomb)).rejects.toThrow(/bomb\.bin: the pickle's shared lists and dicts expand to more than 10000000 values/);
   });
 
   it('a missing shard, a shard without the tensors its index promises, duplicate names', async () => {
@@ -279,4 +315,44 @@ function writeShifted(src: Buffer, file: string, shift: number): void {
   const fd = fs.openSync(file, 'w');
   fs.writeSync(fd, out, 0, out.byteLength, shift);
   fs.closeSync(fd);
+}
+
+/** A torch.save-like archive in `tmp` holding `archive/data.pkl` and stored storages (`archive/data/<key>`). */
+function writeTorchZip(name: string, pickle: Uint8Array, storages: Record<string, Uint8Array> = {}): string {
+  const entries = Object.entries({ 'archive/data.pkl': pickle, ...Object.fromEntries(Object.entries(storages).map(([k, v]) => [`archive/data/${k}`, v])) });
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const [entryName, data] of entries) {
+    const nameBytes = Buffer.from(entryName);
+    const crc = zlib.crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.byteLength, 18);
+    local.writeUInt32LE(data.byteLength, 22);
+    local.writeUInt16LE(nameBytes.byteLength, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.byteLength, 20);
+    central.writeUInt32LE(data.byteLength, 24);
+    central.writeUInt16LE(nameBytes.byteLength, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBytes, Buffer.from(data));
+    centrals.push(central, nameBytes);
+    offset += 30 + nameBytes.byteLength + data.byteLength;
+  }
+  const directory = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(directory.byteLength, 12);
+  end.writeUInt32LE(offset, 16);
+  const file = path.join(tmp, name);
+  fs.writeFileSync(file, Buffer.concat([...locals, directory, end]));
+  return file;
 }

@@ -44,6 +44,13 @@ describe('image decoding', () => {
     expectLikePillow(rgba, 'rgba.png');
   });
 
+  it('converts CMYK with Pillow\'s formula, not through an ICC profile: JPEG with and without the Adobe marker, TIFF', async () => {
+    for (const name of ['cmyk.jpg', 'cmyk-no-adobe.jpg', 'cmyk.tif']) {
+      const img = await decodeImageFile(fixture(name));
+      expectLikePillow(img, name); // every byte: the fixtures are under the sample count
+    }
+  });
+
   it('names empty, truncated, corrupt, missing and unsupported inputs', async () => {
     await expect(decodeImage(new Uint8Array(0), { name: 'upload.jpg' })).rejects.toThrow(/upload.jpg: empty \(0 bytes\), not an image/);
     await expect(decodeImageFile(fixture('truncated.jpg'))).rejects.toThrow(/truncated.jpg: corrupt or truncated jpeg \(.+\)/);

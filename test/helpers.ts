@@ -160,3 +160,14 @@ export function randomArray(n: number, seed = 1): Float32Array {
   }
   return out;
 }
+
+/** The message of the Error `fn` throws (failing the test when it throws nothing, or a non-Error). */
+export function thrownMessage(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(Error);
+    return (err as Error).message;
+  }
+  throw new Error('expected an error');
+}

@@ -53,4 +53,28 @@ describe('unpickle', () => {
     expect(() => unpickle(bytes('80027d28580100000061' + '4b01' + '5801000000614b02' + '752e'), hooks, 'dup.pkl')).toThrow(/dup\.pkl: .*duplicate key "a"/);
     expect(() => unpickle(bytes('80024b01512e'), { findGlobal: hooks.findGlobal }, 'pid.pkl')).toThrow(/persistent ids are not allowed/);
   });
+
+  it('reads a million-item APPENDS and lists nested 200,000 deep without recursing', () => {
+    const n = 1_000_000;
+    // EMPTY_LIST MARK BININT1(1) x n APPENDS STOP
+    const long = unpickle(Buffer.concat([bytes('80025d28'), Buffer.from('4b01'.repeat(n), 'hex'), bytes('652e')]), hooks, 'long.pkl') as number[];
+    expect(long.length).toBe(n);
+    expect(long[n - 1]).toBe(1);
+    // EMPTY_LIST x d, then APPEND x (d - 1): each list goes into the one below it.
+    const d = 200_000;
+    let list = unpickle(Buffer.concat([bytes('8002'), Buffer.alloc(d, 0x5d), Buffer.alloc(d - 1, 0x61), bytes('2e')]), hooks, 'deep.pkl') as unknown[];
+    let depth = 0;
+    for (; list.length; depth++) list = list[0] as unknown[];
+    expect(depth).toBe(d - 1);
+  });
+
+  it('reads a huge LONG4 in linear time', () => {
+    // LONG4 of 1 MB of 0x01 bytes, STOP; shifting them in one by one took minutes.
+    const n = 1 << 20;
+    const data = Buffer.concat([bytes('80028b00000000'), Buffer.alloc(n, 1), bytes('2e')]);
+    data.writeUInt32LE(n, 3);
+    const v = unpickle(data, hooks, 'long4.pkl') as bigint;
+    expect(v % 65536n).toBe(0x0101n);
+    expect(v >> BigInt(8 * n - 8)).toBe(1n);
+  });
 });

@@ -50,6 +50,19 @@ describe('safetensors', () => {
   });
 });
 
+describe('safetensors headers built to break the reader', () => {
+  it('refuses a header nesting arrays a million deep by name, without overflowing the stack', () => {
+    const n = 1_000_000;
+    const deep = `{"t": ${'['.repeat(n)}${']'.repeat(n)}, "t": 1}`;
+    expect(() => parseHeader(new TextEncoder().encode(deep), 1e7, 'deep.st')).toThrow(/^deep\.st: the header names tensor 't' twice$/);
+    expect(() => parseHeader(new TextEncoder().encode(deep.replace(', "t": 1', '')), 1e7, 'deep.st')).toThrow(/^deep\.st: tensor 't': unknown dtype undefined$/);
+  });
+
+  it('refuses __metadata__ that is not an object of strings', () => {
+    expect(() => parseHeader(headerBytes({ __metadata__: ['a'] }), 100, 'm.st')).toThrow(/^m\.st: __metadata__ must map names to strings$/);
+  });
+});
+
 describe('SafetensorsWriter', () => {
   it('streams tensors in pieces and gives the file its name only when complete', async () => {
     const file = path.join(tmp, 'streamed.safetensors');

@@ -8,9 +8,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { IMAGE_PATCH_TOKEN, promptIds, vicunaPrompt } from '../src/model/chat-template.js';
+import { parseSentencePieceModel } from '../src/tokenizer/sentencepiece-model.js';
 import { SentencePieceProcessor } from '../src/tokenizer/sentencepiece.js';
 import { Tokenizer } from '../src/tokenizer/tokenizer.js';
-import { SHARED_DIR, TEST_DIR } from './helpers.js';
+import { SHARED_DIR, TEST_DIR, TINY_WEIGHTS, thrownMessage } from './helpers.js';
 
 const GOLDEN = path.join(TEST_DIR, 'golden', 'tokenizer');
 const LLAMA_MODEL = path.join(SHARED_DIR, 'models', 'llama2-tokenizer.model');
@@ -165,6 +167,30 @@ describe.each(['tiny-a', 'tiny-b'])('%s (trained here)', (name) => {
   });
 });
 
+describe('long texts (2 MB, about 1.8 million ids)', () => {
+  const tok = Tokenizer.fromDirectory(TINY_WEIGHTS);
+  const unit = 'hello world ';
+  const repeats = Math.floor((2 << 20) / unit.length);
+  const text = unit.repeat(repeats);
+
+  it('encodes them, also by whole-text BPE, in as many ids as the repeats make', () => {
+    // Every repeat adds the same pieces: ids(n) = ids(1) + (n - 1) * (ids(2) - ids(1)).
+    const [one, two] = [1, 2].map((n) => tok.encode(unit.repeat(n)).length) as [number, number];
+    const ids = tok.encode(text);
+    expect(ids.length).toBe(one + (repeats - 1) * (two - one));
+    const whole = new SentencePieceProcessor(tok.sp.model, 'tiny', { wordwise: false }).encode(text);
+    expect(Buffer.from(Int32Array.from(whole).buffer).equals(Buffer.from(Int32Array.from(ids.slice(1)).buffer))).toBe(true);
+  });
+
+  it('builds the prompt ids of a question that long', () => {
+    const prompt = vicunaPrompt(`<image>\n${text}`);
+    const ids = promptIds(tok, prompt, 576);
+    const [before, after] = prompt.split('<image>').map((piece) => tok.encode(piece, { addBos: false }).length) as [number, number];
+    expect(ids.length).toBe(1 + before + 576 + after);
+    expect(ids.filter((id) => id === tok.tokenToId(IMAGE_PATCH_TOKEN)).length).toBe(576);
+  });
+});
+
 describe('tokenizer errors', () => {
   const tiny = path.join(GOLDEN, 'tiny-a.model');
 
@@ -174,7 +200,7 @@ describe('tokenizer errors', () => {
     const cut = path.join(os.tmpdir(), `cut-${process.pid}.model`);
     fs.writeFileSync(cut, bytes.subarray(0, 1000));
     try {
-      expect(() => SentencePieceProcessor.fromFile(cut)).toThrow(/cut-\d+\.model.*runs past the end .*truncated/);
+      expect(() => SentencePieceProcessor.fromFile(cut)).toThrow(/cut-\d+\.model: truncated or corrupt sentencepiece model \(ModelProto: field at byte \d+ runs past the end/);
     } finally {
       fs.rmSync(cut);
     }
@@ -189,5 +215,59 @@ describe('tokenizer errors', () => {
     expect([tok.tokenToId('<x>'), tok.tokenToId('<y>')]).toEqual([320, 321]);
     expect(() => tok.decode([322])).toThrow(/token id 322 is out of range/);
     expect(() => sp.decode([-1])).toThrow(/token id -1 is out of range/);
+  });
+
+  it('reports a tokenizer.model cut short anywhere as truncated or corrupt, never as another kind of model', () => {
+    const bytes = fs.readFileSync(path.join(TINY_WEIGHTS, 'tokenizer.model'));
+    const reasons = new Set<string>();
+    for (let n = 0; n < bytes.byteLength; n++) {
+      const m = thrownMessage(() => parseSentencePieceModel(bytes.subarray(0, n), 'cut.model'));
+      expect(m).toMatch(/^cut\.model: truncated or corrupt sentencepiece model \(.+\)$/);
+      reasons.add(m.replace(/\d+/g, 'N'));
+    }
+    // A cut between pieces once read as a unigram model (trainer_spec's default), one after trainer_spec as the default normaliser.
+    expect(reasons).toContain('cut.model: truncated or corrupt sentencepiece model (no trainer_spec after N pieces)');
+    expect(reasons).toContain('cut.model: truncated or corrupt sentencepiece model (no normalizer_spec after N pieces)');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tok-cut-'));
+    try {
+      for (const n of [100, 2000, bytes.byteLength - 1]) {
+        fs.writeFileSync(path.join(dir, 'tokenizer.model'), bytes.subarray(0, n));
+        expect(() => Tokenizer.fromDirectory(dir)).toThrow(`${path.join(dir, 'tokenizer.model')}: truncated or corrupt sentencepiece model (`);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
+  });
+
+  it('refuses an added_tokens.json or tokenizer_config.json that is not what Hugging Face writes, naming the file and key', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tok-json-'));
+    const added = path.join(dir, 'added_tokens.json');
+    const config = path.join(dir, 'tokenizer_config.json');
+    try {
+      fs.copyFileSync(path.join(TINY_WEIGHTS, 'tokenizer.model'), path.join(dir, 'tokenizer.model'));
+      const refused = (file: string, json: string) => {
+        fs.writeFileSync(file, json);
+        try {
+          return thrownMessage(() => Tokenizer.fromDirectory(dir));
+        } finally {
+          fs.rmSync(file);
+        }
+      };
+      // An array's indices would become tokens: "0" -> 320, "1" -> 321.
+      expect(refused(added, '[320, 321]')).toBe(`${added}: must map token strings to ids, got an array`);
+      expect(refused(added, 'null')).toBe(`${added}: must map token strings to ids, got null`);
+      expect(refused(added, '{"<x>": -1}')).toBe(`${added}: <x> must be a non-negative integer, got -1`);
+      expect(refused(added, '{"<x>": "320"}')).toBe(`${added}: <x> must be a non-negative integer, got "320"`);
+      expect(refused(added, '{"": 320}')).toBe(`${added}: an added token cannot be the empty string`);
+      expect(refused(added, '{"<x>": 5}')).toBe(`${dir}: added token "<x>": id 5 is already the piece "<0x02>"`);
+      expect(refused(config, '[]')).toBe(`${config}: must hold a JSON object, got an array`);
+      expect(refused(config, '{"legacy": "no"}')).toBe(`${config}: legacy must be true or false, got "no"`);
+      expect(refused(config, '{"added_tokens_decoder": {"x": {"content": "<x>"}}}')).toBe(`${config}: added_tokens_decoder.x: the key must be a token id`);
+      expect(refused(config, '{"added_tokens_decoder": {"320": {"content": ""}}}')).toBe(`${config}: added_tokens_decoder.320.content must be a non-empty string, got ""`);
+      fs.writeFileSync(added, '{"<x>": 320}');
+      expect(Tokenizer.fromDirectory(dir).tokenToId('<x>')).toBe(320);
+    } finally {
+      fs.rmSync(dir, { recursive: true });
+    }
   });
 });

@@ -1,6 +1,6 @@
 """Image references: PIL resizes of synthetic images with edges and gradients, the CLIP input path
 of VisionLLM v2 (CLIPImageProcessor; the 7B model's anyres tiling), and the decoder fixtures under
-test/fixtures/images (PNG/JPEG, grayscale, RGBA, EXIF-rotated, truncated).
+test/fixtures/images (PNG/JPEG, grayscale, RGBA, EXIF-rotated, CMYK JPEG and TIFF, truncated).
 """
 import io
 import json
@@ -90,6 +90,34 @@ def write_fixtures(big):
         f.write(data[:len(data) // 2])
     with open(os.path.join(FIXTURES, 'not-an-image.png'), 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\n' + bytes(range(64)))
+    write_cmyk_fixtures()
+
+
+def write_cmyk_fixtures():
+    """CMYK as print workflows save it, with black ink where the scene is dark (Pillow's own RGB->CMYK
+    leaves K at 0, which would not test K): a JPEG with the Adobe APP14 marker Pillow writes (samples
+    stored inverted), the same file without the marker (Pillow reads it inverted all the same), a TIFF."""
+    rgb = scene(33, 21, 5).astype(np.int32)
+    k = 255 - rgb.max(-1, keepdims=True)
+    cmyk = Image.fromarray(np.concatenate([255 - rgb - k, k], -1).astype(np.uint8), 'CMYK')
+    cmyk.save(os.path.join(FIXTURES, 'cmyk.jpg'), quality=90)
+    with open(os.path.join(FIXTURES, 'cmyk.jpg'), 'rb') as f:
+        data = f.read()
+    with open(os.path.join(FIXTURES, 'cmyk-no-adobe.jpg'), 'wb') as f:
+        f.write(without_app14(data))
+    cmyk.save(os.path.join(FIXTURES, 'cmyk.tif'))
+
+
+def without_app14(jpeg):
+    """The JPEG with its APP14 (Adobe) segments removed: markers before the scan are 0xFF, id, 2-byte length."""
+    out, at = bytearray(jpeg[:2]), 2
+    while jpeg[at + 1] != 0xDA:  # start of scan: entropy-coded data follows
+        end = at + 2 + int.from_bytes(jpeg[at + 2:at + 4], 'big')
+        if jpeg[at + 1] != 0xEE:
+            out += jpeg[at:end]
+        at = end
+    assert len(out) < at, 'no APP14 segment to remove'
+    return bytes(out + jpeg[at:])
 
 
 def generate():
@@ -134,7 +162,7 @@ def generate():
         clip[f'anyres.{t}.idx'] = torch.from_numpy(ti.astype('int32'))
         clip[f'anyres.{t}.pixel_values'] = torch.from_numpy(tn.reshape(-1)[ti].copy())
     # What PIL decodes from the fixtures (EXIF applied), sampled.
-    for name in ('rotated.jpg', 'gray.png', 'rgba.png', 'small.jpg'):
+    for name in ('rotated.jpg', 'gray.png', 'rgba.png', 'small.jpg', 'cmyk.jpg', 'cmyk-no-adobe.jpg', 'cmyk.tif'):
         im = ImageOps.exif_transpose(Image.open(os.path.join(FIXTURES, name))).convert('RGB')
         arr = np.asarray(im)
         di = sample_indices(arr.size, SAMPLES, 3)

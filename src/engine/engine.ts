@@ -47,6 +47,7 @@ export class Engine {
   /** Tensors created inside each open scope() (innermost last). */
   private readonly scopes: Set<Tensor>[] = [];
   private readonly kept = new Set<Tensor>();
+  private readonly constants = new Map<string, Tensor>();
 
   private constructor(
     readonly gpu: GpuDevice,
@@ -101,6 +102,19 @@ export class Engine {
     }
     const t = this.empty(shape, type, options);
     this.write(t, host);
+    return t;
+  }
+
+  /**
+   * A small constant tensor made once per key and kept until dispose(), shared by every model on
+   * the engine: placeholders bound where a kernel's optional input is absent, zeroed work counters.
+   */
+  constant(key: string, data: HostArray): Tensor {
+    let t = this.constants.get(key);
+    if (!t || t.isDisposed) {
+      t = this.tensor(data, [data.length], undefined, { persistent: true });
+      this.constants.set(key, t);
+    }
     return t;
   }
 
@@ -287,6 +301,10 @@ export class Engine {
     await this.kernels.settled();
     await this.gpu.wait(this.gpu.queue.onSubmittedWorkDone());
     this.gpu.check('sync');
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
   }
 
   memory(): MemoryStats {

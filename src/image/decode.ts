@@ -6,7 +6,8 @@
  * packages): its JPEG pixels are Pillow's byte for byte, where pure-JS decoders differ by several
  * levels (no "fancy" chroma upsampling), and every later step here reproduces Pillow exactly.
  * Like Pillow's Image.open(...).convert('RGB'), embedded ICC profiles are not applied, alpha is
- * dropped (not composited) and grayscale is replicated to three channels. Unlike it, the EXIF
+ * dropped (not composited), grayscale is replicated to three channels and CMYK is converted with
+ * Pillow's formula (cmykToRgb). Unlike it, the EXIF
  * orientation is applied (ImageOps.exif_transpose); `orientation` and `storedWidth/Height` keep
  * what the file said, for mapping coordinates back to the stored pixels (src/image/affine.ts).
  */
@@ -87,17 +88,21 @@ export async function decodeImage(bytes: Uint8Array, options: DecodeOptions = {}
     throw new ImageDecodeError(`${name}: ${storedWidth}x${storedHeight} ${format} has ${storedWidth * storedHeight} pixels, over the limit of ${maxPixels} (maxPixels)`);
   }
 
+  const cmyk = meta.space === 'cmyk';
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await sharp(input, { autoOrient: true, ignoreIcc: true, failOn: 'warning', limitInputPixels: maxPixels })
-      .removeAlpha()
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    let pipeline = sharp(input, { autoOrient: true, ignoreIcc: true, failOn: 'warning', limitInputPixels: maxPixels }).removeAlpha();
+    // libvips would take CMYK to sRGB through a profile (its own when the file has none), levels
+    // away from Pillow; kept CMYK, its samples are Pillow's (JPEG's Adobe inversion undone by both).
+    if (cmyk) pipeline = pipeline.pipelineColourspace('cmyk').toColourspace('cmyk');
+    raw = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw new ImageDecodeError(`${name}: corrupt or truncated ${format} (${(err as Error).message.trim()})`);
   }
   const { width, height, channels } = raw.info;
-  return { width, height, data: toRgb(raw.data, width * height, channels, name), format, orientation: meta.orientation ?? 1, storedWidth, storedHeight };
+  const pixels = width * height;
+  const data = cmyk ? cmykToRgb(raw.data, pixels, channels, name) : toRgb(raw.data, pixels, channels, name);
+  return { width, height, data, format, orientation: meta.orientation ?? 1, storedWidth, storedHeight };
 }
 
 function toRgb(data: Buffer, pixels: number, channels: number, name: string): Uint8Array {
@@ -106,4 +111,25 @@ function toRgb(data: Buffer, pixels: number, channels: number, name: string): Ui
   const rgb = new Uint8Array(pixels * 3);
   for (let i = 0; i < pixels; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = data[i]!;
   return rgb;
+}
+
+/**
+ * Pillow's convert('RGB') of CMYK (libImaging/Convert.c cmyk2rgb, unchanged from Pillow 5 to 12):
+ * no profile, each ink scaled by the white left after black, r = (255 - k) - c * (255 - k) / 255
+ * with its rounded integer division MULDIV255. The result is never negative, so CLIP8 is not needed.
+ */
+function cmykToRgb(data: Buffer, pixels: number, channels: number, name: string): Uint8Array {
+  if (channels !== 4) throw new ImageDecodeError(`${name}: CMYK decoded to ${channels} channels, expected 4`);
+  const rgb = new Uint8Array(pixels * 3);
+  for (let i = 0; i < pixels; i++) {
+    const nk = 255 - data[4 * i + 3]!;
+    for (let c = 0; c < 3; c++) rgb[3 * i + c] = nk - mulDiv255(data[4 * i + c]!, nk);
+  }
+  return rgb;
+}
+
+/** Pillow's MULDIV255: a * b / 255 rounded, by shifts. */
+function mulDiv255(a: number, b: number): number {
+  const t = a * b + 128;
+  return ((t >> 8) + t) >> 8;
 }

@@ -128,6 +128,12 @@ export function anyresGrid(size: Size, tileSize: number, minTiles: number, maxTi
   return best;
 }
 
+/** The tiles anyresPreprocess makes of an image: its grid, and a thumbnail when the grid has several. */
+export function anyresTileCount(size: Size, tileSize: number, maxTiles: number, thumbnail = true): number {
+  const [cols, rows] = anyresGrid(size, tileSize, 1, maxTiles);
+  return cols * rows + (thumbnail && cols * rows > 1 ? 1 : 0);
+}
+
 export function anyresPreprocess(engine: Engine, image: RgbImage | Tensor, options: AnyresOptions = {}): PreprocessedImage {
   const tile = options.tileSize ?? 336;
   const { gpu, owned, size: original } = onGpu(engine, image);

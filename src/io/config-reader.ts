@@ -1,29 +1,71 @@
 /**
- * Typed reads of a JSON config (config.json and its sub-objects), each error naming the file and
- * the dotted key: "weights/x/config.json: gdino_config.d_model must be a non-negative integer, got "256"".
+ * Typed reads of a JSON config (config.json and its sub-objects, tokenizer_config.json, ...), each
+ * error naming the file, the dotted key and the value:
+ * "weights/x/config.json: gdino_config.d_model must be a non-negative integer, got "256"".
  */
+import fs from 'node:fs';
+
 export type Json = Record<string, unknown>;
 
+/** A JSON file's value, or undefined when there is no such file. */
+export function readJsonFile(file: string): unknown {
+  if (!fs.existsSync(file)) return undefined;
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** A JSON file that must hold an object (see the ConfigReader constructor for `expected`), or null when there is no such file. */
+export function readJsonObject(file: string, expected?: string): ConfigReader | null {
+  const json = readJsonFile(file);
+  return json === undefined ? null : new ConfigReader(file, json, '', expected);
+}
+
 export class ConfigReader {
+  private readonly json: Json;
+
+  /**
+   * `json` must be an object; `expected` says what it should hold for the error when it is not
+   * (e.g. "map token strings to ids": "file: must map token strings to ids, got an array").
+   */
   constructor(
     readonly file: string,
-    private readonly json: Json,
+    json: unknown,
     /** The dotted path of this object in the file ('' at the top). */
     readonly at = '',
-  ) {}
+    expected = at ? 'be an object' : 'hold a JSON object',
+  ) {
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`${file}: ${at ? `${at} ` : ''}must ${expected}, got ${describe(json)}`);
+    this.json = json as Json;
+  }
 
   /** "file: path.key", for messages. */
   where(key: string): string {
     return `${this.file}: ${this.at ? `${this.at}.` : ''}${key}`;
   }
 
-  int(key: string, fallback?: number): number {
+  /** The keys present, in the file's order. */
+  keys(): string[] {
+    return Object.keys(this.json);
+  }
+
+  /** Any integer, negative ones included (an index counted from the end). */
+  integer(key: string, fallback?: number): number {
     const v = this.json[key] ?? fallback;
-    if (!Number.isInteger(v) || (v as number) < 0) throw new Error(`${this.where(key)} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    if (!Number.isInteger(v)) throw new Error(`${this.where(key)} must be an integer, got ${describe(v)}`);
     return v as number;
   }
 
-  /** An integer >= 1. */
+  /** An integer >= 0 (a count, an id). */
+  int(key: string, fallback?: number): number {
+    const v = this.json[key] ?? fallback;
+    if (!Number.isInteger(v) || (v as number) < 0) throw new Error(`${this.where(key)} must be a non-negative integer, got ${describe(v)}`);
+    return v as number;
+  }
+
+  /** An integer >= 1: a size, a count of heads or layers, where 0 would only fail later as a NaN or empty shape. */
   positive(key: string, fallback?: number): number {
     const v = this.int(key, fallback);
     if (v < 1) throw new Error(`${this.where(key)} must be at least 1, got ${v}`);
@@ -32,19 +74,33 @@ export class ConfigReader {
 
   num(key: string, fallback?: number): number {
     const v = this.json[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${this.where(key)} must be a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${this.where(key)} must be a number, got ${describe(v)}`);
+    return v;
+  }
+
+  /** A finite number > 0 (an epsilon, a RoPE base). */
+  positiveNumber(key: string, fallback?: number): number {
+    const v = this.json[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`${this.where(key)} must be a positive number, got ${describe(v)}`);
+    return v;
+  }
+
+  /** A non-empty string. */
+  string(key: string): string {
+    const v = this.json[key];
+    if (typeof v !== 'string' || !v) throw new Error(`${this.where(key)} must be a non-empty string, got ${describe(v)}`);
     return v;
   }
 
   bool(key: string, fallback: boolean): boolean {
     const v = this.json[key] ?? fallback;
-    if (typeof v !== 'boolean') throw new Error(`${this.where(key)} must be true or false, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'boolean') throw new Error(`${this.where(key)} must be true or false, got ${describe(v)}`);
     return v;
   }
 
   str<T extends string>(key: string, allowed: readonly T[], fallback?: T): T {
     const v = this.json[key] ?? fallback;
-    if (!allowed.includes(v as T)) throw new Error(`${this.where(key)} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    if (!allowed.includes(v as T)) throw new Error(`${this.where(key)} must be one of ${allowed.join(', ')}, got ${describe(v)}`);
     return v as T;
   }
 
@@ -58,9 +114,15 @@ export class ConfigReader {
   }
 
   sub(key: string): ConfigReader {
-    const v = this.json[key];
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${this.where(key)} must be an object`);
-    return new ConfigReader(this.file, v as Json, this.at ? `${this.at}.${key}` : key);
+    return new ConfigReader(this.file, this.json[key], this.at ? `${this.at}.${key}` : key);
   }
 }
 
+/** A JSON value for a message: as written, shortened; arrays and objects by kind; absent as nothing. */
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'object' && v !== null) return 'an object';
+  const text = JSON.stringify(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}

@@ -37,6 +37,8 @@ export class RandomAccessFile {
    * of any element size fit). `what` names the data for the error when the file is too short.
    */
   async read(position: number, length: number, what: string): Promise<Uint8Array> {
+    // Checked before allocating: a corrupt length field may ask for gigabytes of a small file.
+    this.checkRange(position, length, what);
     const out = new Uint8Array(length);
     await this.readInto(out, position, what);
     return out;
@@ -45,15 +47,19 @@ export class RandomAccessFile {
   /** Fills `target` from `position`. */
   async readInto(target: Uint8Array, position: number, what: string): Promise<void> {
     if (this.closed) throw new Error(`${this.path}: read after close`);
-    const end = position + target.byteLength;
-    if (!Number.isSafeInteger(position) || position < 0 || end > this.size) {
-      throw new Error(`${this.path}: ${what} needs bytes ${position}..${end} but the file has ${this.size} bytes (truncated or corrupt)`);
-    }
+    this.checkRange(position, target.byteLength, what);
     let done = 0;
     while (done < target.byteLength) {
       const { bytesRead } = await this.handle.read(target, done, target.byteLength - done, position + done);
       if (bytesRead === 0) throw new Error(`${this.path}: ${what}: unexpected end of file at byte ${position + done} (the file shrank while reading?)`);
       done += bytesRead;
+    }
+  }
+
+  private checkRange(position: number, length: number, what: string): void {
+    const end = position + length;
+    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0 || end > this.size) {
+      throw new Error(`${this.path}: ${what} needs bytes ${position}..${end} but the file has ${this.size} bytes (truncated or corrupt)`);
     }
   }
 

@@ -148,7 +148,8 @@ class Unpickler {
         }
         case 0x65: { // APPENDS
           const items = this.popMark();
-          this.list(this.top()).push(...items);
+          const list = this.list(this.top());
+          for (const item of items) list.push(item); // not push(...items): a long list overflows the call stack as arguments
           break;
         }
         case 0x29: this.push(new PyTuple([])); break; // EMPTY_TUPLE
@@ -357,9 +358,10 @@ class Unpickler {
   /** Little-endian two's complement integer of n bytes: a number when exact, else a bigint. */
   private long(n: number): number | bigint {
     const bytes = this.bytes(n);
-    let v = 0n;
-    for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]!);
-    if (n && bytes[n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
+    if (!n) return 0;
+    // Read as one hex literal: shifting the bytes in one at a time is quadratic in n, which LONG4 lets reach gigabytes.
+    let v = BigInt(`0x${Buffer.from(bytes).reverse().toString('hex')}`);
+    if (bytes[n - 1]! & 0x80) v -= 1n << BigInt(8 * n);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
 

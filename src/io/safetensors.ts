@@ -59,7 +59,7 @@ export function parseHeader(json: Uint8Array, fileSize: number, file: string): S
   const dataBytes = fileSize - dataOffset;
   for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof value !== 'object' || value === null || !Object.values(value).every((m) => typeof m === 'string')) {
+      if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.values(value).every((m) => typeof m === 'string')) {
         throw new Error(`${file}: __metadata__ must map names to strings`);
       }
       metadata = value as Record<string, string>;

@@ -116,18 +116,35 @@ function torchGlobals(storages: Map<string, StorageRef>) {
   };
 }
 
+/**
+ * Nesting deeper than this is refused rather than followed: a state dict nests a few levels, and
+ * following a corrupt or hostile one (a list 200,000 deep, a dict holding itself) would overflow the stack.
+ */
+const MAX_NESTING = 1000;
+/** Values visited in all: shared (memoised) lists and dicts can make a small pickle name exponentially many. */
+const MAX_VALUES = 10_000_000;
+
 /** Tensors in a (possibly nested) dict, named by their keys joined with dots. */
-function collectTensors(value: PickleValue, prefix: string, out: Map<string, TensorRef>, file: string): void {
-  if (value instanceof PyDict) {
-    for (const [k, v] of value.map) collectTensors(v, prefix ? `${prefix}.${String(k)}` : String(k), out, file);
-  } else if (Array.isArray(value) || value instanceof PyTuple) {
-    const items = Array.isArray(value) ? value : value.items;
-    items.forEach((v, i) => collectTensors(v, prefix ? `${prefix}.${i}` : String(i), out, file));
-  } else if (value && typeof value === 'object' && (value as { kind?: string }).kind === 'tensor') {
-    if (out.has(prefix)) throw new Error(`${file}: duplicate tensor name '${prefix}'`);
-    out.set(prefix, value as unknown as TensorRef);
-  }
-  // Numbers, strings and the like (an epoch counter, a version) are not tensors: skipped.
+function collectTensors(root: PickleValue, file: string): Map<string, TensorRef> {
+  const out = new Map<string, TensorRef>();
+  let values = 0;
+  const visit = (value: PickleValue, prefix: string, depth: number): void => {
+    if (depth > MAX_NESTING) throw new Error(`${file}: nesting too deep: lists, tuples or dicts more than ${MAX_NESTING} levels deep (under '${prefix.split('.', 4).join('.')}...'; corrupt, or a container that holds itself)`);
+    if (++values > MAX_VALUES) throw new Error(`${file}: the pickle's shared lists and dicts expand to more than ${MAX_VALUES} values (corrupt, or built to exhaust the reader)`);
+    const name = (k: unknown) => (prefix ? `${prefix}.${String(k)}` : String(k));
+    if (value instanceof PyDict) {
+      for (const [k, v] of value.map) visit(v, name(k), depth + 1);
+    } else if (Array.isArray(value) || value instanceof PyTuple) {
+      const items = Array.isArray(value) ? value : value.items;
+      items.forEach((v, i) => visit(v, name(i), depth + 1));
+    } else if (value && typeof value === 'object' && (value as { kind?: string }).kind === 'tensor') {
+      if (out.has(prefix)) throw new Error(`${file}: duplicate tensor name '${prefix}'`);
+      out.set(prefix, value as unknown as TensorRef);
+    }
+    // Numbers, strings and the like (an epoch counter, a version) are not tensors: skipped.
+  };
+  visit(root, '', 0);
+  return out;
 }
 
 function isContiguous(shape: readonly number[], stride: readonly number[]): boolean {
@@ -183,8 +200,7 @@ export class TorchCheckpoint implements TensorSource {
     }
     const storages = new Map<string, StorageRef>();
     const root = unpickle(await zip.read(zip.entry(pkls[0]!)), torchGlobals(storages), `${path} (${pkls[0]})`);
-    const refs = new Map<string, TensorRef>();
-    collectTensors(root, '', refs, path);
+    const refs = collectTensors(root, path);
     if (!refs.size && !(root instanceof PyDict)) throw new Error(`${path}: the pickle holds ${describe(root)}, not a state dict of tensors`);
 
     const records = new Map<string, TorchTensor>();

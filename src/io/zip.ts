@@ -102,7 +102,8 @@ export class ZipArchive {
     if (entry.method === 0) data = raw;
     else if (entry.method === 8) {
       try {
-        data = new Uint8Array(zlib.inflateRawSync(raw));
+        // Stop at the size the directory gives (a deflate bomb would otherwise expand without bound).
+        data = new Uint8Array(zlib.inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) }));
       } catch (err) {
         throw new Error(`${this.path}: entry '${entry.name}' does not inflate (${(err as Error).message})`);
       }
@@ -162,6 +163,8 @@ function parseCentralDirectory(cd: Uint8Array, count: number, file: RandomAccess
     const extraLength = view.getUint16(at + 30, true);
     const commentLength = view.getUint16(at + 32, true);
     let localHeaderOffset = view.getUint32(at + 42, true);
+    const recordEnd = at + 46 + nameLength + extraLength + commentLength;
+    if (recordEnd > cd.byteLength) throw new Error(`${name}: corrupt zip central directory: entry ${i} runs to byte ${recordEnd} of ${cd.byteLength}`);
     const entryName = utf8.decode(cd.subarray(at + 46, at + 46 + nameLength));
     if (flags & 1) throw new Error(`${name}: zip entry '${entryName}' is encrypted`);
     // The zip64 extra field holds, in this order, whichever of the three fields overflowed.
@@ -170,13 +173,15 @@ function parseCentralDirectory(cd: Uint8Array, count: number, file: RandomAccess
     while (extra + 4 <= extraEnd) {
       const id = view.getUint16(extra, true);
       const length = view.getUint16(extra + 2, true);
+      if (extra + 4 + length > extraEnd) throw new Error(`${name}: zip entry '${entryName}' has an extra field running past its record`);
       if (id === 0x0001) {
+        const overflowed = [size, compressedSize, localHeaderOffset].filter((v) => v === 0xffffffff).length;
+        if (8 * overflowed > length) throw new Error(`${name}: zip entry '${entryName}' has a short zip64 extra field`);
         let p = extra + 4;
         const what = `entry '${entryName}' zip64 field`;
         if (size === 0xffffffff) [size, p] = [u64(view, p, name, what), p + 8];
         if (compressedSize === 0xffffffff) [compressedSize, p] = [u64(view, p, name, what), p + 8];
         if (localHeaderOffset === 0xffffffff) [localHeaderOffset, p] = [u64(view, p, name, what), p + 8];
-        if (p > extra + 4 + length) throw new Error(`${name}: zip entry '${entryName}' has a short zip64 extra field`);
       }
       extra += 4 + length;
     }
@@ -185,7 +190,7 @@ function parseCentralDirectory(cd: Uint8Array, count: number, file: RandomAccess
       throw new Error(`${name}: zip entry '${entryName}' starts at byte ${localHeaderOffset}, past the end of the file (${file.size} bytes; truncated)`);
     }
     entries.set(entryName, { name: entryName, method, compressedSize, size, crc32, localHeaderOffset });
-    at = extraEnd + commentLength;
+    at = recordEnd;
   }
   return entries;
 }

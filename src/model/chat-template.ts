@@ -42,7 +42,7 @@ export function promptIds(tokenizer: Tokenizer, prompt: string, imageTokens: num
     // An empty piece still marks where <s> goes, as tokenizer_image_token does.
     const encoded = piece.length ? tokenizer.encode(piece, { addBos: false }) : [];
     if (i === 0) ids.push(tokenizer.bosId);
-    ids.push(...encoded);
+    for (const id of encoded) ids.push(id); // not push(...encoded): so many arguments overflow the call stack
   });
   return ids;
 }

@@ -3,10 +3,9 @@
  * official keys) or a plain Hugging Face LLaMA ("llama" / LlamaForCausalLM). Missing or
  * inconsistent values are errors that name the file and the key.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_DECODERS, type AnyDecoder } from '../decoders/index.js';
-import { ConfigReader, type Json } from '../io/config-reader.js';
+import { ConfigReader, readJsonFile } from '../io/config-reader.js';
 import type { Llama2cHeader } from '../io/llama2c.js';
 
 export interface ClipVisionConfig {
@@ -61,46 +60,45 @@ export type ModelConfig = VisionLLMConfig | PlainLlamaConfig;
 
 export function readConfigFile(dir: string, decoders: readonly AnyDecoder[] = DEFAULT_DECODERS): ModelConfig {
   const file = path.join(dir, 'config.json');
-  if (!fs.existsSync(file)) throw new Error(`${dir}: no config.json (is this a checkpoint directory?)`);
-  let json: Json;
-  try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8')) as Json;
-  } catch (err) {
-    throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
-  }
+  const json = readJsonFile(file);
+  if (json === undefined) throw new Error(`${dir}: no config.json (is this a checkpoint directory?)`);
   return parseConfig(json, file, decoders);
 }
 
-/** `decoders`: the registered decoders, each of which reads its own part (use_<name>, <name>_config). */
-export function parseConfig(json: Json, file = 'config.json', decoders: readonly AnyDecoder[] = DEFAULT_DECODERS): ModelConfig {
-  const r = new ConfigReader(file, json, '');
-  const type = json.model_type;
+/**
+ * `json`: the parsed config.json (anything: a non-object is an error naming `file`). `decoders`: the
+ * registered decoders, each of which reads its own part (use_<name>, <name>_config).
+ */
+export function parseConfig(json: unknown, file = 'config.json', decoders: readonly AnyDecoder[] = DEFAULT_DECODERS): ModelConfig {
+  const r = new ConfigReader(file, json);
+  const type = r.value('model_type');
   if (type === 'visionllmv2') {
     const config: VisionLLMConfig = {
       kind: 'visionllmv2',
       vision: parseClipVision(r.sub('vis_encoder_config')),
       llm: parseLlama(r.sub('llm_config')),
-      visOutputLayer: (json.vis_output_layer as number | undefined) ?? -2,
+      visOutputLayer: r.integer('vis_output_layer', -2),
       bridgeType: parseBridge(r),
-      numEmbs: r.int('num_embs', 4),
-      numEmbsGen: r.int('num_embs_gen', 64),
-      imageSize: r.int('image_size', 336),
-      maxTiles: r.int('image_max_tile', 4),
+      numEmbs: r.positive('num_embs', 4),
+      numEmbsGen: r.positive('num_embs_gen', 64),
+      imageSize: r.positive('image_size', 336),
+      maxTiles: r.positive('image_max_tile', 4),
       decoders: parseDecoders(r, decoders),
     };
     if (r.bool('use_pixelshuffle', false)) throw new Error(`${file}: use_pixelshuffle is not supported (the released 7B model does not use it)`);
     // LoRA renames the LLM's weights (llm.base_model.model.*, lora_A/B); the 7B release merged them.
     if (r.bool('use_llm_lora', false)) throw new Error(`${file}: use_llm_lora true is not supported (merge the LoRA weights into the LLM first)`);
     const layers = config.vision.layers;
-    if (!Number.isInteger(config.visOutputLayer) || config.visOutputLayer < -(layers + 1) || config.visOutputLayer > layers) {
-      throw new Error(`${file}: vis_output_layer ${config.visOutputLayer} is outside the ${layers + 1} hidden states`);
+    if (config.visOutputLayer < -(layers + 1) || config.visOutputLayer > layers) {
+      throw new Error(`${r.where('vis_output_layer')} ${config.visOutputLayer} is outside the ${layers + 1} hidden states of vis_encoder_config's ${layers} layers`);
     }
     if (config.imageSize !== config.vision.imageSize) {
       throw new Error(`${file}: image_size ${config.imageSize} differs from vis_encoder_config.image_size ${config.vision.imageSize}`);
     }
     return config;
   }
-  if (type === 'llama' || (Array.isArray(json.architectures) && json.architectures.includes('LlamaForCausalLM'))) {
+  const architectures = r.value('architectures');
+  if (type === 'llama' || (Array.isArray(architectures) && architectures.includes('LlamaForCausalLM'))) {
     return { kind: 'llama', llm: parseLlama(r) };
   }
   throw new Error(`${file}: model_type ${JSON.stringify(type)} is not supported (expected "visionllmv2" or "llama")`);
@@ -123,41 +121,49 @@ function parseBridge(r: ConfigReader): VisionLLMConfig['bridgeType'] {
   return r.str('vl_bridge_type', ['mlp2x_gelu', 'linear'] as const, 'mlp2x_gelu');
 }
 
+/**
+ * Sizes and head counts must be at least 1 (0 only fails later, as NaN or empty shapes). The
+ * layer count may be 0: hidden state 0 (the embeddings) is well defined, and vis_output_layer is
+ * checked against the count.
+ */
 function parseClipVision(r: ConfigReader): ClipVisionConfig {
   const c: ClipVisionConfig = {
-    hiddenSize: r.int('hidden_size', 1024),
-    intermediateSize: r.int('intermediate_size', 4096),
+    hiddenSize: r.positive('hidden_size', 1024),
+    intermediateSize: r.positive('intermediate_size', 4096),
     layers: r.int('num_hidden_layers', 24),
-    heads: r.int('num_attention_heads', 16),
-    imageSize: r.int('image_size', 336),
-    patchSize: r.int('patch_size', 14),
-    layerNormEps: r.num('layer_norm_eps', 1e-5),
+    heads: r.positive('num_attention_heads', 16),
+    imageSize: r.positive('image_size', 336),
+    patchSize: r.positive('patch_size', 14),
+    layerNormEps: r.positiveNumber('layer_norm_eps', 1e-5),
     act: r.str('hidden_act', ['quick_gelu', 'gelu'] as const, 'quick_gelu'),
   };
-  if (c.hiddenSize % c.heads) throw new Error(`vis_encoder_config: hidden_size ${c.hiddenSize} is not divisible by ${c.heads} heads`);
-  if (c.imageSize % c.patchSize) throw new Error(`vis_encoder_config: image_size ${c.imageSize} is not a multiple of patch_size ${c.patchSize}`);
+  if (c.hiddenSize % c.heads) throw new Error(`${r.where('hidden_size')} ${c.hiddenSize} is not divisible by num_attention_heads ${c.heads}`);
+  if (c.imageSize % c.patchSize) throw new Error(`${r.where('image_size')} ${c.imageSize} is not a multiple of patch_size ${c.patchSize}`);
   return c;
 }
 
+/** Every size, count and epsilon must be positive: an LLM without layers has no output to take. */
 function parseLlama(r: ConfigReader): LlamaConfig {
-  const hiddenSize = r.int('hidden_size');
-  const heads = r.int('num_attention_heads');
-  const kvHeads = r.int('num_key_value_heads', heads);
-  if (hiddenSize % heads) throw new Error(`llm config: hidden_size ${hiddenSize} is not divisible by ${heads} heads`);
-  if (heads % kvHeads) throw new Error(`llm config: ${heads} attention heads are not a multiple of ${kvHeads} key/value heads`);
+  const hiddenSize = r.positive('hidden_size');
+  const heads = r.positive('num_attention_heads');
+  const kvHeads = r.positive('num_key_value_heads', heads);
+  if (hiddenSize % heads) throw new Error(`${r.where('hidden_size')} ${hiddenSize} is not divisible by num_attention_heads ${heads}`);
+  if (heads % kvHeads) throw new Error(`${r.where('num_attention_heads')} ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
+  // RoPE rotates pairs of a head's channels.
+  if ((hiddenSize / heads) % 2) throw new Error(`${r.where('hidden_size')} ${hiddenSize} / num_attention_heads ${heads} gives heads of ${hiddenSize / heads} channels; RoPE needs an even number`);
   r.str('hidden_act', ['silu'] as const, 'silu');
-  if (r.has('rope_scaling')) throw new Error('llm config: rope_scaling is not supported (Vicuna-7B v1.5 uses plain RoPE)');
+  if (r.has('rope_scaling')) throw new Error(`${r.where('rope_scaling')} is not supported (Vicuna-7B v1.5 uses plain RoPE)`);
   return {
-    vocabSize: r.int('vocab_size'),
+    vocabSize: r.positive('vocab_size'),
     hiddenSize,
-    intermediateSize: r.int('intermediate_size'),
-    layers: r.int('num_hidden_layers'),
+    intermediateSize: r.positive('intermediate_size'),
+    layers: r.positive('num_hidden_layers'),
     heads,
     kvHeads,
     headDim: hiddenSize / heads,
-    rmsNormEps: r.num('rms_norm_eps', 1e-6),
-    ropeTheta: r.num('rope_theta', 10000),
-    maxPositions: r.int('max_position_embeddings', 4096),
+    rmsNormEps: r.positiveNumber('rms_norm_eps', 1e-6),
+    ropeTheta: r.positiveNumber('rope_theta', 10000),
+    maxPositions: r.positive('max_position_embeddings', 4096),
     tieWordEmbeddings: r.bool('tie_word_embeddings', false),
     bosTokenId: r.int('bos_token_id', 1),
     eosTokenId: r.int('eos_token_id', 2),

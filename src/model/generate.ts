@@ -124,6 +124,13 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       const logits = llm.nextTokenLogits(embeds, cache);
       return sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling);
     });
+  /** The first step also reads its logits back: weights that make NaN/Inf are caught there, by name. */
+  const chooseFirst = (noStop: boolean): { id: Tensor; finite: Promise<boolean> } =>
+    engine.scope(() => {
+      const logits = llm.nextTokenLogits(promptEmbeds, cache);
+      const finite = handled(logits.toArray().then((v) => v.every(Number.isFinite)));
+      return { id: sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling), finite };
+    });
   /** Decode steps fed by a token id that is still on the GPU: recorded once, then replayed. */
   const decodeSteps = new DecodeSteps(engine, (id) => engine.scope(() => choose(llm.embed(id))), options.replay ?? true);
   /** Records a step fed by a known id, with spliced queries after it when given. */
@@ -135,14 +142,17 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       options.onSpliced?.(id, engine.keep(slice(hidden, 0, 1, hidden.shape[0]!)));
       return sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling);
     });
-  const explicitFedStep = (fedBy: Tensor): Tensor => choose(llm.embed(fedBy), true);
+  const explicitFedStep = (fedBy: Tensor): Tensor => engine.scope(() => choose(llm.embed(fedBy), true));
   const forced = options.forcedIds;
 
   const t0 = performance.now();
   let current: PendingStep | null = null;
+  let next: PendingStep | null = null;
+  let firstFinite: Promise<boolean> | null = null;
   if (maxNew > 0) {
-    const id = choose(promptEmbeds, masked(0));
-    current = { id, value: id.read() };
+    const { id, finite } = chooseFirst(masked(0));
+    current = { id, value: handled(id.read()) };
+    firstFinite = finite;
   }
   let prefillMs = 0;
   let finishReason: FinishReason = 'length';
@@ -156,7 +166,7 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
     const recordStart = performance.now();
     const before = { dispatches: counters.dispatches, bindGroups: counters.bindGroupsCreated };
     const id = engine.batch(fn);
-    const value = id.read(); // submits: the GPU need not wait for us
+    const value = handled(id.read()); // submits: the GPU need not wait for us
     recordMs += performance.now() - recordStart;
     stepDispatches += counters.dispatches - before.dispatches;
     stepBindGroups += counters.bindGroupsCreated - before.bindGroups;
@@ -167,7 +177,7 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
     while (current) {
       // Speculate: record the next step, fed by the id still on the GPU, before this token is known.
       // It is dropped if the token ends the answer or needs queries spliced after it.
-      let next: PendingStep | null = null;
+      next = null;
       if (!forced && ids.length + 1 < maxNew && cache.length < cache.maxLength && !options.signal?.aborted) {
         const fedBy = current.id;
         // A step that may not stop is recorded with its mask, outside the captured (unmasked) step.
@@ -175,6 +185,11 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
       }
       const sampled = (await current.value)[0]!;
       current.id.dispose();
+      current = null;
+      // argmax over NaN logits finds no maximum and answers 0xFFFFFFFF: any id off the vocabulary.
+      const position = cache.length - (next ? 1 : 0) - 1;
+      if (ids.length === 0 && !(await firstFinite!)) throw nonFinite(position);
+      if (!(sampled < llm.config.vocabSize)) throw nonFinite(position);
       if (ids.length === 0) {
         prefillMs = performance.now() - t0;
         start = { time: performance.now(), submits: counters.submits };
@@ -197,8 +212,7 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
               : null;
       if (next && (reason || queries)) {
         cache.truncate(cache.length - 1); // the speculative step's position
-        next.value.catch(() => {}); // its read-back is never awaited; a GPU error surfaces at the next read
-        next.id.dispose();
+        next.id.dispose(); // its read-back is never awaited; a GPU error surfaces at the next read
         next = null;
       }
       if (reason) {
@@ -206,11 +220,17 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
         queries?.dispose();
         break;
       }
-      next ??= record(() => explicitStep(id, queries, masked(ids.length)));
-      queries?.dispose();
+      try {
+        next ??= record(() => explicitStep(id, queries, masked(ids.length)));
+      } finally {
+        queries?.dispose();
+      }
       current = next;
+      next = null;
     }
   } finally {
+    // Steps still in flight when a callback, a read or the engine failed.
+    for (const step of [current, next]) if (step && !step.id.isDisposed) step.id.dispose();
     decodeSteps.dispose();
     (stopMask as Tensor | null)?.dispose();
   }
@@ -282,4 +302,14 @@ class DecodeSteps {
     out.dispose();
     this.captured = null;
   }
+}
+
+/** A promise whose rejection is never reported as unhandled: awaited later, or dropped on purpose. */
+function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
+}
+
+function nonFinite(position: number): Error {
+  return new Error(`generate: the model produced NaN/Inf at position ${position}; check the weights' dtype (f16 overflows?) and values`);
 }

@@ -100,6 +100,11 @@ export class Llama {
     return this.embedTokens.engine;
   }
 
+  /** Frees what the model made itself (the rotary table); the weights are their Weights' to free. */
+  dispose(): void {
+    this.rotary.dispose();
+  }
+
   newCache(options: LlamaCacheOptions = {}): LlamaCache {
     const { layers, kvHeads, headDim, maxPositions } = this.config;
     const dtype = options.dtype ?? (this.engine.has('shader-f16') ? 'f16' : 'f32');

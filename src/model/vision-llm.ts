@@ -17,12 +17,13 @@ import { Engine, type EngineOptions } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { decodeImage, decodeImageFile, type DecodeOptions } from '../image/decode.js';
 import type { RgbImage } from '../image/gpu-image.js';
-import { anyresPreprocess } from '../image/preprocess.js';
+import { anyresPreprocess, anyresTileCount } from '../image/preprocess.js';
 import { Checkpoint, type Progress, type StoragePolicy } from '../io/checkpoint.js';
 import { Params } from '../nn/params.js';
 import { Weights } from '../nn/weights.js';
-import { SuperLink, type LinkGroup } from '../superlink/superlink.js';
+import { SuperLink, type LinkGroup, type RoutedBlock } from '../superlink/superlink.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
+import { checkChatOptions } from './chat-options.js';
 import { IMAGE_TOKEN, promptIds, vicunaPrompt, type ChatTurn } from './chat-template.js';
 import { ClipVisionTower } from './clip-vision.js';
 import { checkRegistry, decoderPrefixes, linkTarget, toolTokens } from './decoder-registry.js';
@@ -30,6 +31,7 @@ import { readConfigFile, type LlamaConfig, type ModelConfig, type VisionLLMConfi
 import { generate, type FinishReason, type GenerationTimings, type SamplingSettings } from './generate.js';
 import { Llama, type LlamaCache } from './llama.js';
 import { VisionProjector } from './projector.js';
+import { Turns } from './turns.js';
 
 export interface LoadOptions {
   /** Run on this engine (the model does not dispose it); by default the model creates its own. */
@@ -76,6 +78,8 @@ export interface ChatOptions extends SamplingSettings {
 }
 
 export interface ChatTimings extends GenerationTimings {
+  /** Waiting for the model's earlier calls to finish (chats take turns). */
+  queuedMs: number;
   /** Image decoding, tiling and the vision encoder + projector. */
   visionMs: number;
   imageTiles: number;
@@ -109,10 +113,27 @@ interface Answer {
   timings: GenerationTimings;
 }
 
+/** A chat checked and tokenized: everything known before the GPU is asked for anything. */
+interface Request {
+  options: ChatOptions;
+  image: RgbImage | undefined;
+  /** Image tiles, and the <im_patch> positions they fill. */
+  tiles: number;
+  patches: number;
+  /** Generation: the prompt's ids. Teacher forcing: the prompt's and the answer's, queries included. */
+  ids: number[];
+  forced: { answerStart: number; blocks: RoutedBlock[] } | null;
+}
+
 const MLLM_PREFIXES = ['vis_encoder.', 'llm.', 'vl_bridge.'];
 
 export class VisionLLM {
   private cache: LlamaCache | null = null;
+  /** chat() and encodeImage() run one at a time (one KV cache); dispose() waits for the running one. */
+  private readonly turns = new Turns();
+  /** Aborted by dispose(): stops a running generation at its next token. */
+  private readonly closing = new AbortController();
+  private disposal: Promise<void> | null = null;
 
   private constructor(
     readonly engine: Engine,
@@ -139,6 +160,7 @@ export class VisionLLM {
     let weights: Weights | null = null;
     const loaded = new Map<string, LoadedDecoder<unknown, DecoderOutput>>();
     let link: SuperLink | null = null;
+    let llm: Llama | null = null;
     try {
       const isV2 = config.kind === 'visionllmv2';
       const present = isV2 ? registered.filter((d) => config.decoders.has(d.name)) : [];
@@ -157,7 +179,7 @@ export class VisionLLM {
         throw new Error(`${path.join(dir, 'tokenizer.model')}: ${tokenizer.vocabSize} tokens, more than the model's vocabulary of ${config.llm.vocabSize}`);
       }
       const p = new Params(weights);
-      const llm = Llama.load(isV2 ? p.at('llm') : p, config.llm);
+      llm = Llama.load(isV2 ? p.at('llm') : p, config.llm);
       let vision: { tower: ClipVisionTower; projector: VisionProjector } | null = null;
       if (isV2) {
         vision = { tower: ClipVisionTower.load(p.at('vis_encoder.vision_model'), config.vision), projector: VisionProjector.load(p.at('vl_bridge'), config) };
@@ -167,6 +189,7 @@ export class VisionLLM {
       const contextLength = Math.min(options.contextLength ?? config.llm.maxPositions, config.llm.maxPositions);
       return new VisionLLM(engine, !options.engine, config, tokenizer, weights, llm, vision, link, registered, loaded, contextLength, options.cacheDType);
     } catch (err) {
+      llm?.dispose();
       link?.dispose();
       loaded.forEach((d) => d.dispose());
       weights?.dispose();
@@ -175,36 +198,80 @@ export class VisionLLM {
     }
   }
 
-  /** Answers a prompt about an optional image; streams through onToken; runs the decoders its routing blocks name. */
+  /**
+   * Answers a prompt about an optional image; streams through onToken; runs the decoders its
+   * routing blocks name. Options, image and context length are checked before any GPU work; calls
+   * on one model then take turns, in order (an aborted signal takes a waiting call out of line).
+   */
   async chat(options: ChatOptions): Promise<ChatResult> {
     const t0 = performance.now();
+    checkChatOptions(options);
     const decoderOptions = this.decoderOptions(options.decoders);
+    this.assertOpen('chat');
     if (options.image !== undefined) this.requireVision();
     const image = options.image === undefined ? undefined : await readImage(options.image, options.imageLimits);
-    const features = image ? this.encodeRgb(image) : null;
+    const request = this.request(options, image);
+    const queued = performance.now();
+    return this.turns.run(() => this.respond(request, decoderOptions, { start: t0, queuedMs: performance.now() - queued }), options.signal);
+  }
+
+  /** One chat's GPU work, on its turn. */
+  private async respond(request: Request, decoderOptions: Map<string, unknown>, t: { start: number; queuedMs: number }): Promise<ChatResult> {
+    const turnStart = performance.now();
+    let features: Tensor | null = null;
+    let outputs: DecoderOutput[] = [];
     try {
-      const tiles = features ? features.shape[0]! / this.tokensPerTile : 0;
-      const visionMs = performance.now() - t0;
-      const prompt = this.prompt(options, features !== null);
-      const answer = options.answer !== undefined ? this.forceAnswer(prompt, options.answer, features) : await this.generateAnswer(prompt, features, options);
+      features = request.image ? this.encodeRgb(request.image, request.patches) : null;
+      const visionMs = performance.now() - turnStart;
+      const answer = request.forced ? this.forceAnswer(request, features) : await this.generateAnswer(request, features);
       let groups: LinkGroup[];
       try {
+        this.assertNotClosing();
         groups = this.superlink?.collect(answer.ranIds, answer.blockHidden, answer.answerStart) ?? [];
       } finally {
-        answer.blockHidden.forEach((t) => t.dispose());
+        answer.blockHidden.forEach((b) => b.dispose());
       }
       const decodeStart = performance.now();
-      const outputs = await this.runDecoders(groups, image, decoderOptions);
-      return chatResult(answer, outputs, { visionMs, imageTiles: tiles, decodersMs: performance.now() - decodeStart, totalMs: performance.now() - t0 });
+      outputs = await this.runDecoders(groups, request.image, decoderOptions);
+      this.assertNotClosing();
+      const timings = { queuedMs: t.queuedMs, visionMs, imageTiles: request.tiles, decodersMs: performance.now() - decodeStart, totalMs: performance.now() - t.start };
+      return chatResult(answer, outputs, timings);
+    } catch (err) {
+      outputs.forEach((o) => o.dispose());
+      if (this.engine.isDisposed) throw new Error('chat: the engine was disposed during the chat', { cause: err });
+      throw err;
     } finally {
       features?.dispose();
     }
   }
 
+  /** The prompt's ids (and a forced answer's), checked against the context length. */
+  private request(options: ChatOptions, image: RgbImage | undefined): Request {
+    const config = this.config as VisionLLMConfig;
+    const tiles = image ? anyresTileCount(image, config.imageSize, config.maxTiles) : 0;
+    const patches = tiles * this.tokensPerTile;
+    const prompt = this.prompt(options, image !== undefined);
+    const promptOnly = promptIds(this.tokenizer, prompt, patches);
+    if (options.answer === undefined) {
+      if (promptOnly.length + 1 > this.contextLength) {
+        throw new RangeError(`chat: the prompt needs ${promptOnly.length} positions, and the context holds ${this.contextLength} (at least one must remain for the answer)`);
+      }
+      return { options, image, tiles, patches, ids: promptOnly, forced: null };
+    }
+    const ids = promptIds(this.tokenizer, `${prompt} ${options.answer}</s>`, patches);
+    const plan = this.superlink ? this.superlink.plan(ids, promptOnly.length) : { ids, blocks: [] };
+    if (plan.ids.length > this.contextLength) {
+      throw new RangeError(`chat: the prompt and answer need ${plan.ids.length} positions, and the context holds ${this.contextLength}`);
+    }
+    return { options, image, tiles, patches, ids: plan.ids, forced: { answerStart: promptOnly.length, blocks: plan.blocks } };
+  }
+
   /** Image -> projected features [tiles * 576, llm hidden] (anyres tiling, CLIP, vl_bridge). */
   async encodeImage(image: ImageInput, limits?: DecodeOptions): Promise<Tensor> {
+    this.assertOpen('encodeImage');
     this.requireVision();
-    return this.encodeRgb(await readImage(image, limits));
+    const rgb = await readImage(image, limits);
+    return this.turns.run(async () => this.encodeRgb(rgb));
   }
 
   get tokensPerTile(): number {
@@ -216,13 +283,42 @@ export class VisionLLM {
     return [...this.decoders.keys()];
   }
 
-  dispose(): void {
+  /**
+   * Frees the model (and its engine, when it made it). Calls still waiting for their turn reject
+   * with "model disposed before the chat started"; a running chat stops at its next token and
+   * rejects with "model disposed during chat". The GPU memory is freed once nothing runs: at
+   * once when idle, else when the returned promise resolves. Calling it again is harmless.
+   */
+  dispose(): Promise<void> {
+    if (this.disposal) return this.disposal;
+    this.closing.abort();
+    const settled = this.turns.close(new Error('model disposed before the chat started'));
+    if (!this.turns.running) {
+      this.free();
+      this.disposal = Promise.resolve();
+    } else {
+      this.disposal = settled.then(() => this.free());
+    }
+    return this.disposal;
+  }
+
+  private free(): void {
     this.decoders.forEach((d) => d.dispose());
     this.superlink?.dispose();
     this.cache?.dispose();
     this.cache = null;
+    this.llm.dispose();
     this.weights.dispose();
     if (this.ownsEngine) this.engine.dispose();
+  }
+
+  private assertOpen(call: string): void {
+    if (this.disposal) throw new Error(`${call}: the model has been disposed`);
+  }
+
+  /** Between a running chat's stages: dispose() came while it worked. */
+  private assertNotClosing(): void {
+    if (this.closing.signal.aborted) throw new Error('model disposed during chat');
   }
 
   private requireVision(): { tower: ClipVisionTower; projector: VisionProjector } {
@@ -230,14 +326,20 @@ export class VisionLLM {
     return this.vision;
   }
 
-  private encodeRgb(rgb: RgbImage): Tensor {
+  /** `patches`, when given: the rows the prompt made room for (anyresTileCount's promise). */
+  private encodeRgb(rgb: RgbImage, patches?: number): Tensor {
     const { tower, projector } = this.requireVision();
     const config = this.config as VisionLLMConfig;
-    return this.engine.scope(() => {
+    const features = this.engine.scope(() => {
       const { pixelValues } = anyresPreprocess(this.engine, rgb, { tileSize: config.imageSize, maxTiles: config.maxTiles });
       const projected = projector.forward(tower.features(pixelValues, config.visOutputLayer));
       return projected.reshape([-1, config.llm.hiddenSize]);
     });
+    if (patches !== undefined && features.shape[0] !== patches) {
+      features.dispose();
+      throw new Error(`chat: the image gave ${features.shape[0]} feature rows where the prompt has ${patches} <im_patch> positions`);
+    }
+    return features;
   }
 
   /** The Vicuna prompt; with an image, <image> opens the first user message, as in the official code. */
@@ -255,8 +357,8 @@ export class VisionLLM {
   }
 
   /** Generation; each routing token's queries are spliced in during decoding, their hidden states kept. */
-  private async generateAnswer(prompt: string, features: Tensor | null, options: ChatOptions): Promise<Answer> {
-    const ids = promptIds(this.tokenizer, prompt, features ? features.shape[0]! : 0);
+  private async generateAnswer(request: Request, features: Tensor | null): Promise<Answer> {
+    const { options, ids } = request;
     const promptEmbeds = this.llm.embed(ids);
     const blockHidden: Tensor[] = [];
     const link = this.superlink;
@@ -272,10 +374,11 @@ export class VisionLLM {
         stopIds: [this.config.llm.eosTokenId],
         decoder: this.tokenizer.decoder({ skipSpecialTokens: true }),
         onToken: options.onToken,
-        signal: options.signal,
+        signal: options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal,
         expand: link ? (id) => link.queriesFor(id) : undefined,
         onSpliced: (_, hidden) => blockHidden.push(hidden),
       });
+      this.assertNotClosing();
       const answerIds = result.finishReason === 'stop' ? result.tokenIds.slice(0, -1) : result.tokenIds;
       return {
         text: this.tokenizer.decode(answerIds, { skipSpecialTokens: true }).trim(),
@@ -295,32 +398,27 @@ export class VisionLLM {
   }
 
   /** Teacher forcing: "<prompt> <answer></s>" in one forward pass, the routing blocks' queries spliced in. */
-  private forceAnswer(prompt: string, answer: string, features: Tensor | null): Answer {
-    const patches = features ? features.shape[0]! : 0;
-    const promptOnly = promptIds(this.tokenizer, prompt, patches);
-    const ids = promptIds(this.tokenizer, `${prompt} ${answer}</s>`, patches);
-    const plan = this.superlink ? this.superlink.plan(ids, promptOnly.length) : { ids, blocks: [] };
+  private forceAnswer(request: Request, features: Tensor | null): Answer {
+    const { ids, forced } = request;
+    const { answerStart, blocks } = forced!;
     const cache = this.conversationCache();
-    if (plan.ids.length > cache.maxLength) {
-      throw new RangeError(`chat: the prompt and answer need ${plan.ids.length} positions, and the context holds ${cache.maxLength}`);
-    }
     const start = performance.now();
     const blockHidden = this.engine.scope(() => {
-      const embeds = this.llm.embed(plan.ids);
-      if (features) this.spliceImage(embeds, plan.ids, features);
-      this.superlink?.fill(embeds, plan.blocks);
+      const embeds = this.llm.embed(ids);
+      if (features) this.spliceImage(embeds, ids, features);
+      this.superlink?.fill(embeds, blocks);
       const hidden = this.llm.forward(embeds, cache);
-      return plan.blocks.map((b) => hidden.rows(b.firstQuery, b.firstQuery + b.route.queryIds.length));
+      return blocks.map((b) => hidden.rows(b.firstQuery, b.firstQuery + b.route.queryIds.length));
     });
     return {
-      text: answer,
-      tokenIds: plan.ids.slice(promptOnly.length),
+      text: request.options.answer!,
+      tokenIds: ids.slice(answerStart),
       finishReason: 'stop',
-      ranIds: plan.ids,
-      answerStart: promptOnly.length,
+      ranIds: ids,
+      answerStart,
       blockHidden,
       timings: {
-        promptTokens: plan.ids.length, prefillMs: performance.now() - start, decodeTokens: 0, decodeMs: 0, recordMsPerToken: 0,
+        promptTokens: ids.length, prefillMs: performance.now() - start, decodeTokens: 0, decodeMs: 0, recordMsPerToken: 0,
         dispatchesPerToken: 0, submitsPerToken: 0, bindGroupsPerToken: 0, replayedSteps: 0,
       },
     };

@@ -55,7 +55,8 @@ export class Weights {
 
   /**
    * Rows of several weights stacked into one persistent matrix, e.g. q|k|v projections or a
-   * SwiGLU's gate|up. The parts are freed. All must share the dtype and trailing dimensions.
+   * SwiGLU's gate|up. The parts are freed; the fused matrix is held under the names joined by '+',
+   * so dispose() frees it with the rest. All must share the dtype and trailing dimensions.
    */
   fuseRows(names: readonly string[], shapes: readonly (readonly number[])[], dtype?: DType): Tensor {
     const parts = names.map((n, i) => this.get(n, shapes[i]));
@@ -68,6 +69,10 @@ export class Weights {
     joined.dispose();
     converted.forEach((t, i) => t !== parts[i] && t.dispose());
     for (const n of names) this.release(n);
+    const name = names.join('+');
+    this.tensors.get(name)?.dispose();
+    this.tensors.set(name, fused);
+    this.used.add(name);
     return fused;
   }
 

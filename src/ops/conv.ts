@@ -19,6 +19,7 @@ import { binary, unary } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { activationCode, type Activation } from './support/activation.js';
 import { rowChunks } from './support/chunks.js';
+import { placeholder } from './support/placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 import { subgroupsOf8 } from './support/variants.js';
 
@@ -174,16 +175,8 @@ function tileOf(kernel: Conv2dKernel): [number, number] {
 /** Pixel rows x channel columns of the subgroup kernel: 32 pixels x 64 channels divides SD's 320/640/1280. */
 const SG_ROWS = 4;
 
-const placeholders = new WeakMap<Engine, Tensor>();
-
 function biasOrPlaceholder(engine: Engine, bias?: Tensor): Tensor {
-  if (bias) return bias;
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(1), [1], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
+  return bias ?? placeholder(engine);
 }
 
 interface Dispatch {

@@ -134,16 +134,9 @@ export function planPositions(op: string, positions: Positions, B: number, L: nu
   return { start: 0, values: Int32Array.from(positions), batchStride: n === L ? 0 : L, min: n ? min : 0, max: n ? max : 0 };
 }
 
-const placeholders = new WeakMap<Engine, Tensor>();
-
 /** A bound-but-unread i32 tensor for kernels whose positions are start + row. */
 function noPositions(engine: Engine): Tensor {
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Int32Array(4), [4], 'i32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
+  return engine.constant('placeholder i32x4', new Int32Array(4));
 }
 
 /** Rotates x [B, H, L, D] (or [B, L, H, D] with layout 'blhd'; batch optional) into a new tensor. */

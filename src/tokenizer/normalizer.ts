@@ -86,7 +86,7 @@ class CharsMap {
     if (best < 0) return null;
     let end = best;
     while (end < this.replacements.byteLength && this.replacements[end] !== 0) end++;
-    return [String.fromCharCode(...this.replacements.subarray(best, end)), bestLength];
+    return [Buffer.from(this.replacements.subarray(best, end)).toString('latin1'), bestLength];
   }
 }
 

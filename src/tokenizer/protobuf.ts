@@ -14,6 +14,7 @@ export interface ProtoField {
   at: number;
 }
 
+/** The fields of one message, in order; `what` names the message in errors ("trainer_spec"). */
 export function* protoFields(buf: Uint8Array, what: string): Generator<ProtoField> {
   let pos = 0;
   let low32 = 0;
@@ -32,7 +33,7 @@ export function* protoFields(buf: Uint8Array, what: string): Generator<ProtoFiel
     throw new Error(`${what}: varint longer than 10 bytes at byte ${pos}`);
   };
   const need = (n: number) => {
-    if (pos + n > buf.byteLength) throw new Error(`${what}: field at byte ${pos} runs past the end (${buf.byteLength} bytes; truncated file?)`);
+    if (pos + n > buf.byteLength) throw new Error(`${what}: field at byte ${pos} runs past the end, at byte ${buf.byteLength}`);
   };
   while (pos < buf.byteLength) {
     const at = pos;

@@ -93,20 +93,34 @@ function piece(buf: Uint8Array, what: string): ModelPiece {
   return p;
 }
 
-/** Parses a ModelProto; `file` names the source in errors. */
+/**
+ * Parses a ModelProto; `file` names the source in errors. spm_train always writes trainer_spec and
+ * normalizer_spec after the pieces, so a file that ends without them was cut short: taking proto2's
+ * defaults instead would read it as a unigram model, or normalise text differently.
+ */
 export function parseSentencePieceModel(buf: Uint8Array, file: string): SentencePieceModel {
+  try {
+    return parseModel(buf);
+  } catch (err) {
+    throw new Error(`${file}: truncated or corrupt sentencepiece model (${(err as Error).message})`);
+  }
+}
+
+function parseModel(buf: Uint8Array): SentencePieceModel {
   const pieces: ModelPiece[] = [];
   let trainer: TrainerSpec | null = null;
   let normalizer: NormalizerSpec | null = null;
   let denormalizer: NormalizerSpec | null = null;
-  for (const f of protoFields(buf, file)) {
+  const what = 'ModelProto';
+  for (const f of protoFields(buf, what)) {
     switch (f.field) {
-      case 1: pieces.push(piece(proto.bytes(f, file), `${file}: piece ${pieces.length}`)); break;
-      case 2: trainer = trainerSpec(proto.bytes(f, file), `${file}: trainer_spec`); break;
-      case 3: normalizer = normalizerSpec(proto.bytes(f, file), `${file}: normalizer_spec`); break;
-      case 5: denormalizer = normalizerSpec(proto.bytes(f, file), `${file}: denormalizer_spec`); break;
+      case 1: pieces.push(piece(proto.bytes(f, what), `piece ${pieces.length}`)); break;
+      case 2: trainer = trainerSpec(proto.bytes(f, what), 'trainer_spec'); break;
+      case 3: normalizer = normalizerSpec(proto.bytes(f, what), 'normalizer_spec'); break;
+      case 5: denormalizer = normalizerSpec(proto.bytes(f, what), 'denormalizer_spec'); break;
     }
   }
-  if (!pieces.length) throw new Error(`${file}: no pieces (not a SentencePiece model?)`);
-  return { pieces, trainer: trainer ?? trainerSpec(new Uint8Array(0), file), normalizer: normalizer ?? normalizerSpec(new Uint8Array(0), file), denormalizer };
+  if (!pieces.length) throw new Error('no pieces: not a SentencePiece model?');
+  if (!trainer || !normalizer) throw new Error(`no ${trainer ? 'normalizer_spec' : 'trainer_spec'} after ${pieces.length} pieces`);
+  return { pieces, trainer, normalizer, denormalizer };
 }

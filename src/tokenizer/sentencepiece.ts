@@ -148,20 +148,7 @@ export class SentencePieceProcessor implements PieceTable {
   encode(text: string, options: EncodeOptions = {}): number[] {
     const normalized = this.normalizer.normalize(toByteString(text), options.addDummyPrefix);
     if (!normalized) return [];
-    const ids: number[] = [];
-    if (this.wordwise) {
-      for (const word of words(normalized)) {
-        let cached = this.cache.get(word);
-        if (!cached) {
-          cached = this.segmenter.segment(word);
-          if (this.cache.size >= this.cacheLimit) this.cache.clear();
-          if (this.cacheLimit) this.cache.set(word, cached);
-        }
-        for (const id of cached) ids.push(id);
-      }
-    } else {
-      ids.push(...this.segmenter.segment(normalized));
-    }
+    const ids = this.wordwise ? this.segmentWords(normalized) : this.segmenter.segment(normalized);
     return this.byteFallback ? ids : mergeUnknownRuns(ids, this.unkId);
   }
 
@@ -180,6 +167,21 @@ export class SentencePieceProcessor implements PieceTable {
   /** A decoder that returns text as ids arrive (see stream-decoder.ts). */
   decoder(): PieceDecoder {
     return new PieceDecoder(this);
+  }
+
+  /** Each word segmented on its own, through the cache. */
+  private segmentWords(normalized: string): number[] {
+    const ids: number[] = [];
+    for (const word of words(normalized)) {
+      let cached = this.cache.get(word);
+      if (!cached) {
+        cached = this.segmenter.segment(word);
+        if (this.cache.size >= this.cacheLimit) this.cache.clear();
+        if (this.cacheLimit) this.cache.set(word, cached);
+      }
+      for (const id of cached) ids.push(id);
+    }
+    return ids;
   }
 
   private check(id: number): void {

@@ -12,8 +12,8 @@
  *    and a ▁ left alone before a leading special token is dropped.
  * Decoding inverts encoding in both modes, so decode(encode(s)) === s.
  */
-import fs from 'node:fs';
 import path from 'node:path';
+import { ConfigReader, readJsonObject } from '../io/config-reader.js';
 import { SentencePieceProcessor } from './sentencepiece.js';
 import { PieceDecoder } from './stream-decoder.js';
 
@@ -95,35 +95,35 @@ export class Tokenizer {
    */
   static fromDirectory(dir: string, overrides: TokenizerOptions = {}): Tokenizer {
     const sp = SentencePieceProcessor.fromFile(path.join(dir, 'tokenizer.model'));
-    const config = readJson(path.join(dir, 'tokenizer_config.json')) as {
-      legacy?: boolean; add_bos_token?: boolean; add_eos_token?: boolean;
-      added_tokens_decoder?: Record<string, { content: string; lstrip?: boolean; rstrip?: boolean; special?: boolean }>;
-    } | null;
-    const tokens: AddedToken[] = [];
-    for (const id of [sp.unkId, sp.bosId, sp.eosId]) if (id >= 0) tokens.push({ content: sp.idToPiece(id), id, special: true });
-    for (const [id, t] of Object.entries(config?.added_tokens_decoder ?? {})) {
-      tokens.push({ content: t.content, id: Number(id), special: t.special ?? true, lstrip: t.lstrip ?? false, rstrip: t.rstrip ?? false });
-    }
-    const addedFile = path.join(dir, 'added_tokens.json');
-    const added = readJson(addedFile) as Record<string, unknown> | null;
-    for (const [content, id] of Object.entries(added ?? {})) {
-      if (!Number.isInteger(id)) throw new Error(`${addedFile}: token ${JSON.stringify(content)} has id ${JSON.stringify(id)}, not an integer`);
-      tokens.push({ content, id: id as number, special: true });
-    }
+    const configFile = path.join(dir, 'tokenizer_config.json');
+    const config = readJsonObject(configFile) ?? new ConfigReader(configFile, {});
+    const tokens: AddedToken[] = [
+      ...[sp.unkId, sp.bosId, sp.eosId].filter((id) => id >= 0).map((id) => ({ content: sp.idToPiece(id), id, special: true })),
+      ...(config.has('added_tokens_decoder') ? decoderTokens(config.sub('added_tokens_decoder')) : []),
+      ...addedTokensFile(path.join(dir, 'added_tokens.json')),
+    ];
     // The same token may be listed in several files: keep the first of identical entries.
-    const unique = tokens.filter((t, i) => tokens.findIndex((u) => u.id === t.id && u.content === t.content) === i);
-    return new Tokenizer(sp, {
-      addedTokens: unique,
-      legacy: config?.legacy ?? true,
-      addBos: config?.add_bos_token ?? true,
-      addEos: config?.add_eos_token ?? false,
+    const unique = new Map<string, AddedToken>();
+    for (const t of tokens) if (!unique.has(`${t.id} ${t.content}`)) unique.set(`${t.id} ${t.content}`, t);
+    const options: TokenizerOptions = {
+      addedTokens: [...unique.values()],
+      legacy: config.bool('legacy', true),
+      addBos: config.bool('add_bos_token', true),
+      addEos: config.bool('add_eos_token', false),
       ...overrides,
-    });
+    };
+    try {
+      return new Tokenizer(sp, options);
+    } catch (err) {
+      throw new Error(`${dir}: ${(err as Error).message}`); // tokens that collide, from whichever file
+    }
   }
 
   /** SentencePiece pieces plus added tokens (the model's embedding rows). */
   get vocabSize(): number {
-    return Math.max(this.sp.vocabSize, ...[...this.added.keys()].map((id) => id + 1));
+    let size = this.sp.vocabSize;
+    for (const id of this.added.keys()) size = Math.max(size, id + 1);
+    return size;
   }
 
   get bosId(): number {
@@ -164,13 +164,14 @@ export class Tokenizer {
       ids.push(this.bosId);
     }
     const segments = options.parseSpecial === false || !this.pattern ? [{ text }] : this.split(this.legacy ? text : text.replaceAll('\u2581', ' '));
+    // Ids are appended one by one: push(...ids) passes them as arguments, which overflows the call stack for a long text.
     segments.forEach((seg, i) => {
       if ('token' in seg) {
         // Non-legacy: the text began with this token; HF's lone ▁ before it is dropped when the token is special.
-        if (!this.legacy && i === 0 && seg.token.special === false) ids.push(...this.sp.encode(' ', { addDummyPrefix: false }));
+        if (!this.legacy && i === 0 && seg.token.special === false) for (const id of this.sp.encode(' ', { addDummyPrefix: false })) ids.push(id);
         ids.push(seg.token.id);
       } else if (seg.text) {
-        ids.push(...this.sp.encode(seg.text, this.legacy || i === 0 ? {} : { addDummyPrefix: false }));
+        for (const id of this.sp.encode(seg.text, this.legacy || i === 0 ? {} : { addDummyPrefix: false })) ids.push(id);
       }
     });
     if (options.addEos ?? this.addEos) {
@@ -271,11 +272,21 @@ function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-function readJson(file: string): unknown {
-  if (!fs.existsSync(file)) return null;
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`${file}: not valid JSON (${(err as Error).message})`);
-  }
+/** tokenizer_config.json's added_tokens_decoder: { "32000": { "content": "<image>", "special": true, "lstrip": false, ... }, ... }. */
+function decoderTokens(r: ConfigReader): AddedToken[] {
+  return r.keys().map((id) => {
+    if (!/^\d+$/.test(id)) throw new Error(`${r.where(id)}: the key must be a token id`);
+    const t = r.sub(id);
+    return { content: t.string('content'), id: Number(id), special: t.bool('special', true), lstrip: t.bool('lstrip', false), rstrip: t.bool('rstrip', false) };
+  });
+}
+
+/** added_tokens.json, when present: { "<image>": 32001, ... }. */
+function addedTokensFile(file: string): AddedToken[] {
+  const r = readJsonObject(file, 'map token strings to ids');
+  if (!r) return [];
+  return r.keys().map((content) => {
+    if (!content) throw new Error(`${file}: an added token cannot be the empty string`);
+    return { content, id: r.int(content), special: true };
+  });
 }

@@ -5,13 +5,6 @@
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 
-const placeholders = new WeakMap<Engine, Tensor>();
-
 export function placeholder(engine: Engine): Tensor {
-  let t = placeholders.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Float32Array(4), [4], 'f32', { persistent: true });
-    placeholders.set(engine, t);
-  }
-  return t;
+  return engine.constant('placeholder f32x4', new Float32Array(4));
 }

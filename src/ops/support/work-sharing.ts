@@ -25,14 +25,7 @@ export function onDemandWorkgroups(engine: Engine): number {
   return Math.max(1, Math.min(engine.gpu.summary.workerThreads, CORES));
 }
 
-const counters = new WeakMap<Engine, Tensor>();
-
 /** The engine's shared work counters: zero between dispatches (each kernel resets what it used). */
 export function workCounters(engine: Engine): Tensor {
-  let t = counters.get(engine);
-  if (!t || t.isDisposed) {
-    t = engine.tensor(new Uint32Array(COUNTER_WORDS), [COUNTER_WORDS], 'u32', { persistent: true });
-    counters.set(engine, t);
-  }
-  return t;
+  return engine.constant('work counters', new Uint32Array(COUNTER_WORDS));
 }
