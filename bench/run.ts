@@ -9,6 +9,7 @@ import { benchAttention } from './attention.js';
 import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
+import { benchGdino } from './gdino.js';
 import { benchMllm } from './mllm.js';
 import { benchSuperlink } from './superlink.js';
 import { benchTokenizer } from './tokenizer.js';
@@ -26,6 +27,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['checkpoint loading', benchCheckpoint],
   ['MLLM end to end', benchMllm],
   ['super link', benchSuperlink],
+  ['Grounding DINO', benchGdino],
 ];
 
 function arg(name: string): string | undefined {

@@ -5,6 +5,11 @@
 //     to 0..255, so the result is Pillow's byte for byte. The horizontal pass reads a virtual
 //     canvas: the image pasted at (left, top) on a `fill` background (expand2square, padding).
 //   normalize: a crop of an image to CHW floats, (v / 255 - mean) / std per channel.
+//   cv2_linear: OpenCV's cv2.resize(INTER_LINEAR) of 8-bit images (imgproc/src/resize.cpp) in its
+//     own fixed point, byte for byte: 11-bit coefficients; the horizontal sums kept exact (value *
+//     2048); the vertical pass as OpenCV's SIMD code computes it (VResizeLinearVec_32s8u, which
+//     covers every pixel but a row's last few bytes, where the scalar code may differ by one):
+//     ((h0 >> 4) * b0 >> 16) + ((h1 >> 4) * b1 >> 16), then + 2 >> 2. One pass per output pixel.
 
 struct Params {
   count: u32,       // output pixels in this dispatch
@@ -94,4 +99,33 @@ fn normalize(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   pixels_out_st(i, n.x);
   pixels_out_st(p.count + i, n.y);
   pixels_out_st(2u * p.count + i, n.z);
+}
+
+// bounds: the out_w column offsets (clamped into the image), then the output rows' source rows
+// (-1 .. src_h - 1: OpenCV clamps the row it reads, not the weight); coeffs: the columns' alpha
+// pairs, then the rows' beta pairs, each pair summing to 2048.
+@compute @workgroup_size(64)
+fn cv2_linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = index(wg, nwg, lid);
+  if (i >= p.count) { return; }
+  let row = i / p.out_w + p.crop_y;   // crop_y: the first output row of this dispatch
+  let col = i % p.out_w;
+  let x0 = u32(bounds[col]);
+  let x1 = min(x0 + 1u, p.src_w - 1u);
+  let sy = bounds[p.out_w + row];
+  let last = i32(p.src_h) - 1;
+  let r0 = u32(clamp(sy, 0, last)) * p.src_w;
+  let r1 = u32(clamp(sy + 1, 0, last)) * p.src_w;
+  let a0 = coeffs[2u * col];
+  let a1 = coeffs[2u * col + 1u];
+  let b0 = coeffs[2u * (p.out_w + row)];
+  let b1 = coeffs[2u * (p.out_w + row) + 1u];
+  let h0 = rgb(src[r0 + x0]) * a0 + rgb(src[r0 + x1]) * a1;
+  let h1 = rgb(src[r1 + x0]) * a0 + rgb(src[r1 + x1]) * a1;
+  let four = vec3<u32>(4u);
+  let sixteen = vec3<u32>(16u);
+  let v = (((h0 >> four) * b0) >> sixteen) + (((h1 >> four) * b1) >> sixteen);
+  let c = vec3<u32>(clamp((v + vec3<i32>(2)) >> vec3<u32>(2u), vec3<i32>(0), vec3<i32>(255)));
+  dst[i] = c.x | (c.y << 8u) | (c.z << 16u) | (255u << 24u);
 }

@@ -17,7 +17,7 @@ export { readConfigFile, type ModelConfig, type VisionLLMConfig, type LlamaConfi
 export * as nn from './nn/index.js';
 export { DEFAULT_DECODERS, type Decoder, type AnyDecoder, type DecoderRoute, type DecoderOutput, type DecoderContext, type LoadedDecoder, type LlmSide } from './decoders/index.js';
 export type { GdinoOutput, GdinoOptions, GdinoTask, UniposeOutput, DiffusionOutput } from './decoders/index.js';
-export { gdino } from './decoders/gdino/index.js';
+export { gdino, expandMask, maskArea, type Detection, type Rle, type SemanticMap } from './decoders/gdino/index.js';
 export { unipose } from './decoders/unipose/index.js';
 export { sd, ip2p } from './decoders/diffusion/index.js';
 export type { LinkGroup, LinkBlock } from './superlink/superlink.js';

@@ -123,7 +123,7 @@ describe('a decoder registered from outside the library', () => {
 
   it('checks each decoder\'s options, and names an unknown decoder', async () => {
     await expect(model.chat({ prompt: 'x', answer: 'a[TOY]', decoders: { toy: { threshold: 1 } } })).rejects.toThrow(/decoders.toy takes no options/);
-    await expect(model.chat({ prompt: 'x', answer: 'a[DET]', decoders: { gdino: { task: 'boxes' } } })).rejects.toThrow(/decoders.gdino.task must be one of detection, segmentation, grounding, got "boxes"/);
+    await expect(model.chat({ prompt: 'x', answer: 'a[DET]', decoders: { gdino: { task: 'boxes' } } })).rejects.toThrow(/decoders.gdino.task must be one of detection, segmentation, semantic, grounding, got "boxes"/);
     await expect(model.chat({ prompt: 'x', decoders: { dino: {} } })).rejects.toThrow(/decoders.dino: no such decoder \(registered: gdino, unipose, sd, ip2p, toy\)/);
   });
 

@@ -113,3 +113,40 @@ describe('elementwise memory', () => {
     expect(engine.memory().liveBuffers).toBe(before);
   });
 });
+
+describe('thresholdBits (masks as bits)', () => {
+  /** Bit e of plane k, and the element it should hold, row- or column-major. */
+  async function check(x: Float32Array, planes: number, h: number, w: number, columnMajor: boolean, t: import('../src/engine/tensor.js').Tensor): Promise<void> {
+    const words = Math.ceil((h * w) / 32);
+    const bits = ops.thresholdBits(t, { threshold: 0.25, columnMajor });
+    expect(bits.shape).toEqual([planes, words]);
+    const got = (await bits.read()) as Uint32Array;
+    bits.dispose();
+    let bad = 0;
+    let set = 0;
+    for (let k = 0; k < planes; k++) for (let e = 0; e < h * w; e++) {
+      const [r, c] = columnMajor ? [e % h, Math.floor(e / h)] : [Math.floor(e / w), e % w];
+      const bit = (got[k * words + (e >> 5)]! >>> (e & 31)) & 1;
+      set += bit;
+      if (bit !== (x[k * h * w + r * w + c]! > 0.25 ? 1 : 0)) bad++;
+    }
+    expect(bad).toBe(0);
+    expect(set).toBeGreaterThan(0);
+    // Bits past a plane's end are zero.
+    const tail = (h * w) % 32;
+    if (tail) for (let k = 0; k < planes; k++) expect(got[(k + 1) * words - 1]! >>> tail).toBe(0);
+  }
+
+  it.each([false, true])('planes of 5 x 7, f32 and f16 (columnMajor %s)', async (columnMajor) => {
+    const x = randomArray(3 * 35, 9);
+    await check(x, 3, 5, 7, columnMajor, engine.tensor(x, [3, 5, 7]));
+    const half = await engine.tensor(x, [3, 5, 7], 'f16').toArray();
+    await check(Float32Array.from(half), 3, 5, 7, columnMajor, engine.tensor(x, [3, 5, 7], 'f16'));
+  });
+
+  it('splits planes across bindings', async () => {
+    const small = await testEngine({ maxBindingBytes: 4096 });
+    const x = randomArray(40 * 9 * 11, 10); // 40 planes of 396 bytes
+    await check(x, 40, 9, 11, true, small.tensor(x, [40, 9, 11]));
+  });
+});

@@ -45,24 +45,37 @@ def checkpoint():
     return params, config, sp, added
 
 
+def image_tokens(p64, config, image):
+    """The anyres tiles of a PIL image and their projected CLIP features."""
+    tiles = ref.anyres_tiles(image)
+    pixels = torch.stack([ref.clip_pixels(t) for t in tiles]).to(torch.float64)
+    _, proj = ref.image_features(p64, config, pixels)
+    return tiles, proj
+
+
+def teacher_forced(params, config, sp, added, proj, tiles, question, answer):
+    """One teacher-forced answer through the tiny MLLM and the super link: the prompt ids, the spliced ids, the
+    blocks, the final hidden states and the decoders' conditions (reference_superlink.project)."""
+    # The answer continues the prompt's last piece, as in the training data: "... ASSISTANT: answer</s>".
+    before, after = (ref.vicuna_prompt('<image>\n' + question) + ' ' + answer).split('<image>')
+    ids = [1] + tiny.tokenize_chunked(sp, added, before) + [added['<im_patch>']] * (576 * tiles) + tiny.tokenize_chunked(sp, added, after) + [2]
+    spliced, blocks, rows = link.splice(ids, added, params)
+    embeds = link.embeddings(params, spliced, rows, proj, added['<im_patch>'])
+    hidden = link.final_hidden(params, config, embeds)
+    return ids, spliced, blocks, hidden, link.project(params, config, blocks, hidden)
+
+
 def generate():
     params, config, sp, added = checkpoint()
     p64 = {k: v.to(torch.float64) for k, v in params.items()}
-    tiles = ref.anyres_tiles(tiny.test_image(300, 300))
-    pixels = torch.stack([ref.clip_pixels(t) for t in tiles]).to(torch.float64)
-    _, proj = ref.image_features(p64, config, pixels)
+    tiles, proj = image_tokens(p64, config, tiny.test_image(300, 300))
     meta = {'det_question': DET_QUESTION, 'coco_answer': ', '.join(f'{c}[DET]' for c in COCO),
             'mixed_question': MIXED_QUESTION, 'mixed_answer': MIXED_ANSWER, 'pose_question': POSE_QUESTION, 'pose_answer': POSE_ANSWER}
     out = {}
     cases = (('coco', DET_QUESTION, meta['coco_answer']), ('mixed', MIXED_QUESTION, MIXED_ANSWER), ('pose', POSE_QUESTION, POSE_ANSWER))
     for name, question, answer in cases:
-        # The answer continues the prompt's last piece, as in the training data: "... ASSISTANT: answer</s>".
-        before, after = (ref.vicuna_prompt('<image>\n' + question) + ' ' + answer).split('<image>')
-        ids = [1] + tiny.tokenize_chunked(sp, added, before) + [added['<im_patch>']] * (576 * len(tiles)) + tiny.tokenize_chunked(sp, added, after) + [2]
-        spliced, blocks, rows = link.splice(ids, added, p64)
-        embeds = link.embeddings(p64, spliced, rows, proj, added['<im_patch>'])
-        hidden = link.final_hidden(p64, config, embeds)
-        conds = link.project(p64, config, blocks, hidden)
+        ids, spliced, blocks, hidden, conds = teacher_forced(params=p64, config=config, sp=sp, added=added, proj=proj,
+                                                             tiles=len(tiles), question=question, answer=answer)
         out[f'{name}.ids'] = torch.tensor(ids, dtype=torch.int32)
         out[f'{name}.spliced_ids'] = torch.tensor(spliced, dtype=torch.int32)
         out[f'{name}.first_block_hidden'] = hidden[blocks[0][2]]

@@ -283,7 +283,7 @@ def config_json():
         'pretrained_vl_bridge': None, 'use_llm_lora': False, 'vl_bridge_type': 'mlp2x_gelu',
         'vis_output_layer': -2, 'use_pixelshuffle': False, 'num_embs': 4, 'num_embs_gen': 64,
         'use_region_encoder': False,
-        # The decoders' super-link projections only: the decoders themselves are not in this checkpoint.
+        # The decoders' super-link projections (tiny_detector.install adds the detector and its config keys).
         'use_gdino': True, 'gdino_config': {'d_model': DET_DIM, 'l_hidden_size': LLM['hidden_size']},
         'use_unipose': True, 'unipose_config': {'hidden_dim': POSE_DIM, 'l_hidden_size': LLM['hidden_size']},
         'use_sd': True, 'sd_config': {'llm_hidden_size': LLM['hidden_size'], 'sd_hidden_size': SD_DIM, 'num_queries': SD_QUERIES,
@@ -428,6 +428,8 @@ def generate():
         train_llm(params, config, sp, added)
         params.update(superlink_params(seed=608))
         write_checkpoint(TINY_DIR, params, config, model_file, added)
+        import tiny_detector  # imports this module: loaded here
+        tiny_detector.install(TINY_DIR)  # the Grounding DINO detector's weights and config (gdino.*)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
         write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
 

@@ -182,3 +182,71 @@ export function normalizeImage(image: Tensor, options: NormalizeOptions): Tensor
   );
   return out;
 }
+
+/**
+ * OpenCV's cv2.resize(image, (width, height), interpolation=INTER_LINEAR) of 8-bit images, byte
+ * for byte (kernels/image.wgsl cv2_linear): half-pixel centres, two taps, no antialiasing when
+ * shrinking, 11-bit fixed-point weights. This is mmcv's imresize/imrescale (mmdet's and mmseg's
+ * Resize), which Grounding DINO's input goes through.
+ */
+export function cv2Resize(image: Tensor, width: number, height: number): Tensor {
+  const op = 'cv2Resize';
+  const [srcH, srcW] = imageSize(op, image);
+  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
+    throw new RangeError(`${op}: size ${width}x${height} must be positive integers`);
+  }
+  const engine = image.engine;
+  if (image.byteLength > engine.maxBindingBytes) {
+    throw new RangeError(`${op}: a ${srcW}x${srcH} image (${image.byteLength} bytes) exceeds the ${engine.maxBindingBytes}-byte binding limit`);
+  }
+  const x = cv2LinearTable(srcW, width, true);
+  const y = cv2LinearTable(srcH, height, false);
+  const bounds = engine.tensor(Int32Array.of(...x.offsets, ...y.offsets), [width + height], 'i32');
+  const coeffs = engine.tensor(Int32Array.of(...x.weights, ...y.weights), [2 * (width + height)], 'i32');
+  const out = engine.empty([height, width], 'u32');
+  for (const [r0, r1] of rowChunks(engine, op, height, [width * 4])) {
+    const dst = out.rows(r0, r1);
+    const count = (r1 - r0) * width;
+    engine.run(
+      { file: 'image.wgsl', entry: 'cv2_linear' },
+      { src: image, bounds, coeffs, dst },
+      { ...placeholderParams, count, src_w: srcW, src_h: srcH, out_w: width, taps: 2, canvas_w: 0, left: 0, top: 0, fill: 0, crop_y: r0 },
+      Math.ceil(count / 64),
+    );
+    dst.dispose();
+  }
+  bounds.dispose();
+  coeffs.dispose();
+  return out;
+}
+
+/**
+ * cv2's INTER_LINEAR table along one axis (resize.cpp, cv::resize): source position
+ * fx = float((d + 0.5) * scale - 0.5) with scale = 1 / (out / in) in double, split into
+ * floor and fraction, weights [1 - fx, fx] rounded (half to even) to 11 bits. Along x, a position
+ * outside the image is clamped with its fraction zeroed; along y, OpenCV keeps the fraction and
+ * clamps the rows it reads (the kernel does).
+ */
+export function cv2LinearTable(inSize: number, outSize: number, clampEdges: boolean): { offsets: Int32Array; weights: Int32Array } {
+  const scale = 1 / (outSize / inSize);
+  const offsets = new Int32Array(outSize);
+  const weights = new Int32Array(2 * outSize);
+  const f32 = Math.fround;
+  for (let d = 0; d < outSize; d++) {
+    let f = f32((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = f32(f - s);
+    if (clampEdges && s < 0) [s, f] = [0, 0];
+    if (clampEdges && s >= inSize - 1) [s, f] = [inSize - 1, 0];
+    offsets[d] = s;
+    weights[2 * d] = roundHalfEven(f32(1 - f) * 2048);
+    weights[2 * d + 1] = roundHalfEven(f * 2048);
+  }
+  return { offsets, weights };
+}
+
+/** C's lrint (cvRound): nearest integer, ties to even. */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}

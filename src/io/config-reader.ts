@@ -104,6 +104,22 @@ export class ConfigReader {
     return v as T;
   }
 
+  /** A non-empty list of integers >= 1 (Swin's depths, its heads per stage). */
+  positives(key: string, fallback?: readonly number[]): number[] {
+    const v = this.json[key] ?? fallback;
+    if (!Array.isArray(v) || !v.length || !v.every((n) => Number.isInteger(n) && n >= 1)) {
+      throw new Error(`${this.where(key)} must be a non-empty list of integers >= 1, got ${Array.isArray(v) ? JSON.stringify(v) : describe(v)}`);
+    }
+    return [...(v as number[])];
+  }
+
+  /** A list of strings (out_features). */
+  strings(key: string, fallback?: readonly string[]): string[] {
+    const v = this.json[key] ?? fallback;
+    if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) throw new Error(`${this.where(key)} must be a list of strings, got ${describe(v)}`);
+    return [...(v as string[])];
+  }
+
   /** The raw value, unchecked (for a value that is recognised only to be refused with its own message). */
   value(key: string): unknown {
     return this.json[key];

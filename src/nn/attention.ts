@@ -16,6 +16,8 @@ export interface AttendOptions {
   /** Additive terms on the scaled scores, broadcast as the attention op documents ([B, H, Lq, Lk] or smaller). */
   bias?: Tensor;
   causal?: boolean;
+  /** Where the values come from when they differ from the keys' source ([..., S, d]): torch's MultiheadAttention(query, key, value). */
+  value?: Tensor;
 }
 
 export interface SplitNames {
@@ -63,22 +65,22 @@ export class MultiheadAttention {
 
   /** query [..., L, d] attends to source [..., S, d] (default: itself) -> [..., L, d]. Call inside a scope. */
   forward(query: Tensor, source: Tensor = query, options: AttendOptions = {}): Tensor {
-    const [q, k, v] = this.project(query, source);
+    const [q, k, v] = this.project(query, source, options.value ?? source);
     const split = (t: Tensor) => t.reshape([-1, t.shape[t.rank - 2]!, this.heads, this.headDim]);
     const o = attention(split(q), split(k), split(v), { layout: 'blhd', bias: options.bias, causal: options.causal }).reshape(query.shape);
     return this.out.forward(o, { residual: options.residual });
   }
 
-  private project(query: Tensor, source: Tensor): [Tensor, Tensor, Tensor] {
+  private project(query: Tensor, source: Tensor, value: Tensor): [Tensor, Tensor, Tensor] {
     const proj = this.proj;
     if ('packed' in proj) {
       // Row views of the packed projection (freed with the caller's scope).
       const d = this.dim;
       const part = (x: Tensor, i: number) => proj.packed.rows(i * d, (i + 1) * d).forward(x);
-      return [part(query, 0), part(source, 1), part(source, 2)];
+      return [part(query, 0), part(source, 1), part(value, 2)];
     }
     const { q, k, v } = proj;
-    return [q.forward(query), k.forward(source), v.forward(source)];
+    return [q.forward(query), k.forward(source), v.forward(value)];
   }
 }
 

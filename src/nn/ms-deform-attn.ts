@@ -67,6 +67,8 @@ export interface MsDeformAttnInputs {
   paddingMask?: Tensor | ArrayLike<number | boolean>;
   /** Added to the query before the offset and weight projections (HF position_embeddings) [B, Lq, d]. */
   queryPos?: Tensor;
+  /** Added to the output projection in its dispatch (the layer's skip connection), shaped like the output [B, Lq, d]. */
+  residual?: Tensor;
 }
 
 const NAME = 'MultiscaleDeformableAttention';
@@ -134,7 +136,7 @@ export class MultiscaleDeformableAttention {
         dtype: valueDtype,
         kernel: this.options.kernel,
       }));
-      return outputProj.forward(attended, { dtype: query.dtype });
+      return outputProj.forward(attended, { dtype: query.dtype, residual: inputs.residual });
     } finally {
       temps.forEach((t) => t.dispose());
     }

@@ -129,6 +129,43 @@ export class Params {
     });
   }
 
+  /**
+   * A buffer the module computes itself (Swin's relative_position_index): when the checkpoint has
+   * it, it must have `shape` and an integer dtype, and is freed unread.
+   */
+  releaseBuffer(local: string, shape: readonly number[]): void {
+    if (!this.has(local)) return;
+    this.tensor(local, shape, ['i32', 'u32']);
+    this.weights.release(this.name(local));
+  }
+
+  /**
+   * A module shared by several ModuleList slots appears once per slot in a torch state_dict
+   * (Grounding DINO's `bbox_embed.0` .. `bbox_embed.5`, also reachable as `model.decoder.bbox_embed.N`),
+   * and a torch save keeps every name. Modules read the `canonical` scope; each tensor under an
+   * `aliases` scope must have its canonical counterpart with the same shape and dtype, and is freed
+   * (its values are not compared: that would need a read-back). Absent aliases are fine. Returns the
+   * number of tensors freed.
+   */
+  releaseAliases(canonical: string, aliases: readonly string[]): number {
+    let freed = 0;
+    const base = this.name(canonical);
+    for (const alias of aliases) {
+      const scope = this.name(alias);
+      for (const name of this.weights.names(`${scope}.`)) {
+        const target = base + name.slice(scope.length);
+        if (!this.weights.has(target)) throw new Error(`${this.weights.source}: '${name}' is an alias of '${target}', which is missing`);
+        const [a, b] = [this.weights.get(name), this.weights.get(target)];
+        if (a.dtype !== b.dtype || a.rank !== b.rank || a.shape.some((d, i) => d !== b.shape[i])) {
+          throw new RangeError(`${this.weights.source}: '${name}' ${formatShape(a.shape)} ${a.dtype} should alias '${target}' ${formatShape(b.shape)} ${b.dtype}`);
+        }
+        this.weights.release(name);
+        freed++;
+      }
+    }
+    return freed;
+  }
+
   /** This scope's `bias` [size]: required (true, the default), read when present ('optional'), or none (false). */
   private bias(option: boolean | 'optional' = true, size: number): Tensor | undefined {
     if (option === 'optional') return this.optional('bias', [size]);

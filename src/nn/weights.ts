@@ -76,6 +76,11 @@ export class Weights {
     return fused;
   }
 
+  /** Names held, those starting with `prefix` (default all). */
+  names(prefix = ''): string[] {
+    return [...this.tensors.keys()].filter((n) => n.startsWith(prefix));
+  }
+
   /** Frees one weight (after fusing it, or when a module does not need it). */
   release(name: string): void {
     this.tensors.get(name)?.dispose();

@@ -160,3 +160,43 @@ export const add = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('ad
 export const sub = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('sub', a, b, options);
 export const mul = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('mul', a, b, options);
 export const div = (a: Tensor, b: Tensor, options?: BinaryOptions) => binary('div', a, b, options);
+
+export interface ThresholdBitsOptions {
+  /** Bit set where x > threshold (default 0: a logit whose sigmoid is above one half). */
+  threshold?: number;
+  /** Pack each plane in column-major order, as pycocotools stores masks (default row-major). */
+  columnMajor?: boolean;
+}
+
+/**
+ * x [..., H, W] > threshold as bits: u32 [planes, ceil(H * W / 32)], each plane (the last two
+ * dimensions) from a fresh word, bit j of word k = element 32k + j of the plane in row-major (or
+ * column-major) order. Masks read back at 1/32 of their f32 size.
+ */
+export function thresholdBits(x: Tensor, options: ThresholdBitsOptions = {}): Tensor {
+  const op = 'thresholdBits';
+  expectDType(op, x, FLOAT_DTYPES);
+  if (x.rank < 2) throw new RangeError(`${op}: input ${formatShape(x.shape)} needs rank >= 2 (..., H, W)`);
+  const threshold = options.threshold ?? 0;
+  if (!Number.isFinite(threshold)) throw new RangeError(`${op}: threshold must be finite, got ${threshold}`);
+  const [h, w] = x.shape.slice(-2) as [number, number];
+  const plane = h * w;
+  const planes = plane === 0 ? 0 : x.size / plane;
+  const words = Math.ceil(plane / 32);
+  const engine = x.engine;
+  const y = engine.empty([planes, words], 'u32');
+  const flatX = x.reshape([planes, plane]);
+  for (const [r0, r1] of rowChunks(engine, op, planes, [plane * DTYPE_BYTES[x.dtype], words * 4])) {
+    const views = { x: flatX.rows(r0, r1), bits: y.rows(r0, r1) };
+    const count = (r1 - r0) * words;
+    engine.run(
+      { file: 'elementwise_bits.wgsl', entry: 'threshold_bits', dtypes: { x: x.dtype }, overrides: { COLUMNS: options.columnMajor ?? false } },
+      views,
+      { count, words, plane, h, w, threshold },
+      Math.ceil(count / 64),
+    );
+    Object.values(views).forEach((v) => v.dispose());
+  }
+  flatX.dispose();
+  return y;
+}

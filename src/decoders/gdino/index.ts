@@ -1,35 +1,53 @@
 /**
- * Grounding DINO (`gdino.*`): detection, instance/semantic/referring segmentation and grounding,
- * behind [DET], [SEG] and [GRD]. The super link's side is patch2query: an MLP (LLM width -> d_model
- * -> d_model -> d_model, ReLU) of each of a block's queries, then their mean: one d_model "text
- * token" per block, which replaces Grounding DINO's BERT features (class k = block k).
- * Specification: ../shared/docs/decoders.md part 2.A.
+ * Grounding DINO (`gdino.*`) behind [DET], [SEG] and [GRD]: detection, instance and semantic
+ * segmentation, and grounding. The super link's side is patch2query: one d_model "text token" per
+ * routing block (class k = block k), which replaces Grounding DINO's BERT features. The detector
+ * then sees its own copy of the original image (mmdet's pipeline, not the CLIP tiles) and its
+ * results come back in original pixels. Specification: ../shared/docs/decoders.md part 2.A;
+ * what it computes and its options: docs/gdino.md.
  */
 import type { Tensor } from '../../engine/tensor.js';
 import type { ConfigReader } from '../../io/config-reader.js';
-import { Mlp } from '../../nn/mlp.js';
 import { disposer, optionsObject, type Decoder, type DecoderOutput } from '../decoder.js';
+import { parseGdinoConfig, type GdinoConfig } from './config.js';
+import { ADE20K_SCALE, GDINO_SCALE, gdinoImage } from './image.js';
+import { GroundingDino, type GdinoTimings } from './model.js';
+import { detections, grounding, semanticMap, type Detection, type SemanticMap } from './postprocess.js';
 
-export interface GdinoConfig {
-  /** The transformer's width: the text tokens' width. */
-  dModel: number;
-}
+export type { GdinoConfig } from './config.js';
+export type { Detection, Rle, SemanticMap } from './postprocess.js';
+export { expandMask, maskArea } from './postprocess.js';
 
-export type GdinoTask = 'detection' | 'segmentation' | 'grounding';
+/**
+ * detection: boxes (top-k over queries x classes); segmentation: the same with instance masks;
+ * semantic: a class per pixel (ADE20K's 2048x512 input scale); grounding: each phrase's best box and mask.
+ */
+export type GdinoTask = 'detection' | 'segmentation' | 'semantic' | 'grounding';
 
 export interface GdinoOptions {
-  /** What to do with the blocks; by default from the tokens: [GRD] grounding, [SEG] segmentation, else detection. */
+  /** By default from the tokens: [GRD] grounding, [SEG] segmentation, else detection. */
   task?: GdinoTask;
+  /** Detections kept for detection and segmentation (default 100, as the COCO evaluation). */
+  topK?: number;
 }
 
 export interface GdinoOutput extends DecoderOutput {
   decoder: 'gdino';
   task: GdinoTask;
+  /** The classes: the blocks' phrases, class k = block k. */
+  classes: string[];
+  /** Best first, in original pixels; empty for semantic segmentation, and when the chat had no image. */
+  detections: Detection[];
+  /** For task 'semantic': the class index of every original pixel. */
+  semantic?: SemanticMap;
   /** One text token per block, [blocks, d_model]: column k of the class logits is block k. */
   classEmbeddings: Tensor;
+  /** The detector's stages (zero when the chat had no image). */
+  timings: GdinoTimings & { postprocessMs: number };
 }
 
-const TASKS: readonly GdinoTask[] = ['detection', 'segmentation', 'grounding'];
+const TASKS: readonly GdinoTask[] = ['detection', 'segmentation', 'semantic', 'grounding'];
+const NO_TIMINGS = { backboneMs: 0, encoderMs: 0, decoderMs: 0, maskFeaturesMs: 0, postprocessMs: 0 };
 
 export const gdino: Decoder<GdinoConfig, GdinoOptions, GdinoOutput> = {
   name: 'gdino',
@@ -44,26 +62,57 @@ export const gdino: Decoder<GdinoConfig, GdinoOptions, GdinoOutput> = {
 
   parseConfig(root: ConfigReader): GdinoConfig | undefined {
     if (!root.bool('use_gdino', false)) return undefined;
-    return { dModel: root.sub('gdino_config').positive('d_model', 256) };
+    return parseGdinoConfig(root.sub('gdino_config'));
   },
 
   parseOptions(raw: unknown): GdinoOptions {
-    const o = optionsObject<GdinoOptions>('gdino', raw, ['task']);
+    const o = optionsObject<GdinoOptions>('gdino', raw, ['task', 'topK']);
     if (o.task !== undefined && !TASKS.includes(o.task)) throw new TypeError(`chat: decoders.gdino.task must be one of ${TASKS.join(', ')}, got ${JSON.stringify(o.task)}`);
+    if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1)) throw new RangeError(`chat: decoders.gdino.topK must be a positive integer, got ${JSON.stringify(o.topK)}`);
     return o;
   },
 
   load(p, config, llm) {
-    const d = config.dModel;
-    const patch2query = Mlp.gdino(p.at('gdino.patch2query'), [llm.hiddenSize, d, d, d]);
+    if (config.maxTextLen < 1) throw new Error(`gdino: max_text_len ${config.maxTextLen} leaves no room for a class`);
+    const model = GroundingDino.load(p, config, llm.hiddenSize);
     return {
-      run(group, { options }) {
-        const classEmbeddings = patch2query.forwardMean(group.hidden);
+      async run(group, { engine, image, options }) {
         const tokens = group.blocks.map((b) => b.token);
+        const classes = group.blocks.map((b) => b.phrase);
         const task = options.task ?? (tokens.includes('[GRD]') ? 'grounding' : tokens.includes('[SEG]') ? 'segmentation' : 'detection');
-        return { decoder: 'gdino', task, tokens, phrases: group.blocks.map((b) => b.phrase), classEmbeddings, dispose: disposer([classEmbeddings]) };
+        const classEmbeddings = model.classEmbeddings(group.hidden);
+        const output = { decoder: 'gdino' as const, task, tokens, phrases: classes, classes, classEmbeddings, dispose: disposer([classEmbeddings]) };
+        if (!image) return { ...output, detections: [], timings: NO_TIMINGS };
+        try {
+          const input = gdinoImage(engine, image, { scale: task === 'semantic' ? ADE20K_SCALE : GDINO_SCALE });
+          try {
+            const result = await model.detect(input, classEmbeddings, { masks: task !== 'detection' });
+            try {
+              const start = performance.now();
+              const K = classes.length;
+              const labelled = { numClasses: K, labels: classes };
+              let found: Detection[] = [];
+              let semantic: SemanticMap | undefined;
+              if (task === 'semantic') {
+                semantic = await semanticMap(engine, result.logits, result.maskLogits!, input, K);
+              } else if (task === 'grounding') {
+                found = await grounding(result, input, labelled);
+              } else {
+                found = await detections(result, input, { ...labelled, topk: options.topK ?? 100, masks: task === 'segmentation' });
+              }
+              return { ...output, detections: found, semantic, timings: { ...result.timings, postprocessMs: performance.now() - start } };
+            } finally {
+              result.dispose();
+            }
+          } finally {
+            input.dispose();
+          }
+        } catch (err) {
+          classEmbeddings.dispose();
+          throw err;
+        }
       },
-      dispose() {},
+      dispose: () => model.dispose(),
     };
   },
 };

@@ -1,0 +1,120 @@
+/**
+ * Grounding DINO's configuration, read from config.json's `gdino_config` (a Hugging Face
+ * GroundingDinoConfig with VisionLLM v2's additions) and its `backbone_config` (a SwinConfig).
+ * Defaults are the classes' own defaults, which are the release's values (decoders.md A.1).
+ */
+import { ConfigReader } from '../../io/config-reader.js';
+
+/** Hugging Face SwinConfig: what SwinBackbone reads. */
+export interface SwinConfig {
+  embedDim: number;
+  /** Blocks per stage, and attention heads per stage. */
+  depths: number[];
+  numHeads: number[];
+  windowSize: number;
+  patchSize: number;
+  numChannels: number;
+  mlpRatio: number;
+  qkvBias: boolean;
+  layerNormEps: number;
+  hiddenAct: 'gelu';
+  useAbsoluteEmbeddings: false;
+  /** Indices (1-based, 'stageN') of the stages the backbone returns, in order. */
+  outStages: number[];
+}
+
+export interface GdinoConfig {
+  backbone: SwinConfig;
+  /** The transformer's width: the text tokens' width. */
+  dModel: number;
+  numQueries: number;
+  encoderLayers: number;
+  decoderLayers: number;
+  encoderAttentionHeads: number;
+  decoderAttentionHeads: number;
+  encoderFfnDim: number;
+  decoderFfnDim: number;
+  numFeatureLevels: number;
+  encoderNPoints: number;
+  decoderNPoints: number;
+  maxTextLen: number;
+  /** Of the backbone's sine position embeddings. */
+  positionalEmbeddingTemperature: number;
+  layerNormEps: number;
+  /** VisionLLM v2's mask head: its width, and the LLM width patch2query reads. */
+  maskDim: number;
+  lHiddenSize: number;
+  numEmbs: number;
+}
+
+export function parseSwinConfig(r: ConfigReader): SwinConfig {
+  const depths = r.positives('depths', [2, 2, 6, 2]);
+  const numHeads = r.positives('num_heads', [3, 6, 12, 24]);
+  if (numHeads.length !== depths.length) throw new Error(`${r.where('num_heads')} has ${numHeads.length} entries for ${depths.length} stages (depths)`);
+  if (r.bool('use_absolute_embeddings', false)) throw new Error(`${r.where('use_absolute_embeddings')} true is not supported (Grounding DINO's Swin has none)`);
+  const outFeatures = r.strings('out_features', depths.map((_, i) => `stage${i + 1}`));
+  const outStages = outFeatures.map((name) => {
+    const stage = /^stage(\d+)$/.exec(name) ? Number(name.slice(5)) : NaN;
+    if (!(stage >= 1 && stage <= depths.length)) throw new Error(`${r.where('out_features')} names '${name}'; expected stage1..stage${depths.length}`);
+    return stage;
+  });
+  const c: SwinConfig = {
+    embedDim: r.positive('embed_dim', 96),
+    depths,
+    numHeads,
+    windowSize: r.positive('window_size', 7),
+    patchSize: r.positive('patch_size', 4),
+    numChannels: r.positive('num_channels', 3),
+    mlpRatio: r.positiveNumber('mlp_ratio', 4),
+    qkvBias: r.bool('qkv_bias', true),
+    layerNormEps: r.positiveNumber('layer_norm_eps', 1e-5),
+    hiddenAct: r.str('hidden_act', ['gelu'] as const, 'gelu'),
+    useAbsoluteEmbeddings: false,
+    outStages,
+  };
+  c.numHeads.forEach((h, i) => {
+    const width = c.embedDim * 2 ** i;
+    if (width % h) throw new Error(`${r.where('num_heads')}: stage ${i + 1} has width ${width}, not divisible by ${h} heads`);
+  });
+  return c;
+}
+
+/** `gdino_config` of config.json. */
+export function parseGdinoConfig(r: ConfigReader): GdinoConfig {
+  const c: GdinoConfig = {
+    backbone: parseSwinConfig(r.has('backbone_config') ? r.sub('backbone_config') : new ConfigReader(r.file, {}, r.at ? `${r.at}.backbone_config` : 'backbone_config')),
+    dModel: r.positive('d_model', 256),
+    numQueries: r.positive('num_queries', 900),
+    encoderLayers: r.positive('encoder_layers', 6),
+    decoderLayers: r.positive('decoder_layers', 6),
+    encoderAttentionHeads: r.positive('encoder_attention_heads', 8),
+    decoderAttentionHeads: r.positive('decoder_attention_heads', 8),
+    encoderFfnDim: r.positive('encoder_ffn_dim', 2048),
+    decoderFfnDim: r.positive('decoder_ffn_dim', 2048),
+    numFeatureLevels: r.positive('num_feature_levels', 4),
+    encoderNPoints: r.positive('encoder_n_points', 4),
+    decoderNPoints: r.positive('decoder_n_points', 4),
+    maxTextLen: r.positive('max_text_len', 256),
+    positionalEmbeddingTemperature: r.positiveNumber('positional_embedding_temperature', 20),
+    layerNormEps: r.positiveNumber('layer_norm_eps', 1e-5),
+    maskDim: r.positive('mask_dim', 256),
+    lHiddenSize: r.positive('l_hidden_size', 4096),
+    numEmbs: r.positive('num_embs', 4),
+  };
+  r.str('activation_function', ['relu'] as const, 'relu');
+  r.str('position_embedding_type', ['sine'] as const, 'sine');
+  r.str('norm', ['GN'] as const, 'GN');
+  if (!r.bool('two_stage', true)) throw new Error(`${r.where('two_stage')} false is not supported (the release selects queries in two stages)`);
+  if (!r.bool('embedding_init_target', true)) throw new Error(`${r.where('embedding_init_target')} false is not supported (the release learns its content queries)`);
+  if (!r.bool('decoder_bbox_embed_share', true)) throw new Error(`${r.where('decoder_bbox_embed_share')} false is not supported (the release shares one box head)`);
+  if (r.positive('query_dim', 4) !== 4) throw new Error(`${r.where('query_dim')} must be 4 (boxes as cx, cy, w, h)`);
+  const stages = c.backbone.outStages.length;
+  if (c.numFeatureLevels < stages - 1 || c.numFeatureLevels > stages) {
+    // Levels come from the backbone's stages 2.. (and one extra stride-2 conv on the last when there are more levels than those).
+    throw new Error(`${r.where('num_feature_levels')} ${c.numFeatureLevels} does not fit the backbone's ${stages} output stages (${stages - 1} or ${stages})`);
+  }
+  for (const [key, heads] of [['encoder_attention_heads', c.encoderAttentionHeads], ['decoder_attention_heads', c.decoderAttentionHeads]] as const) {
+    if (c.dModel % heads) throw new Error(`${r.where(key)}: d_model ${c.dModel} is not divisible by ${heads} heads`);
+  }
+  return c;
+}
