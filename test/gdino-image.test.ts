@@ -14,37 +14,15 @@ import {
   detections, expandMask, grounding, maskArea, rleFromBits, semanticMap, topkScores, type DetectorOutputs,
 } from '../src/decoders/gdino/postprocess.js';
 import { hashed } from './hashed.js';
+import { checksums, synthetic } from './synthetic-image.js';
 import { expectClose, loadGolden, TEST_DIR, testEngine, thrownMessage } from './helpers.js';
 
 const golden = loadGolden('gdino_image');
 const CASES = JSON.parse(golden.metadata.cases!) as Record<string, any>;
 const FIXTURES = path.join(TEST_DIR, 'fixtures', 'images');
-const P = 1000003;
 
 const ints = (name: string) => Array.from(golden.values(name));
 const bytes = (name: string) => golden.entry(name).bytes;
-
-/** scripts/golden/gdino_image.py synthetic(): a wrapping gradient plus hashed noise. */
-function synthetic(h: number, w: number, seed: number): RgbImage {
-  const noise = hashed(h * w * 3, seed);
-  const data = new Uint8Array(h * w * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) {
-    const i = (y * w + x) * 3 + c;
-    const u24 = (noise[i]! + 1) * 2 ** 23; // hash >> 8
-    data[i] = (x * 7 + y * 3 + c * 50 + ((u24 >>> 16) & 63)) & 255;
-  }
-  return { width: w, height: h, data };
-}
-
-function checksums(data: Uint8Array): [number, number] {
-  let a = 0;
-  let b = 0;
-  for (let i = 0; i < data.length; i++) {
-    a = (a + data[i]!) % P;
-    b = (b + data[i]! * (1 + (i % 251))) % P;
-  }
-  return [a, b];
-}
 
 async function caseImage(c: any): Promise<RgbImage> {
   return c.file ? decodeImageFile(path.join(FIXTURES, c.file)) : synthetic(c.size[0], c.size[1], c.seed);

@@ -13,6 +13,7 @@ import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
 import { concat } from '../ops/copy.js';
+import { pad } from '../ops/spatial.js';
 import { ImageMap, type Size } from './affine.js';
 import { normalizeImage, pilResize, uploadImage, type Canvas, type RgbImage } from './gpu-image.js';
 
@@ -170,4 +171,32 @@ export function anyresPreprocess(engine: Engine, image: RgbImage | Tensor, optio
 
 function normalization(options: Normalization) {
   return { mean: options.mean ?? CLIP_MEAN, std: options.std ?? CLIP_STD, dtype: options.dtype };
+}
+
+/**
+ * A detector's batch of one image (DETR's nested_tensor_from_tensor_list with size_divisibility, as
+ * Grounding DINO and UniPose use it): [3, h, w] zeros on the right and bottom up to multiples of
+ * `divisor`, as [1, 3, Hp, Wp]. Call inside a scope (the unpadded input may be returned as a view).
+ */
+export function padToMultiple(chw: Tensor, divisor: number): Tensor {
+  const [c, h, w] = chw.shape as [number, number, number];
+  const [hp, wp] = paddedSize(h, w, divisor);
+  const padded = hp === h && wp === w ? chw : pad(chw, [0, wp - w, 0, hp - h]);
+  return padded.reshape([1, c, hp, wp]);
+}
+
+/** [Hp, Wp]: h and w rounded up to multiples of `divisor`. */
+export function paddedSize(h: number, w: number, divisor: number): [number, number] {
+  return [Math.ceil(h / divisor) * divisor, Math.ceil(w / divisor) * divisor];
+}
+
+/**
+ * The Hp x Wp mask of an image in the top-left h x w of its padded batch, row-major bytes:
+ * `image` inside that region and 1 - `image` outside (image = 1: HF's pixel_mask, 1 = valid;
+ * image = 0: DETR's NestedTensor mask, 1 = padding).
+ */
+export function paddingMask(h: number, w: number, hp: number, wp: number, image: 0 | 1): Uint8Array {
+  const mask = new Uint8Array(hp * wp).fill(1 - image);
+  for (let r = 0; r < h; r++) mask.fill(image, r * wp, r * wp + w);
+  return mask;
 }

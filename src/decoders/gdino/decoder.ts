@@ -37,12 +37,15 @@ import { cast } from '../../ops/copy.js';
 import { add } from '../../ops/elementwise.js';
 import { matmul } from '../../ops/matmul.js';
 import type { GdinoConfig } from './config.js';
+import { GDINO_NAMES, layerScope, type DecoderLayerNames, type DetrNames } from './names.js';
 import { boxSineValues } from './position.js';
 import { boxesFrom, checkDecoderInputs, TwoStageSelection, type GdinoDecoderInputs, type Selection } from './selection.js';
 
 export interface GdinoDecoderOptions {
   /** Storage dtype of the deformable attention's projected memory (default f32). */
   valueDtype?: DType;
+  /** Where the layers, norm, query-position head, content queries and selection are (default Grounding DINO's). */
+  names?: DetrNames;
 }
 
 export interface GdinoDecoderLayerOutput {
@@ -69,16 +72,88 @@ export interface GdinoDetections extends GdinoHeads {
   dispose(): void;
 }
 
-interface DecoderLayer {
-  selfAttn: MultiheadAttention;
-  selfAttnNorm: LayerNorm;
-  textAttn: MultiheadAttention;
-  textAttnNorm: LayerNorm;
-  deformAttn: MultiscaleDeformableAttention;
-  deformAttnNorm: LayerNorm;
-  fc1: Linear;
-  fc2: Linear;
-  finalNorm: LayerNorm;
+/** What one decoder layer reads besides its queries. */
+export interface DecoderLayerInputs {
+  /** query_pos [Q, d]: reference_points_head(sine4(reference)). */
+  queryPos: Tensor;
+  /** The scaled references [1, Q, L, 4] (cx, cy, w, h per level). */
+  referencePoints: Tensor;
+  /** Encoder memory [1, N, d]. */
+  memory: Tensor;
+  /** [1, N] 1 at padding (the deformable attention zeroes those values); undefined without padding. */
+  paddingMask?: Tensor;
+  spatialShapes: readonly (readonly [number, number])[];
+  levelStartIndex: readonly number[];
+  /** The encoder's text [K, d]: the text cross-attention's keys and values. */
+  text: Tensor;
+  /** Additive mask on the text cross-attention's keys ([1, 1, 1, K], −∞ at padding); undefined when all are valid. */
+  textMask?: Tensor;
+  /** Additive mask on the self-attention ([1, 1, Q, Q] or [1, H, Q, Q]): UniPose's attn_mask2 in its pose phase. */
+  selfAttnMask?: Tensor;
+}
+
+/**
+ * GroundingDinoDecoderLayer (G:1292-1407), post-norm; UniPose's DeformableTransformerDecoderLayer
+ * (modeling_unipose.py:3188-3324) runs the same four steps in the same order under other names:
+ * self_attn -> norm2, ca_text -> catext_norm, cross_attn (MSDA, 4-d references with the
+ * offset / n_points · wh · 0.5 normaliser, use_4D_normalizer False) -> norm1, linear1/linear2 -> norm3.
+ */
+export class GdinoDecoderLayer {
+  private constructor(
+    readonly selfAttn: MultiheadAttention,
+    readonly selfAttnNorm: LayerNorm,
+    readonly textAttn: MultiheadAttention,
+    readonly textAttnNorm: LayerNorm,
+    readonly deformAttn: MultiscaleDeformableAttention,
+    readonly deformAttnNorm: LayerNorm,
+    readonly fc1: Linear,
+    readonly fc2: Linear,
+    readonly finalNorm: LayerNorm,
+  ) {}
+
+  /** `p`: the layer's scope (`gdino.model.decoder.layers.{i}`, `unipose.transformer.decoder.layers.{i}`). */
+  static load(p: Params, config: GdinoConfig, names: DecoderLayerNames = GDINO_NAMES.decoderLayer, options: { valueDtype?: DType } = {}): GdinoDecoderLayer {
+    const d = config.dModel;
+    const heads = config.decoderAttentionHeads;
+    const eps = config.layerNormEps;
+    return new GdinoDecoderLayer(
+      MultiheadAttention.packed(p.at(names.selfAttn), d, heads),
+      p.layerNorm(names.selfAttnNorm, d, eps),
+      MultiheadAttention.packed(p.at(names.textAttn), d, heads),
+      p.layerNorm(names.textAttnNorm, d, eps),
+      MultiscaleDeformableAttention.load(
+        p.at(names.deformAttn),
+        { dModel: d, heads, levels: config.numFeatureLevels, points: config.decoderNPoints },
+        { valueDtype: options.valueDtype },
+      ),
+      p.layerNorm(names.deformAttnNorm, d, eps),
+      p.linear(names.fc1, d, config.decoderFfnDim, { act: 'relu' }),
+      p.linear(names.fc2, config.decoderFfnDim, d),
+      p.layerNorm(names.finalNorm, d, eps),
+    );
+  }
+
+  /** h [Q, d] -> [Q, d] (not normed: the refinement reads it). Call inside a scope. */
+  forward(h: Tensor, x: DecoderLayerInputs): Tensor {
+    const [Q, d] = [h.shape[0]!, h.shape[1]!];
+    const pos = x.queryPos;
+    const qk = add(h, pos);
+    let y = this.selfAttnNorm.forward(this.selfAttn.forward(qk, qk, { value: h, residual: h, bias: x.selfAttnMask }));
+    y = this.textAttnNorm.forward(this.textAttn.forward(add(y, pos), x.text, { residual: y, bias: x.textMask }));
+    const y3 = y.reshape([1, Q, d]);
+    const attended = this.deformAttn.forward({
+      query: y3,
+      input: x.memory,
+      referencePoints: x.referencePoints,
+      spatialShapes: x.spatialShapes,
+      levelStartIndex: x.levelStartIndex,
+      paddingMask: x.paddingMask,
+      queryPos: pos.reshape([1, Q, d]),
+      residual: y3,
+    });
+    y = this.deformAttnNorm.forward(attended.reshape([Q, d]));
+    return this.finalNorm.forward(this.fc2.forward(this.fc1.forward(y), { residual: y }));
+  }
 }
 
 const NAME = 'GdinoDecoder';
@@ -97,51 +172,39 @@ export class GdinoDecoder {
     /** query_position_embeddings.weight [Q, d] in f32 (a copy of contentSource when that is f16). */
     private readonly content: Tensor,
     private readonly contentSource: Tensor,
-    private readonly layers: DecoderLayer[],
+    private readonly layers: GdinoDecoderLayer[],
     private readonly norm: LayerNorm,
     private readonly referencePointsHead: Mlp,
     /** The shared bbox_embed. */
     readonly bboxEmbed: Mlp,
   ) {}
 
-  /** `p`: the `gdino` scope (its `model.*` and the shared heads). */
+  /**
+   * `p`: the `gdino` scope (its `model.*` and the shared heads). `options.names` moves the layers,
+   * norm, query-position head, content queries and selection (the bbox_embed heads and their
+   * aliases stay Grounding DINO's).
+   */
   static load(p: Params, config: GdinoConfig, options: GdinoDecoderOptions = {}): GdinoDecoder {
     const d = config.dModel;
-    const heads = config.decoderAttentionHeads;
     const eps = config.layerNormEps;
+    const names = options.names ?? GDINO_NAMES;
     const m = p.at('model');
-    const layer = (i: number): DecoderLayer => {
-      const l = m.at('decoder.layers', i);
-      return {
-        selfAttn: MultiheadAttention.packed(l.at('self_attn'), d, heads),
-        selfAttnNorm: l.layerNorm('self_attn_layer_norm', d, eps),
-        textAttn: MultiheadAttention.packed(l.at('encoder_attn_text'), d, heads),
-        textAttnNorm: l.layerNorm('encoder_attn_text_layer_norm', d, eps),
-        deformAttn: MultiscaleDeformableAttention.load(
-          l.at('encoder_attn'),
-          { dModel: d, heads, levels: config.numFeatureLevels, points: config.decoderNPoints },
-          { valueDtype: options.valueDtype },
-        ),
-        deformAttnNorm: l.layerNorm('encoder_attn_layer_norm', d, eps),
-        fc1: l.linear('fc1', d, config.decoderFfnDim, { act: 'relu' }),
-        fc2: l.linear('fc2', config.decoderFfnDim, d),
-        finalNorm: l.layerNorm('final_layer_norm', d, eps),
-      };
-    };
-    const layers = Array.from({ length: config.decoderLayers }, (_, i) => layer(i));
-    const table = m.tensor('query_position_embeddings.weight', [config.numQueries, d]);
+    const layers = Array.from({ length: config.decoderLayers }, (_, i) =>
+      GdinoDecoderLayer.load(layerScope(m, names.decoder.layer, i), config, names.decoderLayer, { valueDtype: options.valueDtype }),
+    );
+    const table = m.tensor(names.decoder.content, [config.numQueries, d]);
     const content = table.dtype === 'f32' ? table : persistentF32(table);
     const bboxEmbed = Mlp.gdino(p.at('bbox_embed.0'), [d, d, d, 4]);
     const range = (from: number) => Array.from({ length: config.decoderLayers - from }, (_, i) => i + from);
     p.releaseAliases('bbox_embed.0', [...range(1).map((i) => `bbox_embed.${i}`), ...range(0).map((i) => `model.decoder.bbox_embed.${i}`)]);
     return new GdinoDecoder(
       config,
-      TwoStageSelection.load(m, config),
+      TwoStageSelection.load(m, config, names),
       content,
       table,
       layers,
-      m.layerNorm('decoder.layer_norm', d, eps),
-      Mlp.gdino(m.at('decoder.reference_points_head'), [2 * d, d, d]),
+      m.layerNorm(names.decoder.norm, d, eps),
+      Mlp.gdino(m.at(names.decoder.refPointHead), [2 * d, d, d]),
       bboxEmbed,
     );
   }
@@ -175,24 +238,15 @@ export class GdinoDecoder {
       for (const layer of this.layers) {
         const refIn = this.scaledReference(ref, inputs.validRatios);
         const step = engine.scope(() => {
-          const pos = this.queryPosition(refIn);
-          const boxes = engine.tensor(refIn, [1, Q, L, 4]);
-          const qk = add(h, pos);
-          let x = layer.selfAttnNorm.forward(layer.selfAttn.forward(qk, qk, { value: h, residual: h }));
-          x = layer.textAttnNorm.forward(layer.textAttn.forward(add(x, pos), inputs.text, { residual: x }));
-          const x3 = x.reshape([1, Q, d]);
-          const attended = layer.deformAttn.forward({
-            query: x3,
-            input: memory,
-            referencePoints: boxes,
+          const x = layer.forward(h, {
+            queryPos: this.queryPosition(refIn),
+            referencePoints: engine.tensor(refIn, [1, Q, L, 4]),
+            memory,
+            paddingMask: padding,
             spatialShapes: inputs.spatialShapes,
             levelStartIndex: inputs.levelStartIndex,
-            paddingMask: padding,
-            queryPos: pos.reshape([1, Q, d]),
-            residual: x3,
+            text: inputs.text,
           });
-          x = layer.deformAttnNorm.forward(attended.reshape([Q, d]));
-          x = layer.finalNorm.forward(layer.fc2.forward(layer.fc1.forward(x), { residual: x }));
           return { h: x, delta: this.bboxEmbed.forward(x), hidden: this.norm.forward(x) };
         });
         if (h !== this.content) h.dispose();

@@ -29,6 +29,7 @@ import { concat, transpose } from '../../ops/copy.js';
 import { add, mul } from '../../ops/elementwise.js';
 import { embedding } from '../../ops/gather.js';
 import type { GdinoConfig } from './config.js';
+import { GDINO_NAMES, layerScope, type DeformableLayerNames, type DetrNames, type FusionNames, type TextLayerNames } from './names.js';
 import { levelMask, maskSineEmbedding, textSineEmbedding, validRatio, type LevelMask, type PixelMask } from './position.js';
 
 export type { PixelMask } from './position.js';
@@ -127,6 +128,8 @@ export interface GdinoEncoderOutput extends GdinoGeometry {
 export interface GdinoEncoderOptions {
   /** Passed to every deformable attention (e.g. valueDtype 'f16'). */
   deformable?: MsDeformAttnModuleOptions;
+  /** Where the weights are (default Grounding DINO's; UniPose's is unipose/names.ts). */
+  names?: DetrNames;
 }
 
 interface InputProjection {
@@ -136,7 +139,12 @@ interface InputProjection {
   stage: number;
 }
 
-/** GroundingDinoFusionLayer with its GroundingDinoBiMultiHeadAttention (`attn`). */
+/**
+ * GroundingDinoFusionLayer with its GroundingDinoBiMultiHeadAttention (`attn`); UniPose's
+ * BiAttentionBlock with its BiMultiHeadAttention is the same maths (modeling_unipose.py:1943-2083,
+ * 2169-2203), global-max subtraction and ±5e4 clamps included (stable_softmax_2d and the clamps
+ * are all True, :1966-1968, 2030-2044).
+ */
 class FusionLayer {
   readonly heads: number;
   readonly headDim: number;
@@ -151,27 +159,27 @@ class FusionLayer {
   readonly visionParam: Tensor;
   readonly textParam: Tensor;
 
-  constructor(p: Params, c: GdinoConfig) {
+  constructor(p: Params, c: GdinoConfig, n: FusionNames) {
     const d = c.dModel;
     // embed_dim = encoder_ffn_dim // 2, num_heads = encoder_attention_heads // 2 (BiMultiHeadAttention.__init__).
     const embed = Math.floor(c.encoderFfnDim / 2);
     this.heads = Math.floor(c.encoderAttentionHeads / 2);
     if (this.heads < 1 || embed % this.heads) {
-      throw new RangeError(`${p.name('attn')}: fusion width ${embed} (encoder_ffn_dim / 2) is not divisible by ${this.heads} heads (encoder_attention_heads / 2)`);
+      throw new RangeError(`${p.name(n.attn)}: fusion width ${embed} (encoder_ffn_dim / 2) is not divisible by ${this.heads} heads (encoder_attention_heads / 2)`);
     }
     this.headDim = embed / this.heads;
     const eps = c.layerNormEps;
-    this.normVision = p.layerNorm('layer_norm_vision', d, eps);
-    this.normText = p.layerNorm('layer_norm_text', d, eps);
-    const a = p.at('attn');
-    this.visionProj = a.linear('vision_proj', d, embed);
-    this.textProj = a.linear('text_proj', d, embed);
-    this.valuesVisionProj = a.linear('values_vision_proj', d, embed);
-    this.valuesTextProj = a.linear('values_text_proj', d, embed);
-    this.outVisionProj = a.linear('out_vision_proj', embed, d);
-    this.outTextProj = a.linear('out_text_proj', embed, d);
-    this.visionParam = p.tensor('vision_param', [d]);
-    this.textParam = p.tensor('text_param', [d]);
+    this.normVision = p.layerNorm(n.normVision, d, eps);
+    this.normText = p.layerNorm(n.normText, d, eps);
+    const a = p.at(n.attn);
+    this.visionProj = a.linear(n.visionProj, d, embed);
+    this.textProj = a.linear(n.textProj, d, embed);
+    this.valuesVisionProj = a.linear(n.valuesVisionProj, d, embed);
+    this.valuesTextProj = a.linear(n.valuesTextProj, d, embed);
+    this.outVisionProj = a.linear(n.outVisionProj, embed, d);
+    this.outTextProj = a.linear(n.outTextProj, embed, d);
+    this.visionParam = p.tensor(n.visionParam, [d]);
+    this.textParam = p.tensor(n.textParam, [d]);
   }
 
   /** vision [N, d], text [K, d] -> both updated. Call inside a scope. */
@@ -198,7 +206,11 @@ class FusionLayer {
   }
 }
 
-/** GroundingDinoTextEnhancerLayer: post-norm self-attention (torch MultiheadAttention) and FFN. */
+/**
+ * GroundingDinoTextEnhancerLayer: post-norm self-attention (torch MultiheadAttention) and FFN.
+ * UniPose's text layer (TransformerEncoderLayer, modeling_unipose.py:2122-2166, seq-first) is the
+ * same: q = k = text + pos, v = text, attn_mask only (its key padding mask is commented out, :2159).
+ */
 class TextEnhancerLayer {
   readonly selfAttn: MultiheadAttention;
   readonly fc1: Linear;
@@ -206,14 +218,14 @@ class TextEnhancerLayer {
   readonly normBefore: LayerNorm;
   readonly normAfter: LayerNorm;
 
-  constructor(p: Params, c: GdinoConfig) {
+  constructor(p: Params, c: GdinoConfig, n: TextLayerNames) {
     const d = c.dModel;
     const ffn = Math.floor(c.encoderFfnDim / 2);
-    this.selfAttn = MultiheadAttention.packed(p.at('self_attn'), d, Math.floor(c.encoderAttentionHeads / 2));
-    this.fc1 = p.linear('fc1', d, ffn, { act: 'relu' });
-    this.fc2 = p.linear('fc2', ffn, d);
-    this.normBefore = p.layerNorm('layer_norm_before', d, c.layerNormEps);
-    this.normAfter = p.layerNorm('layer_norm_after', d, c.layerNormEps);
+    this.selfAttn = MultiheadAttention.packed(p.at(n.selfAttn), d, Math.floor(c.encoderAttentionHeads / 2));
+    this.fc1 = p.linear(n.fc1, d, ffn, { act: 'relu' });
+    this.fc2 = p.linear(n.fc2, ffn, d);
+    this.normBefore = p.layerNorm(n.normAttn, d, c.layerNormEps);
+    this.normAfter = p.layerNorm(n.normFfn, d, c.layerNormEps);
   }
 
   /** text [K, d] -> [K, d]: q = k = text + pos, v = text. Call inside a scope. */
@@ -225,7 +237,10 @@ class TextEnhancerLayer {
   }
 }
 
-/** GroundingDinoDeformableLayer: post-norm multi-scale deformable self-attention and FFN. */
+/**
+ * GroundingDinoDeformableLayer: post-norm multi-scale deformable self-attention and FFN; UniPose's
+ * DeformableTransformerEncoderLayer (modeling_unipose.py:3132-3185) is the same.
+ */
 class DeformableLayer {
   readonly selfAttn: MultiscaleDeformableAttention;
   readonly selfAttnLayerNorm: LayerNorm;
@@ -233,14 +248,14 @@ class DeformableLayer {
   readonly fc2: Linear;
   readonly finalLayerNorm: LayerNorm;
 
-  constructor(p: Params, c: GdinoConfig, options: MsDeformAttnModuleOptions) {
+  constructor(p: Params, c: GdinoConfig, n: DeformableLayerNames, options: MsDeformAttnModuleOptions) {
     const d = c.dModel;
     const config = { dModel: d, heads: c.encoderAttentionHeads, levels: c.numFeatureLevels, points: c.encoderNPoints };
-    this.selfAttn = MultiscaleDeformableAttention.load(p.at('self_attn'), config, options);
-    this.selfAttnLayerNorm = p.layerNorm('self_attn_layer_norm', d, c.layerNormEps);
-    this.fc1 = p.linear('fc1', d, c.encoderFfnDim, { act: 'relu' });
-    this.fc2 = p.linear('fc2', c.encoderFfnDim, d);
-    this.finalLayerNorm = p.layerNorm('final_layer_norm', d, c.layerNormEps);
+    this.selfAttn = MultiscaleDeformableAttention.load(p.at(n.selfAttn), config, options);
+    this.selfAttnLayerNorm = p.layerNorm(n.normAttn, d, c.layerNormEps);
+    this.fc1 = p.linear(n.fc1, d, c.encoderFfnDim, { act: 'relu' });
+    this.fc2 = p.linear(n.fc2, c.encoderFfnDim, d);
+    this.finalLayerNorm = p.layerNorm(n.normFfn, d, c.layerNormEps);
   }
 
   /** vision [N, d] -> [N, d]. Call inside a scope. */
@@ -261,16 +276,21 @@ class DeformableLayer {
   }
 }
 
-/** GroundingDinoEncoderLayer: fusion, then the text enhancer, then the deformable layer. */
+/**
+ * GroundingDinoEncoderLayer: fusion, then the text enhancer, then the deformable layer. UniPose's
+ * TransformerEncoder.forward runs the same order from three lists (fusion_layers[i], text_layers[i],
+ * layers[i]; modeling_unipose.py:2826-2866).
+ */
 class EncoderLayer {
   readonly fusionLayer: FusionLayer;
   readonly textEnhancerLayer: TextEnhancerLayer;
   readonly deformableLayer: DeformableLayer;
 
-  constructor(p: Params, c: GdinoConfig, options: GdinoEncoderOptions) {
-    this.fusionLayer = new FusionLayer(p.at('fusion_layer'), c);
-    this.textEnhancerLayer = new TextEnhancerLayer(p.at('text_enhancer_layer'), c);
-    this.deformableLayer = new DeformableLayer(p.at('deformable_layer'), c, options.deformable ?? {});
+  constructor(p: Params, i: number, c: GdinoConfig, options: GdinoEncoderOptions) {
+    const n = options.names ?? GDINO_NAMES;
+    this.fusionLayer = new FusionLayer(layerScope(p, n.encoder.fusion, i), c, n.fusion);
+    this.textEnhancerLayer = new TextEnhancerLayer(layerScope(p, n.encoder.text, i), c, n.textLayer);
+    this.deformableLayer = new DeformableLayer(layerScope(p, n.encoder.deformable, i), c, n.deformableLayer, options.deformable ?? {});
   }
 
   forward(vision: Tensor, text: Tensor, s: GdinoEncoderPrepared): { vision: Tensor; text: Tensor } {
@@ -290,7 +310,9 @@ export class GdinoEncoder {
 
   /**
    * Reads `input_proj_vision.*`, `level_embed` and `encoder.layers.*` in the scope `p`
-   * (`gdino.model`). `stageChannels`: the channels of each of the backbone's output stages.
+   * (`gdino.model`), or the same modules under `options.names` (UniPose's: `input_proj.*`,
+   * `transformer.level_embed`, `transformer.encoder.{fusion_layers,text_layers,layers}.*` in the
+   * scope `unipose`). `stageChannels`: the channels of each of the backbone's output stages.
    */
   static load(p: Params, config: GdinoConfig, stageChannels: readonly number[], options: GdinoEncoderOptions = {}): GdinoEncoder {
     const d = config.dModel;
@@ -300,18 +322,19 @@ export class GdinoEncoder {
     }
     if (!(config.encoderLayers >= 1)) throw new RangeError(`GdinoEncoder: encoder_layers ${config.encoderLayers} must be at least 1`);
     if (L < PROJECTED_STAGES) throw new RangeError(`GdinoEncoder: num_feature_levels ${L} < ${PROJECTED_STAGES} is not supported (the release has 4)`);
+    const names = options.names ?? GDINO_NAMES;
     const inputProj: InputProjection[] = [];
     const first = stageChannels.length - PROJECTED_STAGES;
     for (let l = 0; l < L; l++) {
-      const q = p.at('input_proj_vision', l);
+      const q = p.at(names.inputProj, l);
       const projected = l < PROJECTED_STAGES;
       // Extra levels: a 3×3 stride-2 convolution of the last stage, then of the previous level.
       const inChannels = projected ? stageChannels[first + l]! : l === PROJECTED_STAGES ? stageChannels[stageChannels.length - 1]! : d;
       const conv = projected ? q.conv2d('0', inChannels, d, 1) : q.conv2d('0', inChannels, d, 3, { stride: 2, padding: 1 });
       inputProj.push({ conv, norm: q.groupNorm('1', INPUT_PROJ_GROUPS, d), stage: projected ? first + l : l === PROJECTED_STAGES ? stageChannels.length - 1 : -1 });
     }
-    const levelEmbed = p.tensor('level_embed', [L, d]);
-    const layers = Array.from({ length: config.encoderLayers }, (_, i) => new EncoderLayer(p.at('encoder.layers', i), config, options));
+    const levelEmbed = p.tensor(names.levelEmbed, [L, d]);
+    const layers = Array.from({ length: config.encoderLayers }, (_, i) => new EncoderLayer(p, i, config, options));
     return new GdinoEncoder(config, stageChannels, inputProj, levelEmbed, layers);
   }
 
@@ -371,6 +394,8 @@ export class GdinoEncoder {
       // Flatten: [1, d, h, w] -> [h·w, d], levels one after another.
       const sources = concat(maps.map((m) => transpose(m.reshape([d, -1]))), 0);
       // Position embeddings (host, see position.ts) + level_embed[l] for every token of level l.
+      // UniPose's PositionEmbeddingSineHW (modeling_unipose.py:1054-1078) cumsums ~mask, its mask
+      // True at padding: the same cumsum of valid cells, with T_H = T_W (20 in the release).
       const pos = new Float32Array(N * d);
       masks.forEach((m, l) => pos.set(maskSineEmbedding(m, d / 2, c.positionalEmbeddingTemperature), geometry.levels[l]!.start * d));
       const levelIds = new Uint32Array(N);

@@ -22,7 +22,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { ImageMap } from '../../image/affine.js';
 import { cv2Resize, normalizeImage, uploadImage, type RgbImage } from '../../image/gpu-image.js';
-import { pad } from '../../ops/spatial.js';
+import { paddedSize, paddingMask, padToMultiple } from '../../image/preprocess.js';
 
 /** mmdet's img_norm_cfg: ImageNet's mean and std times 255, RGB. */
 export const GDINO_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255] as const;
@@ -76,24 +76,20 @@ function checkScale(scale: unknown): asserts scale is readonly [number, number] 
   }
 }
 
-const roundUp = (v: number, m: number) => Math.ceil(v / m) * m;
-
 /** The detector's input from a decoded image (decoders.md A.2). */
 export function gdinoImage(engine: Engine, rgb: RgbImage, options: GdinoImageOptions = {}): GdinoImage {
   const scale = options.scale ?? GDINO_SCALE;
   checkScale(scale);
   const [h, w] = gdinoResizeShape(rgb.height, rgb.width, scale);
-  const [hp, wp] = [roundUp(h, GDINO_SIZE_DIVISOR), roundUp(w, GDINO_SIZE_DIVISOR)];
+  const [hp, wp] = paddedSize(h, w, GDINO_SIZE_DIVISOR);
   const pixels = engine.scope(() => {
     const original = uploadImage(engine, rgb);
     const resized = cv2Resize(original, w, h);
     // normalizeImage computes (v / 255 - m) / s: with m and s divided by 255 it is (v - mean) / std up to f32 rounding.
     const chw = normalizeImage(resized, { mean: by255(GDINO_MEAN), std: by255(GDINO_STD), dtype: options.dtype ?? 'f32' });
-    const padded = hp === h && wp === w ? chw : pad(chw, [0, wp - w, 0, hp - h]);
-    return padded.reshape([1, 3, hp, wp]);
+    return padToMultiple(chw, GDINO_SIZE_DIVISOR);
   });
-  const pixelMask = new Uint8Array(hp * wp);
-  for (let r = 0; r < h; r++) pixelMask.fill(1, r * wp, r * wp + w);
+  const pixelMask = paddingMask(h, w, hp, wp, 1);
   return {
     pixels,
     pixelMask,

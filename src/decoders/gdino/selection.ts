@@ -22,6 +22,7 @@ import { mul } from '../../ops/elementwise.js';
 import { embedding } from '../../ops/gather.js';
 import { matmul } from '../../ops/matmul.js';
 import type { GdinoConfig } from './config.js';
+import { GDINO_NAMES, type DetrNames } from './names.js';
 
 /** What the decoder side takes from the encoder (one image). */
 export interface GdinoDecoderInputs {
@@ -135,14 +136,19 @@ export class TwoStageSelection {
     readonly bboxEmbed: Mlp,
   ) {}
 
-  /** `p`: the `gdino.model` scope (enc_output, enc_output_norm, encoder_output_bbox_embed). */
-  static load(p: Params, config: GdinoConfig): TwoStageSelection {
+  /**
+   * `p`: the `gdino.model` scope (enc_output, enc_output_norm, encoder_output_bbox_embed), or
+   * UniPose's `unipose` scope with its names (transformer.enc_output, transformer.enc_output_norm,
+   * transformer.enc_out_bbox_embed).
+   */
+  static load(p: Params, config: GdinoConfig, names: DetrNames = GDINO_NAMES): TwoStageSelection {
     const d = config.dModel;
+    const n = names.selection;
     return new TwoStageSelection(
       config,
-      p.linear('enc_output', d, d),
-      p.layerNorm('enc_output_norm', d, config.layerNormEps),
-      Mlp.gdino(p.at('encoder_output_bbox_embed'), [d, d, d, 4]),
+      p.linear(n.encOutput, d, d),
+      p.layerNorm(n.encOutputNorm, d, config.layerNormEps),
+      Mlp.gdino(p.at(n.bboxEmbed), [d, d, d, 4]),
     );
   }
 
