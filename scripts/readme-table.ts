@@ -104,6 +104,14 @@ const ROWS: Row[] = [
     cells: ([m]) => [`${num(m!.gbps)} GB/s`, `the 19 GB release in ${num(m!.official_19GB_s)} s (projected)`],
   },
   {
+    what: 'Grounding DINO, 800 × 1333, 80 classes, release size, f16 weights',
+    uses: ['gdino_total'],
+    cells: ([m]) => [
+      `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
+      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} the speed of PyTorch CPU (2 threads)`,
+    ],
+  },
+  {
     what: 'super link, 80 classes: gather + patch2query',
     uses: ['superlink_gather_project'],
     cells: ([m]) => [`${num(m!.median_ms)} ms`, `${pct(m!.share_of_forward)} of the LLM forward before it`],
