@@ -201,8 +201,6 @@ export class SwinBlock {
     /** C -> mlp_ratio·C, the GELU fused. */
     readonly fc1: Linear,
     readonly fc2: Linear,
-    /** 0 in even blocks, window / 2 in odd ones; a block's plan may drop it (windowGeometry). */
-    readonly shift: number,
   ) {}
 
   /** [h·w, C] -> [h·w, C]; `plan` is this block's geometry on the map. Call inside a scope. */
@@ -295,8 +293,9 @@ export class SwinTransformer {
     };
     for (const stage of this.stages) {
       const plans = new Map<string, WindowPlan>();
-      for (const block of stage.blocks) {
-        const geometry = windowGeometry(h, w, windowSize, block.shift, shrinkWindow);
+      for (const [j, block] of stage.blocks.entries()) {
+        // Odd blocks shift by half a window; the block's plan may drop it (windowGeometry).
+        const geometry = windowGeometry(h, w, windowSize, j % 2 ? Math.floor(windowSize / 2) : 0, shrinkWindow);
         const key = `${geometry.window}:${geometry.shift}`;
         const plan = plans.get(key) ?? new WindowPlan(engine, h, w, geometry);
         plans.set(key, plan);
@@ -313,9 +312,42 @@ export class SwinTransformer {
     return out;
   }
 
+  /**
+   * What a backbone returns: pixels [1, channels, H, W] f32 -> the `stages` (0-based) each normed
+   * by its `norms` entry, [1, C, h, w] f32. `op` names the backbone in errors.
+   */
+  outputs(op: string, pixels: Tensor, stages: readonly number[], norms: readonly LayerNorm[]): Tensor[] {
+    const channels = this.patchEmbed.weight.shape[1]!;
+    if (pixels.rank !== 4 || pixels.shape[0] !== 1 || pixels.shape[1] !== channels || pixels.shape[2] === 0 || pixels.shape[3] === 0) {
+      throw new RangeError(`${op}: pixels ${formatShape(pixels.shape)} must be [1, ${channels}, H, W] with H, W >= 1`);
+    }
+    if (pixels.dtype !== 'f32') throw new TypeError(`${op}: pixels ${formatShape(pixels.shape)} are ${pixels.dtype}; expected f32`);
+    return pixels.engine.scope(() => {
+      const maps = this.forward(pixels);
+      return stages.map((s, k) => {
+        const { tokens, h, w } = maps[s]!;
+        return tokensToNCHW(norms[k]!.forward(tokens), h, w);
+      });
+    });
+  }
+
   dispose(): void {
     this.stages.forEach((s) => s.blocks.forEach((b) => b.attention.dispose()));
   }
+}
+
+/**
+ * Stage i is embedDim·2^i wide; the attention kernels need head dims that are multiples of 4.
+ * `where` and `firstStage` (HF counts stages from 1, Microsoft's code from 0) shape the message.
+ */
+export function checkSwinHeads(where: string, embedDim: number, numHeads: readonly number[], firstStage: 0 | 1): void {
+  numHeads.forEach((heads, i) => {
+    const width = embedDim * 2 ** i;
+    const headDim = width / heads;
+    if (!Number.isInteger(headDim) || headDim % 4) {
+      throw new RangeError(`${where}: stage ${i + firstStage} has head dim ${width} / ${heads} = ${headDim}; the attention kernels need a multiple of 4`);
+    }
+  });
 }
 
 /** [h·w, C] tokens -> [1, C, h, w]. */

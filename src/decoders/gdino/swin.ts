@@ -9,10 +9,10 @@
  * (relativePositionIndex). Only inputs whose s32 map is under the window on a side (at most 192
  * pixels for Swin-T) get there.
  */
-import { formatShape, type Tensor } from '../../engine/tensor.js';
+import type { Tensor } from '../../engine/tensor.js';
 import type { LayerNorm } from '../../nn/norm.js';
 import type { Params } from '../../nn/params.js';
-import { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, tokensToNCHW } from '../../nn/swin.js';
+import { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, checkSwinHeads } from '../../nn/swin.js';
 import type { SwinConfig } from './config.js';
 
 /** nn.LayerNorm's default: HF builds embeddings.norm, downsample.norm and hidden_states_norms without config.layer_norm_eps. */
@@ -30,12 +30,7 @@ export class SwinBackbone {
   static load(p: Params, config: SwinConfig): SwinBackbone {
     const { embedDim, depths, numHeads, windowSize: W, patchSize, layerNormEps: eps } = config;
     const width = (i: number) => embedDim * 2 ** i;
-    numHeads.forEach((heads, i) => {
-      const headDim = width(i) / heads;
-      if (!Number.isInteger(headDim) || headDim % 4) {
-        throw new RangeError(`${p.prefix}: stage ${i + 1} has head dim ${width(i)} / ${heads} = ${headDim}; the attention kernels need a multiple of 4`);
-      }
-    });
+    checkSwinHeads(p.prefix, embedDim, numHeads, 1);
     const emb = p.at('embeddings');
     const patchEmbed = emb.conv2d('patch_embeddings.projection', config.numChannels, embedDim, patchSize, { stride: patchSize });
     const patchNorm = emb.layerNorm('norm', embedDim, DEFAULT_EPS);
@@ -57,7 +52,6 @@ export class SwinBackbone {
         return new SwinBlock(
           b.layerNorm('layernorm_before', C, eps), attention, b.layerNorm('layernorm_after', C, eps),
           b.linear('intermediate.dense', C, hidden, { act: 'gelu' }), b.linear('output.dense', hidden, C),
-          j % 2 ? Math.floor(W / 2) : 0,
         );
       };
       const downsample = i < depths.length - 1
@@ -80,18 +74,7 @@ export class SwinBackbone {
    * patch·2^(stage−1), h = ceil(H / stride)).
    */
   forward(pixels: Tensor): Tensor[] {
-    const { numChannels } = this.config;
-    if (pixels.rank !== 4 || pixels.shape[0] !== 1 || pixels.shape[1] !== numChannels || pixels.shape[2] === 0 || pixels.shape[3] === 0) {
-      throw new RangeError(`SwinBackbone: pixels ${formatShape(pixels.shape)} must be [1, ${numChannels}, H, W] with H, W >= 1`);
-    }
-    if (pixels.dtype !== 'f32') throw new TypeError(`SwinBackbone: pixels ${formatShape(pixels.shape)} are ${pixels.dtype}; expected f32`);
-    return pixels.engine.scope(() => {
-      const stages = this.swin.forward(pixels);
-      return this.config.outStages.map((s, k) => {
-        const { tokens, h, w } = stages[s - 1]!;
-        return tokensToNCHW(this.norms[k]!.forward(tokens), h, w);
-      });
-    });
+    return this.swin.outputs('SwinBackbone', pixels, this.config.outStages.map((s) => s - 1), this.norms);
   }
 
   /** Frees what the backbone derived from its weights (the weights belong to the checkpoint). */

@@ -16,10 +16,10 @@
  * The checkpoint's `relative_position_index` buffers are checked for shape and released (the
  * index is recomputed, relativePositionIndex).
  */
-import { formatShape, type Tensor } from '../../engine/tensor.js';
+import type { Tensor } from '../../engine/tensor.js';
 import type { LayerNorm } from '../../nn/norm.js';
 import type { Params } from '../../nn/params.js';
-import { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, tokensToNCHW } from '../../nn/swin.js';
+import { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, checkSwinHeads } from '../../nn/swin.js';
 import type { SwinConfig } from '../gdino/config.js';
 
 /** nn.LayerNorm's default, which every norm of Microsoft's Swin uses. */
@@ -75,13 +75,7 @@ export class MicrosoftSwin {
       }
       seen.add(i);
     });
-    const width = (i: number) => embedDim * 2 ** i;
-    numHeads.forEach((heads, i) => {
-      const headDim = width(i) / heads;
-      if (!Number.isInteger(headDim) || headDim % 4) {
-        throw new RangeError(`${p.prefix}: stage ${i} has head dim ${width(i)} / ${heads} = ${headDim}; the attention kernels need a multiple of 4`);
-      }
-    });
+    checkSwinHeads(p.prefix, embedDim, numHeads, 0);
     const views: Tensor[] = [];
     try {
       return MicrosoftSwin.build(p, config, views);
@@ -116,7 +110,6 @@ export class MicrosoftSwin {
         return new SwinBlock(
           b.layerNorm('norm1', C, EPS), attention, b.layerNorm('norm2', C, EPS),
           b.linear('mlp.fc1', C, hidden, { act: 'gelu' }), b.linear('mlp.fc2', hidden, C),
-          j % 2 ? Math.floor(W / 2) : 0,
         );
       };
       const downsample = i < depths.length - 1
@@ -139,18 +132,7 @@ export class MicrosoftSwin {
    * (stride patch·2^i, h = ceil(H / stride) through the ceil of every merge).
    */
   forward(pixels: Tensor): Tensor[] {
-    const { numChannels } = this.config;
-    if (pixels.rank !== 4 || pixels.shape[0] !== 1 || pixels.shape[1] !== numChannels || pixels.shape[2] === 0 || pixels.shape[3] === 0) {
-      throw new RangeError(`MicrosoftSwin: pixels ${formatShape(pixels.shape)} must be [1, ${numChannels}, H, W] with H, W >= 1`);
-    }
-    if (pixels.dtype !== 'f32') throw new TypeError(`MicrosoftSwin: pixels ${formatShape(pixels.shape)} are ${pixels.dtype}; expected f32`);
-    return pixels.engine.scope(() => {
-      const stages = this.swin.forward(pixels);
-      return this.config.returnIntermIndices.map((i, k) => {
-        const { tokens, h, w } = stages[i]!;
-        return tokensToNCHW(this.norms[k]!.forward(tokens), h, w);
-      });
-    });
+    return this.swin.outputs('MicrosoftSwin', pixels, this.config.returnIntermIndices, this.norms);
   }
 
   /** Frees what the backbone derived from its weights (the weights belong to the checkpoint). */
