@@ -33,26 +33,7 @@ PREFIX = 'gdino.model.'
 def seeded_module(config):
     torch.manual_seed(1234)
     m = R.GroundingDinoEncoderSide(config, STAGE_CHANNELS).double()
-    g = torch.Generator().manual_seed(99)
-    rand = lambda *shape, s=1.0: torch.randn(*shape, generator=g, dtype=torch.float64) * s
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            leaf = name.split('.')[-1]
-            if name == 'level_embed':
-                p.copy_(rand(*p.shape, s=0.5))
-            elif leaf in ('vision_param', 'text_param'):
-                p.copy_(0.2 + rand(*p.shape).abs() * 0.4)  # layer scales of order 1, so the fusion matters
-            elif 'norm' in name or ('input_proj_vision' in name and '.1.' in name):  # LayerNorm / GroupNorm affine
-                p.copy_((1.0 if leaf == 'weight' else 0.0) + rand(*p.shape, s=0.1))
-            elif 'sampling_offsets' in name:
-                p.copy_(rand(*p.shape, s=0.3 / math.sqrt(p.shape[-1])) if leaf == 'weight' else rand(*p.shape, s=1.5))
-            elif leaf == 'in_proj_weight':
-                p.copy_(rand(*p.shape, s=1 / math.sqrt(p.shape[1])))
-            elif leaf == 'weight':
-                fan_in = p[0].numel()
-                p.copy_(rand(*p.shape, s=1 / math.sqrt(fan_in)))
-            else:  # biases
-                p.copy_(rand(*p.shape, s=0.1))
+    R.seed_weights(m, 99, level_embed='level_embed', layer_scales=('vision_param', 'text_param'), input_proj='input_proj_vision')
     return m.eval()
 
 

@@ -468,3 +468,26 @@ class GroundingDinoEncoderSide(nn.Module):
                     lvl_pos=lvl_pos_embed_flatten, pos=[p.flatten(2).transpose(1, 2) for p in position_embeddings_list_input],
                     mask_flatten=mask_flatten, spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                     valid_ratios=valid_ratios)
+
+
+def seed_weights(module, seed, level_embed, layer_scales, input_proj):
+    """Seeded weights for an encoder side's goldens, under either model's names (Grounding DINO's or
+    UniPose's): norms near 1, small biases, layer scales of order 1 so the fusion matters, sampling
+    offsets that reach across cells, weights scaled by their fan-in."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape, s=1.0: torch.randn(*shape, generator=g, dtype=torch.float64) * s
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            leaf = name.split('.')[-1]
+            if name == level_embed:
+                p.copy_(rand(*p.shape, s=0.5))
+            elif leaf in layer_scales:
+                p.copy_(0.2 + rand(*p.shape).abs() * 0.4)
+            elif 'norm' in name or (input_proj in name and '.1.' in name):  # LayerNorm / GroupNorm affine
+                p.copy_((1.0 if leaf == 'weight' else 0.0) + rand(*p.shape, s=0.1))
+            elif 'sampling_offsets' in name:
+                p.copy_(rand(*p.shape, s=0.3 / math.sqrt(p.shape[-1])) if leaf == 'weight' else rand(*p.shape, s=1.5))
+            elif leaf in ('weight', 'in_proj_weight'):
+                p.copy_(rand(*p.shape, s=1 / math.sqrt(p[0].numel())))
+            else:  # biases
+                p.copy_(rand(*p.shape, s=0.1))

@@ -9,7 +9,6 @@ Grounding DINO's, through reference_gdino_encoder.py give the same encoder outpu
 the shared modules rest on (same order, same fusion maths, same position embeddings).
 """
 import json
-import math
 
 import numpy as np
 import torch
@@ -67,25 +66,7 @@ def to_gdino_name(name):
 def seeded_module():
     torch.manual_seed(1234)
     m = U.UniPoseEncoderSide(CONFIG, BACKBONE_CHANNELS).double()
-    g = torch.Generator().manual_seed(77)
-    rand = lambda *shape, s=1.0: torch.randn(*shape, generator=g, dtype=torch.float64) * s
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            leaf = name.split('.')[-1]
-            if name == 'transformer.level_embed':
-                p.copy_(rand(*p.shape, s=0.5))
-            elif leaf in ('gam_v', 'gam_l'):
-                p.copy_(0.2 + rand(*p.shape).abs() * 0.4)  # layer scales of order 1, so the fusion matters
-            elif 'norm' in name or ('input_proj' in name and '.1.' in name):  # LayerNorm / GroupNorm affine
-                p.copy_((1.0 if leaf == 'weight' else 0.0) + rand(*p.shape, s=0.1))
-            elif 'sampling_offsets' in name:
-                p.copy_(rand(*p.shape, s=0.3 / math.sqrt(p.shape[-1])) if leaf == 'weight' else rand(*p.shape, s=1.5))
-            elif leaf == 'in_proj_weight':
-                p.copy_(rand(*p.shape, s=1 / math.sqrt(p.shape[1])))
-            elif leaf == 'weight':
-                p.copy_(rand(*p.shape, s=1 / math.sqrt(p[0].numel())))
-            else:
-                p.copy_(rand(*p.shape, s=0.1))
+    G.seed_weights(m, 77, level_embed='transformer.level_embed', layer_scales=('gam_v', 'gam_l'), input_proj='input_proj')
     return m.eval()
 
 
