@@ -119,17 +119,12 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   };
   /** Whether the step that chooses token number `index` (0-based) may not stop. */
   const masked = (index: number) => index < minNew;
-  const choose = (embeds: Tensor, noStop = false): Tensor =>
+  /** `inspect` sees the logits before sampling (the first step's are checked for NaN/Inf). */
+  const choose = (embeds: Tensor, noStop = false, inspect?: (logits: Tensor) => void): Tensor =>
     engine.scope(() => {
       const logits = llm.nextTokenLogits(embeds, cache);
+      inspect?.(logits);
       return sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling);
-    });
-  /** The first step also reads its logits back: weights that make NaN/Inf are caught there, by name. */
-  const chooseFirst = (noStop: boolean): { id: Tensor; finite: Promise<boolean> } =>
-    engine.scope(() => {
-      const logits = llm.nextTokenLogits(promptEmbeds, cache);
-      const finite = handled(logits.toArray().then((v) => v.every(Number.isFinite)));
-      return { id: sampleTokens(noStop ? suppressStops(logits) : logits, draw, sampling), finite };
     });
   /** Decode steps fed by a token id that is still on the GPU: recorded once, then replayed. */
   const decodeSteps = new DecodeSteps(engine, (id) => engine.scope(() => choose(llm.embed(id))), options.replay ?? true);
@@ -150,9 +145,11 @@ export async function generate(llm: Llama, cache: LlamaCache, promptEmbeds: Tens
   let next: PendingStep | null = null;
   let firstFinite: Promise<boolean> | null = null;
   if (maxNew > 0) {
-    const { id, finite } = chooseFirst(masked(0));
+    // The first step also reads its logits back: weights that make NaN/Inf are caught there, by name.
+    const id = choose(promptEmbeds, masked(0), (logits) => {
+      firstFinite = handled(logits.toArray().then((v) => v.every(Number.isFinite)));
+    });
     current = { id, value: handled(id.read()) };
-    firstFinite = finite;
   }
   let prefillMs = 0;
   let finishReason: FinishReason = 'length';
