@@ -73,7 +73,6 @@ export const gdino: Decoder<GdinoConfig, GdinoOptions, GdinoOutput> = {
   },
 
   load(p, config, llm) {
-    if (config.maxTextLen < 1) throw new Error(`gdino: max_text_len ${config.maxTextLen} leaves no room for a class`);
     const model = GroundingDino.load(p, config, llm.hiddenSize);
     return {
       async run(group, { engine, image, options }) {
