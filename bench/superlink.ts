@@ -45,7 +45,7 @@ export async function benchSuperlink(h: Harness): Promise<void> {
   const forward = await h.gpu({ name: 'superlink_forward', shape: `${plan.ids.length} positions, 80 blocks`, run: hiddenOf, iterations: 3, time: 0 });
   const hidden = hiddenOf();
   const config = model.config as VisionLLMConfig;
-  const patch2query = gdino.load(new Params(model.weights), config.decoders.get('gdino') as GdinoConfig, { hiddenSize: config.llm.hiddenSize });
+  const patch2query = await gdino.load(new Params(model.weights), config.decoders.get('gdino') as GdinoConfig, { hiddenSize: config.llm.hiddenSize });
   const from = promptIds(model.tokenizer, prompt, features.shape[0]!).length;
   const linkOnly = await h.gpu({
     name: 'superlink_gather_project',

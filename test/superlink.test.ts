@@ -69,12 +69,12 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     const result = await model.chat({ image: IMAGE, prompt: golden.metadata.pose_question!, answer: golden.metadata.pose_answer! });
     expect(result.outputs.map((o) => o.decoder)).toEqual(['unipose']);
     const [pose] = result.outputsOf(unipose);
-    expect(pose!.objectPhrases).toEqual(['There is person']);
-    expect(pose!.keypointPhrases).toEqual(['in the image. The image analysis reveals the location of nose', 'left eye', 'right eye']);
-    expect(pose!.objects.shape).toEqual([1, 256]);
-    expect(pose!.keypoints.shape).toEqual([3, 256]);
-    expectClose(await pose!.objects.toArray(), golden.values('pose.objects'), { rel: TOL, label: 'object class (projection_llava)' });
-    expectClose(await pose!.keypoints.toArray(), golden.values('pose.keypoints'), { rel: TOL, label: 'keypoints (projection_kpt_llava)' });
+    expect(pose!.objects).toEqual(['There is person']);
+    expect(pose!.keypointNames).toEqual(['in the image. The image analysis reveals the location of nose', 'left eye', 'right eye']);
+    expect(pose!.objectEmbeddings.shape).toEqual([1, 256]);
+    expect(pose!.keypointEmbeddings.shape).toEqual([3, 256]);
+    expectClose(await pose!.objectEmbeddings.toArray(), golden.values('pose.objects'), { rel: TOL, label: 'object class (projection_llava)' });
+    expectClose(await pose!.keypointEmbeddings.toArray(), golden.values('pose.keypoints'), { rel: TOL, label: 'keypoints (projection_kpt_llava)' });
     result.dispose();
   });
 
@@ -107,7 +107,7 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
       ['sd', ['A red cat']],
       ['ip2p', ['now make it blue']],
     ]);
-    const diffusion = sd.load(new Params(model.weights), config.decoders.get('sd') as DiffusionConfig, { hiddenSize: 128 });
+    const diffusion = await sd.load(new Params(model.weights), config.decoders.get('sd') as DiffusionConfig, { hiddenSize: 128 });
     const gen = await diffusion.run(groups[1]!, { engine, options: undefined });
     expectClose(await gen.conditions.toArray(), golden.values('mixed.gen'), { rel: TOL, label: 'gen condition, decoding path' });
     gen.dispose();

@@ -430,6 +430,8 @@ def generate():
         write_checkpoint(TINY_DIR, params, config, model_file, added)
         import tiny_detector  # imports this module: loaded here
         tiny_detector.install(TINY_DIR)  # the Grounding DINO detector's weights and config (gdino.*)
+        import tiny_pose
+        tiny_pose.install(TINY_DIR)  # UniPose's weights and config (unipose.*)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
         write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
 

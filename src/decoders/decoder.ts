@@ -68,8 +68,11 @@ export interface Decoder<Config = unknown, Options = unknown, Output extends Dec
   parseConfig(root: ConfigReader): Config | undefined;
   /** Why it is absent when parseConfig gave undefined, e.g. 'the checkpoint has no Grounding DINO (use_gdino is false)'. */
   readonly absent: string;
-  /** Builds it from the checkpoint (`p` is the root scope); throws naming a missing or misshapen tensor. */
-  load(p: Params, config: Config, llm: LlmSide): LoadedDecoder<Options, Output>;
+  /**
+   * Builds it from the checkpoint (`p` is the root scope); throws (or rejects) naming a missing or
+   * misshapen tensor. Async where loading reads weights back (UniPose's keypoint-size tables).
+   */
+  load(p: Params, config: Config, llm: LlmSide): LoadedDecoder<Options, Output> | Promise<LoadedDecoder<Options, Output>>;
   /** Checks the user's options (undefined when none were given); errors name the option and value. */
   parseOptions(raw: unknown): Options;
 }

@@ -183,7 +183,7 @@ export class VisionLLM {
       let vision: { tower: ClipVisionTower; projector: VisionProjector } | null = null;
       if (isV2) {
         vision = { tower: ClipVisionTower.load(p.at('vis_encoder.vision_model'), config.vision), projector: VisionProjector.load(p.at('vl_bridge'), config) };
-        for (const d of present) loaded.set(d.name, d.load(p, config.decoders.get(d.name), { hiddenSize: config.llm.hiddenSize }));
+        for (const d of present) loaded.set(d.name, await d.load(p, config.decoders.get(d.name), { hiddenSize: config.llm.hiddenSize }));
         link = SuperLink.create(p, registered.map((d) => linkTarget(d, config)), tokenizer, toolTokens(registered), config.llm.hiddenSize);
       }
       const contextLength = Math.min(options.contextLength ?? config.llm.maxPositions, config.llm.maxPositions);

@@ -285,25 +285,12 @@ export class GdinoDecoder {
 
   /** reference_points_head(sine4(level-0 reference)) [Q, d] of scaled references [Q, L, 4]. Call inside a scope. */
   queryPosition(referenceIn: Float32Array): Tensor {
-    const { dModel: d, numFeatureLevels: L } = this.config;
-    const Q = referenceIn.length / (4 * L);
-    const level0 = new Float32Array(Q * 4);
-    for (let q = 0; q < Q; q++) level0.set(referenceIn.subarray(q * L * 4, q * L * 4 + 4), q * 4);
-    const sine = this.content.engine.tensor(boxSineValues(level0, d), [Q, 2 * d]);
-    return this.referencePointsHead.forward(sine);
+    return queryPosition(this.referencePointsHead, referenceIn, this.config.numFeatureLevels);
   }
 
   /** ref [Q, 4] · (valid_w, valid_h, valid_w, valid_h) of each level -> [Q, L, 4] (f32). */
   scaledReference(ref: Float32Array, validRatios: readonly (readonly [number, number])[]): Float32Array {
-    const L = validRatios.length;
-    const Q = ref.length / 4;
-    const out = new Float32Array(Q * L * 4);
-    for (let q = 0; q < Q; q++) {
-      for (let l = 0; l < L; l++) {
-        for (let c = 0; c < 4; c++) out[(q * L + l) * 4 + c] = ref[q * 4 + c]! * validRatios[l]![c % 2]!;
-      }
-    }
-    return out;
+    return scaledReference(ref, validRatios);
   }
 
   /** Frees the f32 copy of an f16 query table (the weights belong to the caller's Weights). */
@@ -316,8 +303,34 @@ export class GdinoDecoder {
   }
 }
 
-/** An f32 copy that no enclosing scope frees (like a weight). */
-function persistentF32(t: Tensor): Tensor {
+/**
+ * reference_points_head(sine4(level-0 reference)) [Q, d] of scaled references [Q, L, 4]
+ * (the head's input is 2·d wide). Call inside a scope.
+ */
+export function queryPosition(head: Mlp, referenceIn: Float32Array, levels: number): Tensor {
+  const weight = head.layers[0]!.weight; // [d, 2·d]
+  const d = weight.shape[1]! / 2;
+  const Q = referenceIn.length / (4 * levels);
+  const level0 = new Float32Array(Q * 4);
+  for (let q = 0; q < Q; q++) level0.set(referenceIn.subarray(q * levels * 4, q * levels * 4 + 4), q * 4);
+  return head.forward(weight.engine.tensor(boxSineValues(level0, d), [Q, 2 * d]));
+}
+
+/** ref [Q, 4] · (valid_w, valid_h, valid_w, valid_h) of each level -> [Q, L, 4] (f32). */
+export function scaledReference(ref: Float32Array, validRatios: readonly (readonly [number, number])[]): Float32Array {
+  const L = validRatios.length;
+  const Q = ref.length / 4;
+  const out = new Float32Array(Q * L * 4);
+  for (let q = 0; q < Q; q++) {
+    for (let l = 0; l < L; l++) {
+      for (let c = 0; c < 4; c++) out[(q * L + l) * 4 + c] = ref[q * 4 + c]! * validRatios[l]![c % 2]!;
+    }
+  }
+  return out;
+}
+
+/** An f32 copy that no enclosing scope frees (like a weight): the content queries of an f16 checkpoint. */
+export function persistentF32(t: Tensor): Tensor {
   const engine = t.engine;
   const out = engine.empty(t.shape, 'f32', { persistent: true });
   engine.scope(() => {

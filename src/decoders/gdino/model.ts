@@ -10,8 +10,8 @@
  *
  * Weights are read under the release's names (`gdino.*`, A.5), aliases included.
  */
-import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
+import { stageClock } from '../stage-clock.js';
 import { Mlp } from '../../nn/mlp.js';
 import type { Params } from '../../nn/params.js';
 import type { GdinoConfig } from './config.js';
@@ -133,16 +133,4 @@ export class GroundingDino {
     this.backbone.dispose();
     this.decoder.dispose();
   }
-}
-
-/** Milliseconds since the last call, after the GPU has finished what was recorded. */
-function stageClock(engine: Engine): () => Promise<number> {
-  let last = performance.now();
-  return async () => {
-    await engine.sync();
-    const now = performance.now();
-    const ms = now - last;
-    last = now;
-    return ms;
-  };
 }

@@ -95,10 +95,21 @@ export class PoseQueries {
   /**
    * `p`: the `unipose` scope (bbox_embed.{i}, pose_embed.{i}, pose_hw_embed.{i},
    * transformer.decoder.{hw, hw_append}.weight). The hw tables are read back to the host.
+   * `shared` (dec_pred_bbox_embed_share, the release's): each head list is one MLP repeated, read
+   * once from index 0; the other indices are its aliases and are freed. The decoder's references
+   * to the same lists (`transformer.decoder.{bbox_embed, pose_embed, pose_hw_embed}.{i}`) are
+   * aliases either way.
    */
-  static async load(p: Params, config: PoseQueryConfig = UNIPOSE_POSE_DEFAULTS): Promise<PoseQueries> {
+  static async load(p: Params, config: PoseQueryConfig = UNIPOSE_POSE_DEFAULTS, options: { shared?: boolean } = {}): Promise<PoseQueries> {
     const { dModel: d, maxKeypoints: m, boxLayers, decoderLayers } = config;
-    const mlps = (name: string, n: number, out: number) => Array.from({ length: n }, (_, i) => Mlp.gdino(p.at(name, i), [d, d, d, out]));
+    const heads = (name: string, n: number, out: number): Mlp[] => {
+      const indices = Array.from({ length: n }, (_, i) => i);
+      p.releaseAliases(name, [`transformer.decoder.${name}`]);
+      if (!options.shared) return indices.map((i) => Mlp.gdino(p.at(name, i), [d, d, d, out]));
+      const one = Mlp.gdino(p.at(name, 0), [d, d, d, out]);
+      p.releaseAliases(`${name}.0`, indices.slice(1).map((i) => `${name}.${i}`));
+      return indices.map(() => one);
+    };
     const first = Math.min(17, m);
     const hw = (await p.tensor('transformer.decoder.hw.weight', [first, 2]).toArray()) as Float32Array;
     const rest = m > first ? ((await p.tensor('transformer.decoder.hw_append.weight', [m - first, 2]).toArray()) as Float32Array) : new Float32Array(0);
@@ -106,7 +117,7 @@ export class PoseQueries {
     wh.set(hw);
     wh.set(rest, hw.length);
     const pose = decoderLayers - boxLayers;
-    return new PoseQueries(config, mlps('bbox_embed', decoderLayers, 4), mlps('pose_embed', pose + 1, 2), mlps('pose_hw_embed', pose, 2), wh);
+    return new PoseQueries(config, heads('bbox_embed', decoderLayers, 4), heads('pose_embed', pose + 1, 2), heads('pose_hw_embed', pose, 2), wh);
   }
 
   /** Rows per group (1 box + m keypoints) and rows in all. */
