@@ -32,7 +32,7 @@ SEED = 23
 DTYPE = torch.float16
 POSE = dict(
     backbone_config=dict(embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=7),
-    return_interm_indices=[1, 2, 3], hidden_dim=256, nheads=8, enc_layers=1, dec_layers=4, num_box_decoder_layers=2,
+    return_interm_indices=[1, 2, 3], hidden_dim=256, nheads=8, enc_layers=1, dec_layers=2, num_box_decoder_layers=1,
     dim_feedforward=64, num_feature_levels=4, enc_n_points=2, dec_n_points=2, num_queries=30, num_group=10,
     num_body_points=68, pe_temperatureH=20, pe_temperatureW=20, l_hidden_size=tiny.LLM['hidden_size'],
     dec_pred_bbox_embed_share=True,
@@ -99,7 +99,7 @@ def install(directory=tiny.TINY_DIR):
     unipose = config['unipose_config']
     for key in ('hidden_dim', 'l_hidden_size'):
         assert unipose[key] == POSE[key], f'unipose_config.{key} {unipose[key]} != the decoder\'s {POSE[key]}'
-    unipose.update({k: v for k, v in POSE.items() if k not in unipose})
+    unipose.update(POSE)
     with open(config_path, 'w') as f:
         json.dump(config, f, indent=2)
         f.write('\n')
