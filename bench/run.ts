@@ -10,6 +10,7 @@ import { benchCeilings, benchGemv, benchMatmul, benchRows } from './kernels.js';
 import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
 import { benchGdino } from './gdino.js';
+import { benchUnipose } from './unipose.js';
 import { benchMllm } from './mllm.js';
 import { benchSuperlink } from './superlink.js';
 import { benchTokenizer } from './tokenizer.js';
@@ -28,6 +29,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['MLLM end to end', benchMllm],
   ['super link', benchSuperlink],
   ['Grounding DINO', benchGdino],
+  ['UniPose', benchUnipose],
 ];
 
 function arg(name: string): string | undefined {

@@ -4,17 +4,15 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { gdinoImage } from '../src/decoders/gdino/image.js';
 import { GroundingDino } from '../src/decoders/gdino/model.js';
 import { detections, maskArea } from '../src/decoders/gdino/postprocess.js';
-import { Params } from '../src/nn/params.js';
 import type { Weights } from '../src/nn/weights.js';
-import {
-  loadRandomRelease, numel, randomClassEmbeddings, randomReleaseTensors, releaseConfig, releaseLayout, syntheticImage,
-} from '../bench/gdino.js';
+import { GDINO_RELEASE_FILE, loadRandomRelease, randomClassEmbeddings, releaseConfig } from '../bench/gdino.js';
+import { numel, randomReleaseTensors, releaseLayout, releaseVariant, syntheticImage } from '../bench/release.js';
 import { testEngine } from './helpers.js';
 
 // The release checkpoint's gdino.* names, shapes and dtypes: scripts/golden/gdino_release.py, from
-// the reference modules at the release config. Values are random, generated here (bench/gdino.ts),
+// the reference modules at the release config. Values are random, generated here (bench/release.ts),
 // with matrices in f16 as the default storage policy loads them.
-const layout = releaseLayout();
+const layout = releaseLayout(GDINO_RELEASE_FILE);
 const config = releaseConfig(layout);
 const [H, W] = [800, 1333];
 /**
@@ -71,14 +69,7 @@ describe.each(['cpu', 'gpu'] as const)('a checkpoint with the release names and 
     for (const t of layout.tensors.filter((t) => t.alias_of || t.name.endsWith('relative_position_index'))) expect(weights.has(t.name), t.name).toBe(false);
   });
 
-  /** The canonical release tensors (no aliases or index buffers: the first load freed them) with one removed or replaced. */
-  function variant(name: string, replacement?: Tensor): Params {
-    if (!layout.tensors.some((t) => t.name === name)) throw new Error(`test: '${name}' is not in the release layout`);
-    const map = new Map<string, Tensor>();
-    for (const t of layout.tensors) if (!t.alias_of && !t.buffer && t.name !== name) map.set(t.name, tensors.get(t.name)!);
-    if (replacement) map.set(name, replacement);
-    return Params.of(map, 'release variant');
-  }
+  const variant = (name: string, replacement?: Tensor) => releaseVariant(layout, tensors, name, replacement);
 
   it.each([
     'gdino.patch2query.layers.0.weight',

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # last: this folder's copy.py must not shadow the standard module
 import reference_gdino_encoder as E  # noqa: E402
+import release_layout as L  # noqa: E402
 from reference_gdino_decoder import GdinoDecoderReference, GroundingDinoMLPPredictionHead  # noqa: E402
 from reference_gdino_swin import SwinBackbone, SwinConfig, relative_position_index  # noqa: E402
 
@@ -76,35 +77,24 @@ def canonical(names):
     return min(names, key=lambda n: (n.startswith('model.decoder.bbox_embed.'), n))
 
 
-DTYPES = {torch.float32: 'F32', torch.int64: 'I64'}
+def part(name):
+    if name.startswith('model.backbone.'):
+        return 'swin'
+    if name.startswith('model.encoder.'):
+        return 'encoder'
+    if name.startswith('model.decoder.'):
+        return 'decoder'
+    if name.startswith('patch2query.'):
+        return 'patch2query'
+    if name.startswith(('model.lateral_convs', 'model.output_convs', 'model.mask_features', 'mask_embed.', 'model.mask_embed.')):
+        return 'mask head'
+    return 'rest'
 
 
 def layout():
     module = release_module()
-    state = module.state_dict(keep_vars=True)
-    buffers = {n for n, _ in module.named_buffers()}
-    # Names sharing one tensor (a module in several ModuleList slots).
-    groups = {}
-    for name, t in state.items():
-        groups.setdefault(id(t), []).append(name)
-    tensors = []
-    for name, t in state.items():
-        entry = {'name': PREFIX + name, 'shape': list(t.shape), 'dtype': DTYPES[t.dtype]}
-        if name in buffers:
-            entry['buffer'] = True
-        main = canonical(groups[id(t)])
-        if main != name:
-            entry['alias_of'] = PREFIX + main
-        tensors.append(entry)
-    parameters = sum(p.numel() for p in module.parameters())  # each shared parameter once, no buffers
-    by_part = {}
-    for name, p in module.named_parameters():
-        part = ('swin' if name.startswith('model.backbone.') else 'encoder' if name.startswith('model.encoder.') else
-                'decoder' if name.startswith('model.decoder.') else 'patch2query' if name.startswith('patch2query.') else
-                'mask head' if name.startswith(('model.lateral_convs', 'model.output_convs', 'model.mask_features', 'mask_embed.', 'model.mask_embed.'))
-                else 'rest')
-        by_part[part] = by_part.get(part, 0) + p.numel()
-    return module, tensors, parameters, by_part
+    parameters, by_part = L.parameter_counts(module, part)
+    return module, L.entries(module, PREFIX, canonical), parameters, by_part
 
 
 def relative_position_index_values():
@@ -129,8 +119,4 @@ def files():
 
 
 if __name__ == '__main__':  # python3 -P scripts/golden/gdino_release.py: the counts
-    _, tensors, parameters, by_part = layout()
-    print(f'{len(tensors)} tensors ({sum(1 for t in tensors if "alias_of" in t)} aliases, '
-          f'{sum(1 for t in tensors if t.get("buffer"))} buffers); {parameters / 1e6:.3f} M parameters')
-    for part, n in by_part.items():
-        print(f'  {part}: {n / 1e6:.3f} M')
+    L.print_counts(*layout()[1:])

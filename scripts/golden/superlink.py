@@ -45,6 +45,46 @@ def checkpoint():
     return params, config, sp, added
 
 
+def replace_decoder(directory, prefix, keep, make_state, config_key, values, checked):
+    """Installs a tiny decoder into the checkpoint in `directory`, deterministically and idempotently: the
+    tensors under `prefix` are dropped except those starting with `keep` (the super link's projections),
+    make_state(params) gives the decoder's (added after the rest), and config.json's `config_key` takes
+    `values` once the `checked` keys agree. Returns the tensors added."""
+    path = os.path.join(directory, 'model.safetensors')
+    params = common.read_safetensors(path)
+    params = {k: v for k, v in params.items() if not k.startswith(prefix) or k.startswith(keep)}
+    added = make_state(params)
+    params.update(added)
+    common.write_safetensors(path, params, {'format': 'pt'})
+    config_path = os.path.join(directory, 'config.json')
+    with open(config_path) as f:
+        config = json.load(f)
+    section = config[config_key]
+    for key in checked:
+        assert section[key] == values[key], f'{config_key}.{key} {section[key]} != the decoder\'s {values[key]}'
+    section.update(values)
+    with open(config_path, 'w') as f:
+        json.dump(config, f, indent=2)
+        f.write('\n')
+    return added
+
+
+def install_decoder(install, what):
+    """Runs a tiny decoder's installer on weights/tiny (tiny_detector.install, tiny_pose.install) and says what it added."""
+    added = install()
+    size = os.path.getsize(os.path.join(tiny.TINY_DIR, 'model.safetensors'))
+    print(f'{what}: {len(added)} tensors, {sum(v.numel() for v in added.values()) / 1e6:.2f} M values added; '
+          f'weights/tiny/model.safetensors {size / 2 ** 20:.2f} MiB')
+    return size
+
+
+def score_gap(values, k):
+    """The smallest gap between consecutive values among the top k + 1, over the largest |value|: how far a
+    top-k selection is from a tie."""
+    top = torch.sort(values.reshape(-1), descending=True).values[: k + 1]
+    return ((top[:-1] - top[1:]).min() / values.abs().max()).item()
+
+
 def image_tokens(p64, config, image):
     """The anyres tiles of a PIL image and their projected CLIP features."""
     tiles = ref.anyres_tiles(image)

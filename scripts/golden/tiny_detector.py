@@ -22,7 +22,6 @@ import time
 import numpy as np
 import torch
 
-import common
 import reference_gdino as R
 import reference_gdino_swin as swin_ref
 import tiny_visionllm as tiny
@@ -61,24 +60,8 @@ def detector_state(existing):
 
 def install(directory=tiny.TINY_DIR):
     """Adds the detector to the checkpoint in `directory` (model.safetensors, config.json); returns the tensors added."""
-    path = os.path.join(directory, 'model.safetensors')
-    params = common.read_safetensors(path)
-    params = {k: v for k, v in params.items() if not k.startswith('gdino.') or k.startswith(KEEP)}
-    added = detector_state(params)
-    params.update(added)
-    common.write_safetensors(path, params, {'format': 'pt'})
-
-    config_path = os.path.join(directory, 'config.json')
-    with open(config_path) as f:
-        config = json.load(f)
-    gdino = config['gdino_config']
-    for key in ('d_model', 'l_hidden_size'):
-        assert gdino[key] == DETECTOR[key], f'gdino_config.{key} {gdino[key]} != the detector\'s {DETECTOR[key]}'
-    gdino.update({k: v for k, v in DETECTOR.items() if k not in gdino})
-    with open(config_path, 'w') as f:
-        json.dump(config, f, indent=2)
-        f.write('\n')
-    return added
+    import superlink
+    return superlink.replace_decoder(directory, 'gdino.', KEEP, detector_state, 'gdino_config', DETECTOR, ('d_model', 'l_hidden_size'))
 
 
 def load_detector(params, config):
@@ -88,11 +71,6 @@ def load_detector(params, config):
     return model
 
 
-def gap(values, k):
-    top = torch.sort(values.reshape(-1), descending=True).values[: k + 1]
-    return ((top[:-1] - top[1:]).min() / values.abs().max()).item()
-
-
 def generate():
     import cv2  # python3-opencv
     from PIL import Image
@@ -100,11 +78,8 @@ def generate():
     import superlink
     clock = {}
     t = time.time()
-    added = install()
-    size = os.path.getsize(os.path.join(tiny.TINY_DIR, 'model.safetensors'))
+    size = superlink.install_decoder(install, 'tiny detector')
     clock['install'] = time.time() - t
-    print(f'tiny detector: {len(added)} tensors, {sum(v.numel() for v in added.values()) / 1e6:.2f} M values added; '
-          f'weights/tiny/model.safetensors {size / 2 ** 20:.2f} MiB')
 
     t = time.time()
     params, config, sp, added_tokens = superlink.checkpoint()
@@ -144,8 +119,8 @@ def generate():
         out_tensors[f'{name}.queries'] = det['queries'].to(torch.int32)
         out_tensors[f'{name}.labels'] = det['labels'].to(torch.int32)
         out_tensors[f'{name}.det_boxes'] = det['boxes'].float()
-        case = dict(answer=answer, topk=topk, select_gap=gap(dec['scores'][0], DETECTOR['num_queries']),
-                    topk_gap=gap(out['logits'], topk), blocks=[b[1] for b in blocks])
+        case = dict(answer=answer, topk=topk, select_gap=superlink.score_gap(dec['scores'][0], DETECTOR['num_queries']),
+                    topk_gap=superlink.score_gap(out['logits'], topk), blocks=[b[1] for b in blocks])
         if name == 'seg':
             q = det['queries']
             logits, bits = R.instance_masks(out['masks'][q], img, ori)

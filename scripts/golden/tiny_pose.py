@@ -19,12 +19,11 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 
-import common
 import reference_unipose as R
 import reference_unipose_pose as P
+import release_layout as L
 import tiny_visionllm as tiny
 from unipose_image import get_size_with_aspect_ratio
 
@@ -71,46 +70,22 @@ def pose_state(existing):
     return out
 
 
-def shared_groups(state):
-    """The state_dict's names grouped by the tensor they name (a shared module's slots)."""
-    groups = {}
-    for k, v in state.items():
-        groups.setdefault(v.data_ptr(), []).append(k)
-    return list(groups.values())
-
-
 def canonical_names(state):
     """One name per tensor: the one the loader reads (a top-level head's index 0, not transformer.decoder.*)."""
-    return [min(names, key=lambda n: (n.startswith('transformer.decoder.') and len(names) > 1, n)) for names in shared_groups(state)]
+    return [min(names, key=lambda n: (n.startswith('transformer.decoder.') and len(names) > 1, n)) for names in L.shared_groups(state)]
 
 
 def install(directory=tiny.TINY_DIR):
     """Adds the pose decoder to the checkpoint in `directory` (model.safetensors, config.json); returns the tensors added."""
-    path = os.path.join(directory, 'model.safetensors')
-    params = common.read_safetensors(path)
-    params = {k: v for k, v in params.items() if not k.startswith('unipose.') or k.startswith(KEEP)}
-    added = pose_state(params)
-    params.update(added)
-    common.write_safetensors(path, params, {'format': 'pt'})
-
-    config_path = os.path.join(directory, 'config.json')
-    with open(config_path) as f:
-        config = json.load(f)
-    unipose = config['unipose_config']
-    for key in ('hidden_dim', 'l_hidden_size'):
-        assert unipose[key] == POSE[key], f'unipose_config.{key} {unipose[key]} != the decoder\'s {POSE[key]}'
-    unipose.update(POSE)
-    with open(config_path, 'w') as f:
-        json.dump(config, f, indent=2)
-        f.write('\n')
-    return added
+    import superlink
+    return superlink.replace_decoder(directory, 'unipose.', KEEP, pose_state, 'unipose_config', POSE, ('hidden_dim', 'l_hidden_size'))
 
 
 def load_pose(params, config):
     model = R.UniPose(config['unipose_config']).double().eval()
     stored = {k[len('unipose.'):]: v.double() if v.is_floating_point() else v for k, v in params.items() if k.startswith('unipose.')}
     state = {}
-    for names in shared_groups(model.state_dict()):  # every slot of a shared head from its one stored name
+    for names in L.shared_groups(model.state_dict()):  # every slot of a shared head from its one stored name
         [have] = [n for n in names if n in stored]
         state.update({n: stored[have] for n in names})
     model.load_state_dict(state, strict=True)
@@ -130,22 +105,14 @@ def detr_input(image):
     return pixels, mask, (oh, ow)
 
 
-def gap(values, k):
-    top = torch.sort(values.reshape(-1), descending=True).values[: k + 1]
-    return ((top[:-1] - top[1:]).min() / values.abs().max()).item()
-
-
 def generate():
     from PIL import Image
 
     import superlink
     clock = {}
     t = time.time()
-    added = install()
-    size = os.path.getsize(os.path.join(tiny.TINY_DIR, 'model.safetensors'))
+    size = superlink.install_decoder(install, 'tiny pose decoder')
     clock['install'] = time.time() - t
-    print(f'tiny pose decoder: {len(added)} tensors, {sum(v.numel() for v in added.values()) / 1e6:.2f} M values added; '
-          f'weights/tiny/model.safetensors {size / 2 ** 20:.2f} MiB')
 
     t = time.time()
     params, config, sp, added_tokens = superlink.checkpoint()
@@ -190,8 +157,8 @@ def generate():
         'det_boxes': boxes[0].float(),
         'det_keypoints': kps[0].float(),
     }
-    select_gap = gap(out['selection_scores'], POSE['num_queries'])
-    group_gap = gap(out['group_scores'], POSE['num_group'])
+    select_gap = superlink.score_gap(out['selection_scores'], POSE['num_queries'])
+    group_gap = superlink.score_gap(out['group_scores'], POSE['num_group'])
     print(f'unipose_tiny: {len(blocks)} blocks, groups {out["groups"].tolist()}, top-{TOPK} scores '
           f'{[round(s, 4) for s in scores[0].tolist()]}, selection gap {select_gap:.2e}, group gap {group_gap:.2e}')
     print('unipose_tiny timings (s): ' + ', '.join(f'{k} {v:.1f}' for k, v in clock.items()))
