@@ -44,8 +44,8 @@ export class Golden {
     return this.entry(name).shape;
   }
 
-  /** Values as f32 (f16/bf16 widened), or int32 for integer tensors. */
-  values(name: string): Float32Array | Int32Array {
+  /** Values as f32 (f16/bf16 widened), int32 for 32/64-bit integer tensors, bytes for U8 (masks). */
+  values(name: string): Float32Array | Int32Array | Uint8Array {
     const t = this.entry(name);
     const b = t.bytes;
     switch (t.dtype) {
@@ -54,6 +54,7 @@ export class Golden {
       case 'BF16': return bf16ArrayToF32(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
       case 'I32': return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4);
       case 'I64': return Int32Array.from(new BigInt64Array(b.buffer, b.byteOffset, b.byteLength / 8), Number);
+      case 'U8': return b;
       default: throw new Error(`${this.file}: tensor '${name}' has dtype ${t.dtype}`);
     }
   }

@@ -432,6 +432,8 @@ def generate():
         tiny_detector.install(TINY_DIR)  # the Grounding DINO detector's weights and config (gdino.*)
         import tiny_pose
         tiny_pose.install(TINY_DIR)  # UniPose's weights and config (unipose.*)
+        import tiny_region
+        tiny_region.install(TINY_DIR)  # the region encoder's weights and config (region_encoder.*)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
         write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
 

@@ -4,6 +4,7 @@
  */
 import type { RgbImage } from '../image/gpu-image.js';
 import { IMAGE_PATCH_TOKEN, type ChatTurn } from './chat-template.js';
+import { checkRegions } from './regions.js';
 
 const SEED_LIMIT = 2 ** 32;
 
@@ -28,6 +29,7 @@ const CHECKS: Record<string, (v: unknown, name: string) => void> = {
       text(turn.assistant, `${name}[${i}].assistant`);
     });
   },
+  regions: (v, name) => checkRegions(v, name),
   onToken: (v, name) => kind(v, name, 'function', 'a function'),
   signal: (v, name) => {
     if (!(v instanceof AbortSignal)) throw new TypeError(`chat: ${name} must be an AbortSignal, got ${show(v)}`);

@@ -13,6 +13,8 @@ export const VICUNA_SYSTEM =
   "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 export const IMAGE_TOKEN = '<image>';
+/** Marks a region of the image the user points at (chat's `regions`, in order). */
+export const REGION_TOKEN = '<region>';
 export const IMAGE_PATCH_TOKEN = '<im_patch>';
 
 export interface ChatTurn {

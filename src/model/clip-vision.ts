@@ -66,9 +66,17 @@ export class ClipVisionTower {
    * the end (-2: the second-to-last layer). The class token is dropped: [n, grid^2, hidden].
    */
   features(pixels: Tensor, layer: number): Tensor {
-    const { layers, hiddenSize: d, imageSize } = this.config;
-    const depth = layer < 0 ? layers + 1 + layer : layer;
-    if (!Number.isInteger(depth) || depth < 0 || depth > layers) throw new RangeError(`clip: hidden state ${layer} of ${layers + 1} does not exist`);
+    return this.hiddenStates(pixels, [layer])[0]!;
+  }
+
+  /** Several hidden states of one pass (the region encoder reads the last three), each as features() gives it. */
+  hiddenStates(pixels: Tensor, layers: readonly number[]): Tensor[] {
+    const { layers: count, hiddenSize: d, imageSize } = this.config;
+    const depths = layers.map((layer) => {
+      const depth = layer < 0 ? count + 1 + layer : layer;
+      if (!Number.isInteger(depth) || depth < 0 || depth > count) throw new RangeError(`clip: hidden state ${layer} of ${count + 1} does not exist`);
+      return depth;
+    });
     if (pixels.rank !== 4 || pixels.shape[1] !== 3 || pixels.shape[2] !== imageSize || pixels.shape[3] !== imageSize) {
       throw new RangeError(`clip: pixels ${JSON.stringify(pixels.shape)} must be [n, 3, ${imageSize}, ${imageSize}]`);
     }
@@ -78,9 +86,9 @@ export class ClipVisionTower {
       // Patches as tokens: a stride-14 convolution, then channels last.
       const patches = transpose(this.patchEmbedding.forward(pixels).reshape([n, d, grid * grid]), 1, 2);
       const cls = broadcastTo(this.classEmbedding.reshape([1, 1, d]), [n, 1, d]);
-      let x = this.preNorm.forward(add(concat([cls, patches], 1), this.positions));
-      for (let i = 0; i < depth; i++) x = this.layer(this.layers[i]!, x);
-      return slice(x, 1, 1, grid * grid + 1);
+      const states = [this.preNorm.forward(add(concat([cls, patches], 1), this.positions))];
+      for (let i = 0; i < Math.max(...depths); i++) states.push(this.layer(this.layers[i]!, states[i]!));
+      return depths.map((depth) => slice(states[depth]!, 1, 1, grid * grid + 1));
     });
   }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { DEFAULT_DECODERS, type AnyDecoder } from '../decoders/index.js';
 import { ConfigReader, readJsonFile } from '../io/config-reader.js';
 import type { Llama2cHeader } from '../io/llama2c.js';
+import { parseRegionEncoderConfig, type RegionEncoderConfig } from './region-encoder.js';
 
 export interface ClipVisionConfig {
   hiddenSize: number;
@@ -49,6 +50,8 @@ export interface VisionLLMConfig {
   maxTiles: number;
   /** The decoders present (use_gdino, ...), by name, with their parsed configs. */
   decoders: ReadonlyMap<string, unknown>;
+  /** use_region_encoder: `<region>` tokens take region embeddings (region_encoder_config, our key, for its pooling). */
+  regionEncoder?: RegionEncoderConfig;
 }
 
 export interface PlainLlamaConfig {
@@ -85,6 +88,10 @@ export function parseConfig(json: unknown, file = 'config.json', decoders: reado
       maxTiles: r.positive('image_max_tile', 4),
       decoders: parseDecoders(r, decoders),
     };
+    if (r.bool('use_region_encoder', false)) {
+      const section = r.has('region_encoder_config') ? r.sub('region_encoder_config') : new ConfigReader(file, {}, 'region_encoder_config');
+      config.regionEncoder = parseRegionEncoderConfig(section, config.vision, config.llm.hiddenSize);
+    }
     if (r.bool('use_pixelshuffle', false)) throw new Error(`${file}: use_pixelshuffle is not supported (the released 7B model does not use it)`);
     // LoRA renames the LLM's weights (llm.base_model.model.*, lora_A/B); the 7B release merged them.
     if (r.bool('use_llm_lora', false)) throw new Error(`${file}: use_llm_lora true is not supported (merge the LoRA weights into the LLM first)`);

@@ -11,6 +11,7 @@
  */
 import path from 'node:path';
 import type { AnyDecoder, Decoder, DecoderOutput, LoadedDecoder } from '../decoders/decoder.js';
+import { gdino } from '../decoders/gdino/index.js';
 import { DEFAULT_DECODERS } from '../decoders/index.js';
 import type { DType } from '../engine/dtype.js';
 import { Engine, type EngineOptions } from '../engine/engine.js';
@@ -18,19 +19,23 @@ import type { Tensor } from '../engine/tensor.js';
 import { decodeImage, decodeImageFile, type DecodeOptions } from '../image/decode.js';
 import type { RgbImage } from '../image/gpu-image.js';
 import { anyresPreprocess, anyresTileCount } from '../image/preprocess.js';
+import { slice } from '../ops/copy.js';
 import { Checkpoint, type Progress, type StoragePolicy } from '../io/checkpoint.js';
 import { Params } from '../nn/params.js';
 import { Weights } from '../nn/weights.js';
 import { SuperLink, type LinkGroup, type RoutedBlock } from '../superlink/superlink.js';
 import { Tokenizer } from '../tokenizer/tokenizer.js';
 import { checkChatOptions } from './chat-options.js';
-import { IMAGE_TOKEN, promptIds, vicunaPrompt, type ChatTurn } from './chat-template.js';
+import { IMAGE_TOKEN, promptIds, REGION_TOKEN, vicunaPrompt, type ChatTurn } from './chat-template.js';
 import { ClipVisionTower } from './clip-vision.js';
 import { checkRegistry, decoderPrefixes, linkTarget, toolTokens } from './decoder-registry.js';
 import { readConfigFile, type LlamaConfig, type ModelConfig, type VisionLLMConfig } from './config.js';
 import { generate, type FinishReason, type GenerationTimings, type SamplingSettings } from './generate.js';
 import { Llama, type LlamaCache } from './llama.js';
 import { VisionProjector } from './projector.js';
+import { interactiveAnswer, interactiveQuestion, type SegmentRegionsOptions } from './interactive.js';
+import { RegionEncoder } from './region-encoder.js';
+import { regionMask, type Region } from './regions.js';
 import { Turns } from './turns.js';
 
 export interface LoadOptions {
@@ -61,6 +66,11 @@ export interface ChatOptions extends SamplingSettings {
    */
   answer?: string;
   image?: ImageInput;
+  /**
+   * What the prompt's `<region>` tokens point at, in order, in original-image pixels: { box }, { mask }
+   * or { points } (docs/regions.md). Needs an image and a checkpoint with a region encoder.
+   */
+  regions?: Region[];
   /** Earlier turns of the conversation; the image belongs to the first one, as in the official code. */
   history?: readonly ChatTurn[];
   /** Streaming: each token's newly final text. */
@@ -126,6 +136,22 @@ interface Request {
 }
 
 const MLLM_PREFIXES = ['vis_encoder.', 'llm.', 'vl_bridge.'];
+const REGION_PREFIX = 'region_encoder.';
+/** The region encoder's image features: CLIP's last three hidden states (modeling_visionllmv2.py: hidden_states[-3:]). */
+const REGION_LEVELS = [-3, -2, -1];
+
+interface VisionSide {
+  tower: ClipVisionTower;
+  projector: VisionProjector;
+  /** With use_region_encoder: `<region>` tokens take its embeddings. */
+  regions?: RegionEncoder;
+}
+
+/** An image's contribution to the prompt: the <im_patch> rows, and one row per `<region>` when regions were given. */
+interface ImageRows {
+  features: Tensor;
+  regions?: Tensor;
+}
 
 export class VisionLLM {
   private cache: LlamaCache | null = null;
@@ -142,7 +168,7 @@ export class VisionLLM {
     readonly tokenizer: Tokenizer,
     readonly weights: Weights,
     readonly llm: Llama,
-    readonly vision: { tower: ClipVisionTower; projector: VisionProjector } | null,
+    readonly vision: VisionSide | null,
     /** Routing tokens to decoders (VisionLLM v2 checkpoints); null for a plain LLaMA. */
     readonly superlink: SuperLink | null,
     /** The registered decoders, and the loaded ones (those the checkpoint holds) by name. */
@@ -168,7 +194,7 @@ export class VisionLLM {
       try {
         config.llm = vocabularyFromCheckpoint(checkpoint, config.llm, isV2 ? 'llm.' : '', options.warn ?? console.warn);
         weights = await Weights.load(engine, checkpoint, {
-          prefixes: isV2 ? [...MLLM_PREFIXES, ...decoderPrefixes(present)] : undefined,
+          prefixes: isV2 ? [...MLLM_PREFIXES, ...(config.regionEncoder ? [REGION_PREFIX] : []), ...decoderPrefixes(present)] : undefined,
           policy: options.policy,
           onProgress: options.onProgress,
         });
@@ -180,9 +206,13 @@ export class VisionLLM {
       }
       const p = new Params(weights);
       llm = Llama.load(isV2 ? p.at('llm') : p, config.llm);
-      let vision: { tower: ClipVisionTower; projector: VisionProjector } | null = null;
+      let vision: VisionSide | null = null;
       if (isV2) {
-        vision = { tower: ClipVisionTower.load(p.at('vis_encoder.vision_model'), config.vision), projector: VisionProjector.load(p.at('vl_bridge'), config) };
+        vision = {
+          tower: ClipVisionTower.load(p.at('vis_encoder.vision_model'), config.vision),
+          projector: VisionProjector.load(p.at('vl_bridge'), config),
+          regions: config.regionEncoder && RegionEncoder.load(p.at('region_encoder'), config.regionEncoder),
+        };
         for (const d of present) loaded.set(d.name, await d.load(p, config.decoders.get(d.name), { hiddenSize: config.llm.hiddenSize }));
         link = SuperLink.create(p, registered.map((d) => linkTarget(d, config)), tokenizer, toolTokens(registered), config.llm.hiddenSize);
       }
@@ -215,13 +245,63 @@ export class VisionLLM {
     return this.turns.run(() => this.respond(request, decoderOptions, { start: t0, queuedMs: performance.now() - queued }), options.signal);
   }
 
+  /**
+   * Interactive segmentation (interactive.ts): each region marks an object, and Grounding DINO
+   * segments the objects like it, one class per region, named region1, region2, ...: the result's
+   * Grounding DINO output holds them (`outputsOf(gdino)[0].detections`, with masks).
+   */
+  async segment(image: ImageInput, options: SegmentRegionsOptions): Promise<ChatResult> {
+    const { regions, topK = 300, answer = 'template' } = options ?? ({} as SegmentRegionsOptions);
+    if (!Array.isArray(regions) || !regions.length) throw new TypeError('segment: options.regions must be a non-empty array of { box } | { mask } | { points }');
+    if (answer !== 'template' && answer !== 'generate') throw new TypeError(`segment: options.answer must be 'template' or 'generate', got ${JSON.stringify(answer)}`);
+    if (!this.decoders.has('gdino')) throw new Error('segment: this checkpoint has no Grounding DINO (use_gdino is false)');
+    const result = await this.chat({
+      image,
+      prompt: interactiveQuestion(regions.length),
+      regions,
+      answer: answer === 'template' ? interactiveAnswer(regions.length) : undefined,
+      decoders: { gdino: { task: 'segmentation', topK } },
+    });
+    // Class k is region k+1 (the blocks' phrases carry the answer's words before them).
+    for (const out of result.outputsOf(gdino)) {
+      out.classes = out.classes.map((_, k) => `region${k + 1}`);
+      out.detections.forEach((d) => (d.label = out.classes[d.classIndex]!));
+    }
+    return result;
+  }
+
+  /**
+   * The prompt's ids and its input embeddings [T, hidden] exactly as chat() feeds them to the LLM
+   * (image features and region embeddings spliced; a forced answer's routing queries included), for
+   * inspecting or scoring a prompt. The caller disposes the tensor.
+   */
+  async promptEmbeddings(options: ChatOptions): Promise<{ ids: number[]; embeds: Tensor }> {
+    checkChatOptions(options);
+    this.assertOpen('promptEmbeddings');
+    if (options.image !== undefined) this.requireVision();
+    const image = options.image === undefined ? undefined : await readImage(options.image, options.imageLimits);
+    const request = this.request(options, image);
+    return this.turns.run(async () => {
+      const rows = image ? this.encodeRgb(image, request.patches, options.regions, options.seed) : null;
+      try {
+        const embeds = this.llm.embed(request.ids);
+        if (rows) this.spliceImage(embeds, request.ids, rows);
+        this.superlink?.fill(embeds, request.forced?.blocks ?? []);
+        return { ids: request.ids, embeds };
+      } finally {
+        rows?.features.dispose();
+        rows?.regions?.dispose();
+      }
+    }, options.signal);
+  }
+
   /** One chat's GPU work, on its turn. */
   private async respond(request: Request, decoderOptions: Map<string, unknown>, t: { start: number; queuedMs: number }): Promise<ChatResult> {
     const turnStart = performance.now();
-    let features: Tensor | null = null;
+    let features: ImageRows | null = null;
     let outputs: DecoderOutput[] = [];
     try {
-      features = request.image ? this.encodeRgb(request.image, request.patches) : null;
+      features = request.image ? this.encodeRgb(request.image, request.patches, request.options.regions, request.options.seed) : null;
       const visionMs = performance.now() - turnStart;
       const answer = request.forced ? this.forceAnswer(request, features) : await this.generateAnswer(request, features);
       let groups: LinkGroup[];
@@ -241,7 +321,8 @@ export class VisionLLM {
       if (this.engine.isDisposed) throw new Error('chat: the engine was disposed during the chat', { cause: err });
       throw err;
     } finally {
-      features?.dispose();
+      features?.features.dispose();
+      features?.regions?.dispose();
     }
   }
 
@@ -252,6 +333,7 @@ export class VisionLLM {
     const patches = tiles * this.tokensPerTile;
     const prompt = this.prompt(options, image !== undefined);
     const promptOnly = promptIds(this.tokenizer, prompt, patches);
+    this.checkRegions(options, image, options.answer === undefined ? promptOnly : promptIds(this.tokenizer, `${prompt} ${options.answer}`, patches));
     if (options.answer === undefined) {
       if (promptOnly.length + 1 > this.contextLength) {
         throw new RangeError(`chat: the prompt needs ${promptOnly.length} positions, and the context holds ${this.contextLength} (at least one must remain for the answer)`);
@@ -266,12 +348,28 @@ export class VisionLLM {
     return { options, image, tiles, patches, ids: plan.ids, forced: { answerStart: promptOnly.length, blocks: plan.blocks } };
   }
 
+  /** As many regions as `<region>` tokens (the prompt's, and a forced answer's), with an image and a region encoder. */
+  private checkRegions(options: ChatOptions, image: RgbImage | undefined, ids: readonly number[]): void {
+    const given = options.regions?.length ?? 0;
+    const region = this.tokenizer.tokenToId(REGION_TOKEN);
+    const tokens = ids.filter((id) => id === region).length;
+    if (!given && !tokens) return;
+    if (given !== tokens) throw new RangeError(`chat: ${given} region${given === 1 ? '' : 's'} for ${tokens} ${REGION_TOKEN} token${tokens === 1 ? '' : 's'} in the prompt; give one region per ${REGION_TOKEN}, in order`);
+    if (!image) throw new Error(`chat: regions point into an image, and no image was given`);
+    if (!this.vision?.regions) throw new Error(`chat: this checkpoint has no region encoder (use_region_encoder is false), so ${REGION_TOKEN} cannot take regions`);
+    options.regions!.forEach((r, i) => {
+      if ('mask' in r && (r.mask.width !== image.width || r.mask.height !== image.height)) {
+        throw new RangeError(`chat: regions[${i}].mask is ${r.mask.width}x${r.mask.height}; the image is ${image.width}x${image.height}`);
+      }
+    });
+  }
+
   /** Image -> projected features [tiles * 576, llm hidden] (anyres tiling, CLIP, vl_bridge). */
   async encodeImage(image: ImageInput, limits?: DecodeOptions): Promise<Tensor> {
     this.assertOpen('encodeImage');
     this.requireVision();
     const rgb = await readImage(image, limits);
-    return this.turns.run(async () => this.encodeRgb(rgb));
+    return this.turns.run(async () => this.encodeRgb(rgb).features);
   }
 
   get tokensPerTile(): number {
@@ -321,25 +419,41 @@ export class VisionLLM {
     if (this.closing.signal.aborted) throw new Error('model disposed during chat');
   }
 
-  private requireVision(): { tower: ClipVisionTower; projector: VisionProjector } {
+  private requireVision(): VisionSide {
     if (!this.vision) throw new Error(`chat: this checkpoint (${this.config.kind}) has no vision encoder; it is text-only`);
     return this.vision;
   }
 
-  /** `patches`, when given: the rows the prompt made room for (anyresTileCount's promise). */
-  private encodeRgb(rgb: RgbImage, patches?: number): Tensor {
-    const { tower, projector } = this.requireVision();
+  /**
+   * `patches`, when given: the rows the prompt made room for (anyresTileCount's promise). `regions`:
+   * their embeddings too, from the global tile (the last: the thumbnail, or the only tile).
+   */
+  private encodeRgb(rgb: RgbImage, patches?: number, regions?: readonly Region[], seed?: number): ImageRows {
+    const { tower, projector, regions: encoder } = this.requireVision();
     const config = this.config as VisionLLMConfig;
-    const features = this.engine.scope(() => {
+    const rows = this.engine.scope((): ImageRows => {
       const { pixelValues } = anyresPreprocess(this.engine, rgb, { tileSize: config.imageSize, maxTiles: config.maxTiles });
-      const projected = projector.forward(tower.features(pixelValues, config.visOutputLayer));
-      return projected.reshape([-1, config.llm.hiddenSize]);
+      const [states, ...levels] = tower.hiddenStates(pixelValues, [config.visOutputLayer, ...(regions ? REGION_LEVELS : [])]);
+      const features = projector.forward(states!).reshape([-1, config.llm.hiddenSize]);
+      if (!regions) return { features };
+      const tile = pixelValues.shape[0]! - 1;
+      const S = config.imageSize;
+      return {
+        features,
+        regions: encoder!.forward({
+          image: slice(pixelValues, 0, tile, tile + 1),
+          masks: regions.map((r) => regionMask(r, rgb, S)),
+          levels: levels.map((l) => slice(l, 0, tile, tile + 1).reshape([tower.grid ** 2, -1])),
+          seed,
+        }),
+      };
     });
-    if (patches !== undefined && features.shape[0] !== patches) {
-      features.dispose();
-      throw new Error(`chat: the image gave ${features.shape[0]} feature rows where the prompt has ${patches} <im_patch> positions`);
+    if (patches !== undefined && rows.features.shape[0] !== patches) {
+      rows.features.dispose();
+      rows.regions?.dispose();
+      throw new Error(`chat: the image gave ${rows.features.shape[0]} feature rows where the prompt has ${patches} <im_patch> positions`);
     }
-    return features;
+    return rows;
   }
 
   /** The Vicuna prompt; with an image, <image> opens the first user message, as in the official code. */
@@ -357,7 +471,7 @@ export class VisionLLM {
   }
 
   /** Generation; each routing token's queries are spliced in during decoding, their hidden states kept. */
-  private async generateAnswer(request: Request, features: Tensor | null): Promise<Answer> {
+  private async generateAnswer(request: Request, features: ImageRows | null): Promise<Answer> {
     const { options, ids } = request;
     const promptEmbeds = this.llm.embed(ids);
     const blockHidden: Tensor[] = [];
@@ -398,7 +512,7 @@ export class VisionLLM {
   }
 
   /** Teacher forcing: "<prompt> <answer></s>" in one forward pass, the routing blocks' queries spliced in. */
-  private forceAnswer(request: Request, features: Tensor | null): Answer {
+  private forceAnswer(request: Request, features: ImageRows | null): Answer {
     const { ids, forced } = request;
     const { answerStart, blocks } = forced!;
     const cache = this.conversationCache();
@@ -453,14 +567,21 @@ export class VisionLLM {
     return new Map(this.registered.map((d) => [d.name, d.parseOptions(raw?.[d.name])]));
   }
 
-  /** Overwrites the <im_patch> positions (one contiguous run) with the image features, on the GPU. */
-  private spliceImage(embeds: Tensor, ids: readonly number[], features: Tensor): void {
+  /**
+   * Overwrites the <im_patch> positions (one contiguous run) with the image features, and each
+   * `<region>` position with its region's embedding, in order; on the GPU.
+   */
+  private spliceImage(embeds: Tensor, ids: readonly number[], rows: ImageRows): void {
     const patch = this.tokenizer.tokenToId('<im_patch>');
     const first = ids.indexOf(patch!);
+    const { features, regions } = rows;
     const count = features.shape[0]!;
     if (first < 0 || ids[first + count - 1] !== patch) throw new Error(`chat: the prompt has no run of ${count} <im_patch> positions for the image`);
     const rowBytes = embeds.byteLength / embeds.shape[0]!;
     this.engine.copyBytes(features, 0, embeds, first * rowBytes, features.byteLength);
+    if (!regions) return;
+    const region = this.tokenizer.tokenToId(REGION_TOKEN);
+    ids.flatMap((id, i) => (id === region ? [i] : [])).forEach((at, k) => this.engine.copyBytes(regions, k * rowBytes, embeds, at * rowBytes, rowBytes));
   }
 
   /** One KV cache, kept between chats (each chat starts it empty). */

@@ -1,8 +1,11 @@
-/** Normalisation modules: LayerNorm and RMSNorm over the last dimension, GroupNorm over channels of [B, C, H, W]. */
+/**
+ * Normalisation modules: LayerNorm and RMSNorm over the last dimension; GroupNorm and LayerNorm2d
+ * (every pixel's channels) over [B, C, H, W].
+ */
 import type { DType } from '../engine/dtype.js';
 import type { Tensor } from '../engine/tensor.js';
 import type { Activation } from '../ops/index.js';
-import { groupNorm } from '../ops/norm2d.js';
+import { groupNorm, layerNorm2d } from '../ops/norm2d.js';
 import { layerNorm, rmsNorm } from '../ops/rows.js';
 
 export class LayerNorm {
@@ -39,5 +42,19 @@ export class GroupNorm {
 
   forward(x: Tensor, dtype?: DType): Tensor {
     return groupNorm(x, this.groups, this.weight, this.bias, { eps: this.eps, act: this.act, dtype });
+  }
+}
+
+/** LayerNorm over the channels at every pixel of [B, C, H, W] (SAM's and the region encoder's LayerNorm2d), optionally with a fused activation. */
+export class LayerNorm2d {
+  constructor(
+    readonly weight: Tensor,
+    readonly bias: Tensor,
+    readonly eps: number,
+    readonly act?: Activation,
+  ) {}
+
+  forward(x: Tensor, dtype?: DType): Tensor {
+    return layerNorm2d(x, this.weight, this.bias, { eps: this.eps, act: this.act, dtype });
   }
 }

@@ -12,7 +12,7 @@ import { FLOAT_DTYPES, type Activation } from '../ops/index.js';
 import type { Pair } from '../ops/conv.js';
 import { Conv2d } from './conv.js';
 import { Linear } from './linear.js';
-import { GroupNorm, LayerNorm, RMSNorm } from './norm.js';
+import { GroupNorm, LayerNorm, LayerNorm2d, RMSNorm } from './norm.js';
 import { Weights } from './weights.js';
 
 export interface LinearOptions {
@@ -112,6 +112,12 @@ export class Params {
     }
     const p = this.at(local);
     return new GroupNorm(groups, p.tensor('weight', [channels]), p.tensor('bias', [channels]), options.eps ?? 1e-5, options.act);
+  }
+
+  /** LayerNorm2d on [B, C, H, W]: `weight`, `bias` [channels] (optionally with a fused activation). */
+  layerNorm2d(local: string, channels: number, options: { eps?: number; act?: Activation } = {}): LayerNorm2d {
+    const p = this.at(local);
+    return new LayerNorm2d(p.tensor('weight', [channels]), p.tensor('bias', [channels]), options.eps ?? 1e-6, options.act);
   }
 
   /** torch.nn.Conv2d: `<name>.weight` [out, in / groups, kh, kw], `<name>.bias` [out]. */
