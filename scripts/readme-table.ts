@@ -112,6 +112,14 @@ const ROWS: Row[] = [
     ],
   },
   {
+    what: 'UniPose, 800 × 1333, 1 object, 17 keypoints, release size, f16 weights',
+    uses: ['unipose_total'],
+    cells: ([m]) => [
+      `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
+      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} the speed of PyTorch CPU (2 threads)`,
+    ],
+  },
+  {
     what: 'super link, 80 classes: gather + patch2query',
     uses: ['superlink_gather_project'],
     cells: ([m]) => [`${num(m!.median_ms)} ms`, `${pct(m!.share_of_forward)} of the LLM forward before it`],
