@@ -9,7 +9,7 @@ import { TEST_DIR, expectClose, loadGolden, testEngine } from './helpers.js';
 const golden = loadGolden('image');
 const clipGolden = loadGolden('image_clip');
 const META = JSON.parse(golden.metadata.cases!) as {
-  resizes: Record<string, { size: [number, number]; filter: 'bicubic' | 'bilinear' }>;
+  resizes: Record<string, { size: [number, number]; filter: 'bicubic' | 'bilinear' | 'lanczos' }>;
   pad_square: { fill: [number, number, number]; top: number; size: [number, number] };
   clip: { resized: [number, number]; crop: [number, number] };
   anyres: { grid: [number, number]; tiles: number; crop_height: number };

@@ -5,7 +5,7 @@ import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
 
 const golden = loadGolden('resize');
 const META = JSON.parse(golden.metadata.cases!) as {
-  interpolate: Record<string, { mode: 'bilinear' | 'bicubic'; antialias: boolean; size: [number, number] }>;
+  interpolate: Record<string, { mode: 'bilinear' | 'bicubic' | 'nearest'; antialias: boolean; size: [number, number] }>;
 };
 
 describe.each(['f32', 'f16'] as const)('resize against F.interpolate, %s', (dt) => {

@@ -131,10 +131,11 @@ def generate():
         'bicubic_down': ((41, 29), Image.BICUBIC), 'bicubic_up': ((150, 111), Image.BICUBIC),
         'bicubic_mixed': ((336, 20), Image.BICUBIC), 'bilinear_down': ((30, 64), Image.BILINEAR),
         'bicubic_width_only': ((50, 73), Image.BICUBIC), 'same_size': ((97, 73), Image.BICUBIC),
+        'lanczos_floor8': ((96, 72), Image.LANCZOS), 'lanczos_up': ((130, 101), Image.LANCZOS),  # diffusers' VaeImageProcessor
     }
     meta['resizes'] = {}
     for name, (size, filt) in resizes.items():
-        meta['resizes'][name] = dict(size=list(size), filter='bicubic' if filt == Image.BICUBIC else 'bilinear')
+        meta['resizes'][name] = dict(size=list(size), filter={Image.BICUBIC: 'bicubic', Image.BILINEAR: 'bilinear', Image.LANCZOS: 'lanczos'}[filt])
         out[f'resize.{name}'] = torch.from_numpy(np.asarray(Image.fromarray(small).resize(size, filt)).copy())
     # expand2square (VisionLLM's 'pad' mode) with the CLIP mean as background, then resized.
     fill = tuple(int(m * 255) for m in CLIP_MEAN)

@@ -6,7 +6,7 @@
 import type { DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
-import { fixedPointWeights, pilPlan, rowChunks, type ResampleFilter, type ResamplePlan } from '../ops/index.js';
+import { fixedPointWeights, pilPlan, rowChunks, type PilFilter, type ResamplePlan } from '../ops/index.js';
 
 /** Decoded pixels: RGB, 3 bytes per pixel, rows top to bottom. */
 export interface RgbImage {
@@ -59,7 +59,7 @@ export interface Canvas {
 }
 
 export interface PilResizeOptions {
-  filter?: ResampleFilter;
+  filter?: PilFilter;
   canvas?: Canvas;
 }
 

@@ -38,8 +38,11 @@ export class MultiheadAttention {
     readonly out: Linear,
   ) {}
 
-  /** q/k/v/out projections under their own names (Hugging Face). `kdim`: width of keys/values' source, default `dim`. */
-  static split(p: Params, dim: number, heads: number, options: { names?: SplitNames; bias?: boolean; kdim?: number } = {}): MultiheadAttention {
+  /**
+   * q/k/v/out projections under their own names (Hugging Face). `kdim`: width of keys/values' source,
+   * default `dim`; `outBias`: the output projection's bias when it differs from q/k/v's (diffusers: none on q/k/v, one on to_out.0).
+   */
+  static split(p: Params, dim: number, heads: number, options: { names?: SplitNames; bias?: boolean; outBias?: boolean; kdim?: number } = {}): MultiheadAttention {
     checkHeads(p, dim, heads);
     const n = options.names ?? HF_NAMES;
     const bias = options.bias ?? true;
@@ -48,7 +51,7 @@ export class MultiheadAttention {
       dim,
       heads,
       { q: p.linear(n.q, dim, dim, { bias }), k: p.linear(n.k, kdim, dim, { bias }), v: p.linear(n.v, kdim, dim, { bias }) },
-      p.linear(n.out, dim, dim, { bias }),
+      p.linear(n.out, dim, dim, { bias: options.outBias ?? bias }),
     );
   }
 

@@ -36,4 +36,4 @@ export { parseLevels, type SpatialShapes } from './support/ms-deform-levels.js';
 // What src/image's own kernels (kernels/image.wgsl) share with resize: the resampling plans and
 // the splitting of rows into binding-sized chunks.
 export { rowChunks } from './support/chunks.js';
-export { fixedPointWeights, pilPlan, PIL_PRECISION_BITS, torchPlan, type ResampleFilter, type ResamplePlan } from './support/resample-plan.js';
+export { fixedPointWeights, pilPlan, PIL_PRECISION_BITS, nearestPlan, torchPlan, type PilFilter, type ResampleFilter, type ResamplePlan } from './support/resample-plan.js';

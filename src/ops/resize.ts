@@ -1,6 +1,6 @@
 /**
  * Resizing NCHW float tensors on the GPU, PyTorch's F.interpolate(size=..., mode='bilinear' |
- * 'bicubic', antialias, align_corners): two separable passes (width, then height) of
+ * 'bicubic' | 'nearest', antialias, align_corners): two separable passes (width, then height) of
  * kernels/resize.wgsl, each applying a plan from support/resample-plan.ts. With antialias the
  * filter widens with the downscaling factor (Pillow's method, which PyTorch ports).
  */
@@ -8,11 +8,11 @@ import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { rowChunks } from './support/chunks.js';
-import { pilPlan, torchPlan, type ResampleFilter, type ResamplePlan } from './support/resample-plan.js';
+import { nearestPlan, pilPlan, torchPlan, type ResampleFilter, type ResamplePlan } from './support/resample-plan.js';
 import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 export interface ResizeOptions {
-  mode?: ResampleFilter;
+  mode?: ResampleFilter | 'nearest';
   antialias?: boolean;
   /** PyTorch's align_corners (without antialias only). */
   alignCorners?: boolean;
@@ -26,11 +26,13 @@ export function resize(x: Tensor, size: readonly [number, number], options: Resi
   const [oh, ow] = size;
   if (!Number.isInteger(oh) || !Number.isInteger(ow) || oh < 1 || ow < 1) throw new RangeError(`${op}: size ${JSON.stringify(size)} must be two positive integers`);
   const mode = options.mode ?? 'bilinear';
-  if (mode !== 'bilinear' && mode !== 'bicubic') throw new RangeError(`${op}: unknown mode '${mode}' (use bilinear or bicubic)`);
+  if (mode !== 'bilinear' && mode !== 'bicubic' && mode !== 'nearest') throw new RangeError(`${op}: unknown mode '${mode}' (use bilinear, bicubic or nearest)`);
   if (options.antialias && options.alignCorners) throw new RangeError(`${op}: antialias does not take alignCorners (as in PyTorch)`);
+  if (mode === 'nearest' && (options.antialias || options.alignCorners)) throw new RangeError(`${op}: mode nearest takes neither antialias nor alignCorners (as in PyTorch)`);
   const [h, w] = x.shape.slice(-2) as [number, number];
   if (h * w === 0) throw new RangeError(`${op}: input ${formatShape(x.shape)} is empty`);
-  const plan = (from: number, to: number) => (options.antialias ? pilPlan(from, to, mode) : torchPlan(from, to, mode, options.alignCorners));
+  const plan = (from: number, to: number) =>
+    mode === 'nearest' ? nearestPlan(from, to) : options.antialias ? pilPlan(from, to, mode) : torchPlan(from, to, mode, options.alignCorners);
   const dtype = options.dtype ?? x.dtype;
   const lead = x.shape.slice(0, -2);
   const planes = lead.reduce((a, d) => a * d, 1);

@@ -11,6 +11,8 @@
  * gives exactly Pillow's integer coefficients.
  */
 export type ResampleFilter = 'bilinear' | 'bicubic';
+/** Pillow's filters: those two, and Lanczos (a = 3; diffusers' VaeImageProcessor resizes with it). */
+export type PilFilter = ResampleFilter | 'lanczos';
 
 export interface ResamplePlan {
   inSize: number;
@@ -24,8 +26,12 @@ export interface ResamplePlan {
 }
 
 /** Pillow's filters (Resample.c). Bicubic uses a = -0.5 there, as in PyTorch's antialiased path. */
-function pilFilter(filter: ResampleFilter): { support: number; at: (x: number) => number } {
+function pilFilter(filter: PilFilter): { support: number; at: (x: number) => number } {
   if (filter === 'bilinear') return { support: 1, at: (x) => (Math.abs(x) < 1 ? 1 - Math.abs(x) : 0) };
+  if (filter === 'lanczos') {
+    const sinc = (x: number) => (x === 0 ? 1 : Math.sin(Math.PI * x) / (Math.PI * x));
+    return { support: 3, at: (x) => (x > -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) };
+  }
   const a = -0.5;
   return {
     support: 2,
@@ -45,7 +51,7 @@ function checkSizes(inSize: number, outSize: number): void {
 }
 
 /** Pillow's precompute_coeffs for the whole input (box 0..inSize). */
-export function pilPlan(inSize: number, outSize: number, filter: ResampleFilter): ResamplePlan {
+export function pilPlan(inSize: number, outSize: number, filter: PilFilter): ResamplePlan {
   checkSizes(inSize, outSize);
   const f = pilFilter(filter);
   const scale = inSize / outSize;
@@ -94,6 +100,14 @@ export function torchPlan(inSize: number, outSize: number, filter: ResampleFilte
     for (const [i, w] of clamped) weights[o * taps + (i - first)] += w;
   }
   return { inSize, outSize, taps, start, weights };
+}
+
+/** PyTorch's interpolate(mode='nearest', size=...) along one axis: input floor(o · in/out) (f32 scale), one tap. */
+export function nearestPlan(inSize: number, outSize: number): ResamplePlan {
+  checkSizes(inSize, outSize);
+  const scale = Math.fround(inSize / outSize);
+  const start = Int32Array.from({ length: outSize }, (_, o) => Math.min(Math.floor(Math.fround(o * scale)), inSize - 1));
+  return { inSize, outSize, taps: 1, start, weights: new Float64Array(outSize).fill(1) };
 }
 
 /** Keys' cubic convolution with a = -0.75 (PyTorch's upsample_bicubic2d) for taps at -1, 0, 1, 2. */
