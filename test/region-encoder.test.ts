@@ -13,7 +13,7 @@ import type { Tensor } from '../src/engine/tensor.js';
 import { Params } from '../src/nn/params.js';
 import { RegionEncoder, type MaskPoolType, type RegionEncoderConfig } from '../src/model/region-encoder.js';
 import { downsampledBinary, samplePixels, type RegionMask } from '../src/model/region-pooling.js';
-import { SeededRandom } from '../src/model/random.js';
+import { SeededRandom } from '../src/engine/random.js';
 import { TOL, expectClose, loadGolden, testEngine } from './helpers.js';
 
 const golden = loadGolden('region_encoder');

@@ -7,19 +7,11 @@
 import type { Tensor } from '../engine/tensor.js';
 import { broadcastTo, concat, slice, transpose } from '../ops/copy.js';
 import { add } from '../ops/elementwise.js';
-import { MultiheadAttention } from '../nn/attention.js';
+import { ClipEncoderLayer } from '../nn/clip-layer.js';
 import type { Conv2d } from '../nn/conv.js';
 import type { LayerNorm } from '../nn/norm.js';
-import { Mlp } from '../nn/mlp.js';
 import type { Params } from '../nn/params.js';
 import type { ClipVisionConfig } from './config.js';
-
-interface ClipLayer {
-  layerNorm1: LayerNorm;
-  selfAttn: MultiheadAttention;
-  layerNorm2: LayerNorm;
-  mlp: Mlp;
-}
 
 export class ClipVisionTower {
   private constructor(
@@ -28,7 +20,7 @@ export class ClipVisionTower {
     private readonly classEmbedding: Tensor,
     private readonly positions: Tensor,
     private readonly preNorm: LayerNorm,
-    private readonly layers: ClipLayer[],
+    private readonly layers: ClipEncoderLayer[],
   ) {}
 
   /** Patches per side and tokens per image (with the class token). */
@@ -38,18 +30,10 @@ export class ClipVisionTower {
 
   /** From CLIPVisionModel's names in scope `p` (VisionLLM v2: `vis_encoder.vision_model`). */
   static load(p: Params, config: ClipVisionConfig): ClipVisionTower {
-    const { hiddenSize: d, intermediateSize: ff, patchSize, layerNormEps: eps, heads, act } = config;
+    const { hiddenSize: d, patchSize, layerNormEps: eps } = config;
     const tokens = (config.imageSize / patchSize) ** 2 + 1;
     const embeddings = p.at('embeddings');
-    const layers = Array.from({ length: config.layers }, (_, i): ClipLayer => {
-      const l = p.at('encoder.layers', i);
-      return {
-        layerNorm1: l.layerNorm('layer_norm1', d, eps),
-        selfAttn: MultiheadAttention.split(l.at('self_attn'), d, heads),
-        layerNorm2: l.layerNorm('layer_norm2', d, eps),
-        mlp: Mlp.load(l.at('mlp'), [d, ff, d], act, (k) => `fc${k + 1}`),
-      };
-    });
+    const layers = ClipEncoderLayer.stack(p.at('encoder'), config.layers, config);
     return new ClipVisionTower(
       config,
       embeddings.conv2d('patch_embedding', 3, d, patchSize, { stride: patchSize, bias: false }),
@@ -87,15 +71,8 @@ export class ClipVisionTower {
       const patches = transpose(this.patchEmbedding.forward(pixels).reshape([n, d, grid * grid]), 1, 2);
       const cls = broadcastTo(this.classEmbedding.reshape([1, 1, d]), [n, 1, d]);
       const states = [this.preNorm.forward(add(concat([cls, patches], 1), this.positions))];
-      for (let i = 0; i < Math.max(...depths); i++) states.push(this.layer(this.layers[i]!, states[i]!));
+      for (let i = 0; i < Math.max(...depths); i++) states.push(this.layers[i]!.forward(states[i]!));
       return depths.map((depth) => slice(states[depth]!, 1, 1, grid * grid + 1));
     });
-  }
-
-  /** x = x + attn(ln1 x); x = x + mlp(ln2 x), the residual adds riding in the output projections. */
-  private layer(l: ClipLayer, x: Tensor): Tensor {
-    const h = l.layerNorm1.forward(x);
-    x = l.selfAttn.forward(h, h, { residual: x });
-    return l.mlp.forward(l.layerNorm2.forward(x), { residual: x });
   }
 }

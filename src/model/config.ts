@@ -7,6 +7,7 @@ import path from 'node:path';
 import { DEFAULT_DECODERS, type AnyDecoder } from '../decoders/index.js';
 import { ConfigReader, readJsonFile } from '../io/config-reader.js';
 import type { Llama2cHeader } from '../io/llama2c.js';
+import { parseClipEncoderConfig } from '../nn/clip-layer.js';
 import { parseRegionEncoderConfig, type RegionEncoderConfig } from './region-encoder.js';
 
 export interface ClipVisionConfig {
@@ -135,16 +136,10 @@ function parseBridge(r: ConfigReader): VisionLLMConfig['bridgeType'] {
  */
 function parseClipVision(r: ConfigReader): ClipVisionConfig {
   const c: ClipVisionConfig = {
-    hiddenSize: r.positive('hidden_size', 1024),
-    intermediateSize: r.positive('intermediate_size', 4096),
-    layers: r.int('num_hidden_layers', 24),
-    heads: r.positive('num_attention_heads', 16),
+    ...parseClipEncoderConfig(r, { hiddenSize: 1024, intermediateSize: 4096, layers: 24, heads: 16 }),
     imageSize: r.positive('image_size', 336),
     patchSize: r.positive('patch_size', 14),
-    layerNormEps: r.positiveNumber('layer_norm_eps', 1e-5),
-    act: r.str('hidden_act', ['quick_gelu', 'gelu'] as const, 'quick_gelu'),
   };
-  if (c.hiddenSize % c.heads) throw new Error(`${r.where('hidden_size')} ${c.hiddenSize} is not divisible by num_attention_heads ${c.heads}`);
   if (c.imageSize % c.patchSize) throw new Error(`${r.where('image_size')} ${c.imageSize} is not a multiple of patch_size ${c.patchSize}`);
   return c;
 }

@@ -17,7 +17,7 @@ import { binary } from '../ops/elementwise.js';
 import { sampleTokens } from '../ops/sample.js';
 import type { StreamDecoder } from '../tokenizer/tokenizer.js';
 import type { Llama, LlamaCache } from './llama.js';
-import { SeededRandom } from './random.js';
+import { SeededRandom } from '../engine/random.js';
 
 export interface SamplingSettings {
   /** Maximum tokens to generate (default 256). */

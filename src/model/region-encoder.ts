@@ -27,7 +27,7 @@ import type { Params } from '../nn/params.js';
 import { broadcastTo, concat, transpose } from '../ops/copy.js';
 import { add } from '../ops/elementwise.js';
 import { matmul } from '../ops/matmul.js';
-import { SeededRandom } from './random.js';
+import { SeededRandom } from '../engine/random.js';
 import { gridSampleWeights, meanPoolWeights, samplePixels, type RegionMask } from './region-pooling.js';
 
 export type MaskPoolType = 'mean' | 'cross_attn' | 'grid_sample';

@@ -14,7 +14,7 @@
  * subset (the same distribution). Masks with at most num_points pixels need no draw and match exactly.
  * Arithmetic in f32 as torch's.
  */
-import { SeededRandom } from './random.js';
+import { SeededRandom } from '../engine/random.js';
 
 /** A region's mask at the encoder's input resolution: size × size bytes, row-major, nonzero = inside. */
 export interface RegionMask {

@@ -10,5 +10,6 @@ export { LayerNorm, RMSNorm, GroupNorm } from './norm.js';
 export { Conv2d, type Conv2dSettings } from './conv.js';
 export { MultiheadAttention, type AttendOptions, type SplitNames } from './attention.js';
 export { Mlp } from './mlp.js';
+export { ClipEncoderLayer, parseClipEncoderConfig, type ClipLayerConfig } from './clip-layer.js';
 export { MultiscaleDeformableAttention, type MsDeformAttnConfig, type MsDeformAttnInputs, type MsDeformAttnModuleOptions, type MsDeformAttnParams } from './ms-deform-attn.js';
 export { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, WindowPlan, relativePositionIndex, tokensToNCHW, windowGeometry, type StageTokens, type SwinOptions, type WindowGeometry } from './swin.js';

@@ -37,3 +37,19 @@ export class SeededRandom {
 function rotl(x: number, k: number): number {
   return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
+
+/**
+ * n N(0, 1) values from uniform draws in [0, 1): Box–Muller over pairs of draws, both values of a
+ * pair used (the diffusion pipelines' latents and Euler ancestral's noise). torch.randn draws other
+ * numbers from the same distribution.
+ */
+export function normalValues(uniform: () => number, n: number): Float32Array {
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const radius = Math.sqrt(-2 * Math.log(1 - uniform())); // 1 - u in (0, 1]: no log(0)
+    const angle = 2 * Math.PI * uniform();
+    values[i] = radius * Math.cos(angle);
+    if (i + 1 < n) values[i + 1] = radius * Math.sin(angle);
+  }
+  return values;
+}
