@@ -19,6 +19,7 @@ export { DEFAULT_DECODERS, type Decoder, type AnyDecoder, type DecoderRoute, typ
 export type { GdinoOutput, GdinoOptions, GdinoTask, UniposeOutput, DiffusionOutput } from './decoders/index.js';
 export { gdino, expandMask, maskArea, type Detection, type Rle, type SemanticMap } from './decoders/gdino/index.js';
 export { unipose } from './decoders/unipose/index.js';
-export { sd, ip2p } from './decoders/diffusion/index.js';
+export { sd, ip2p, type DiffusionOptions, type GeneratedImage } from './decoders/diffusion/index.js';
+export { encodePng } from './image/encode.js';
 export type { LinkGroup, LinkBlock } from './superlink/superlink.js';
 export { ConfigReader } from './io/config-reader.js';

@@ -49,7 +49,9 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
   });
 
   it('teacher-forced mixed answer: det tokens, and a condition each for generation and editing', async () => {
-    const result = await model.chat({ image: IMAGE, prompt: golden.metadata.mixed_question!, answer: golden.metadata.mixed_answer! });
+    // The conditions are what this test checks; the pipelines run at their smallest (diffusion-chat.test.ts checks the images).
+    const small = { sd: { steps: 1, width: 8, height: 8 }, ip2p: { steps: 1 } };
+    const result = await model.chat({ image: IMAGE, prompt: golden.metadata.mixed_question!, answer: golden.metadata.mixed_answer!, decoders: small });
     expect(result.outputs.map((o) => [o.decoder, o.task, o.tokens, o.phrases])).toEqual([
       ['gdino', 'detection', ['[DET]', '[DET]'], ['A person', 'rides a bicycle']],
       ['sd', 'generation', ['[GEN]'], ['A red cat']],
@@ -108,7 +110,7 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
       ['ip2p', ['now make it blue']],
     ]);
     const diffusion = await sd.load(new Params(model.weights), config.decoders.get('sd') as DiffusionConfig, { hiddenSize: 128 });
-    const gen = await diffusion.run(groups[1]!, { engine, options: undefined });
+    const gen = await diffusion.run(groups[1]!, { engine, options: { steps: 1, width: 8, height: 8 } });
     expectClose(await gen.conditions.toArray(), golden.values('mixed.gen'), { rel: TOL, label: 'gen condition, decoding path' });
     gen.dispose();
     [features, embeds, ...spliced, ...groups.map((g) => g.hidden)].forEach((t) => t.dispose());

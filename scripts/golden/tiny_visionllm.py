@@ -434,6 +434,8 @@ def generate():
         tiny_pose.install(TINY_DIR)  # UniPose's weights and config (unipose.*)
         import tiny_region
         tiny_region.install(TINY_DIR)  # the region encoder's weights and config (region_encoder.*)
+        import tiny_diffusion
+        tiny_diffusion.install(TINY_DIR)  # SD / IP2P U-Net, VAE, text encoder and schedulers (sd.sd_*, ip2p.sd_*)
         llama_params = init_params(seed=7, llm=TEXT_LLM, llm_only=True, prefix='')
         write_checkpoint(LLAMA_DIR, llama_params, TEXT_LLM, model_file, added)
 

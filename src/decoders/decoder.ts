@@ -37,6 +37,8 @@ export interface DecoderContext<Options> {
   image?: RgbImage;
   /** This decoder's options from `chat({ decoders: { <name>: ... } })`, checked by parseOptions. */
   options: Options;
+  /** The chat's cancellation (its signal, or the model's disposal): long decoders stop between steps. */
+  signal?: AbortSignal;
 }
 
 /** Every decoder's result carries these; its own fields (boxes, masks, conditions, ...) come on top. */

@@ -43,7 +43,7 @@ type SharpFactory = (input: Buffer, options?: SharpOptions) => Sharp;
 let sharpModule: Promise<SharpFactory> | undefined;
 
 /** sharp is loaded on first use: the engine works without its native binary, and starts faster. */
-function loadSharp(): Promise<SharpFactory> {
+export function loadSharp(): Promise<SharpFactory> {
   sharpModule ??= import('sharp').then(
     (m) => m.default as unknown as SharpFactory,
     (err: Error) => {

@@ -1,6 +1,7 @@
 /** Images: decoding, GPU resizing (Pillow-exact), CLIP/anyres preprocessing and coordinate maps. */
 export * from './affine.js';
 export * from './decode.js';
+export * from './encode.js';
 export * from './gpu-image.js';
 export * from './preprocess.js';
 // The resampling plans live with resize in ops (src/ops/support/resample-plan.ts), which applies them too.

@@ -312,7 +312,8 @@ export class VisionLLM {
         answer.blockHidden.forEach((b) => b.dispose());
       }
       const decodeStart = performance.now();
-      outputs = await this.runDecoders(groups, request.image, decoderOptions);
+      const signal = request.options.signal ? AbortSignal.any([request.options.signal, this.closing.signal]) : this.closing.signal;
+      outputs = await this.runDecoders(groups, request.image, decoderOptions, signal);
       this.assertNotClosing();
       const timings = { queuedMs: t.queuedMs, visionMs, imageTiles: request.tiles, decodersMs: performance.now() - decodeStart, totalMs: performance.now() - t.start };
       return chatResult(answer, outputs, timings);
@@ -539,13 +540,13 @@ export class VisionLLM {
   }
 
   /** Each group to its decoder, in order; on an error the outputs made so far are freed. */
-  private async runDecoders(groups: LinkGroup[], image: RgbImage | undefined, options: ReadonlyMap<string, unknown>): Promise<DecoderOutput[]> {
+  private async runDecoders(groups: LinkGroup[], image: RgbImage | undefined, options: ReadonlyMap<string, unknown>, signal?: AbortSignal): Promise<DecoderOutput[]> {
     const outputs: DecoderOutput[] = [];
     try {
       for (const group of groups) {
         const decoder = this.decoders.get(group.decoder);
         if (!decoder) throw new Error(`chat: decoder '${group.decoder}' is not loaded`);
-        outputs.push(await decoder.run(group, { engine: this.engine, image, options: options.get(group.decoder) }));
+        outputs.push(await decoder.run(group, { engine: this.engine, image, options: options.get(group.decoder), signal }));
       }
       await this.engine.sync();
       return outputs;

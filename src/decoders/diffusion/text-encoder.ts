@@ -22,9 +22,19 @@ export interface ClipTextConfig extends ClipLayerConfig {
   maxPositions: number;
 }
 
-/** CLIP's tokenizer: <|startoftext|>, and <|endoftext|>, which SD-1.5's tokenizer also pads with. */
+/**
+ * CLIP's tokenizer: <|startoftext|>, and <|endoftext|>, which SD-1.5's tokenizer also pads with.
+ * (The text encoder's config.json says bos_token_id 0 and eos_token_id 2, stale values the
+ * tokenizer never used: the ids come from the tokenizer, the pipeline's `tokenizer_config`.)
+ */
 export const CLIP_BOS = 49406;
 export const CLIP_EOS = 49407;
+
+/** The tokenizer's ids the empty prompt is made of. */
+export interface NullPromptIds {
+  bos: number;
+  eos: number;
+}
 
 /** CLIPTextConfig, with SD-1.5's values (openai/clip-vit-large-patch14's text tower) as defaults. */
 export function parseClipTextConfig(r: ConfigReader): ClipTextConfig {
@@ -33,7 +43,6 @@ export function parseClipTextConfig(r: ConfigReader): ClipTextConfig {
     vocabSize: r.positive('vocab_size', 49408),
     maxPositions: r.positive('max_position_embeddings', 77),
   };
-  if (c.vocabSize <= CLIP_EOS) throw new Error(`${r.where('vocab_size')} ${c.vocabSize} must hold CLIP's <|endoftext|> id ${CLIP_EOS}`);
   return c;
 }
 
@@ -80,11 +89,15 @@ export class ClipTextEncoder {
    * The null condition, CLIP of "" padded to max_length: ids [BOS, EOS x 76] -> [77, hidden] f32 (diffusers'
    * encode_prompt("") for the unconditional batch). Computed once, then owned by this encoder (freed by
    * dispose()): it is read back and uploaded again as a persistent tensor, which no caller's scope() frees.
+   * `ids`: the tokenizer's (SD-1.5's CLIP ids by default); they are fixed by the first call.
    */
-  nullCondition(): Promise<Tensor> {
+  nullCondition(ids: NullPromptIds = { bos: CLIP_BOS, eos: CLIP_EOS }): Promise<Tensor> {
+    for (const [name, id] of [['bos', ids.bos], ['eos', ids.eos]] as const) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new RangeError(`ClipTextEncoder: the empty prompt's ${name} id ${id} is outside the vocabulary of ${this.config.vocabSize}`);
+    }
     this.nullCache ??= (async () => {
-      const ids = [CLIP_BOS, ...Array<number>(this.config.maxPositions - 1).fill(CLIP_EOS)];
-      const hidden = this.forward(ids);
+      const prompt = [ids.bos, ...Array<number>(this.config.maxPositions - 1).fill(ids.eos)];
+      const hidden = this.forward(prompt);
       // The read-back's copy is recorded before this function first yields, so a caller's scope
       // that frees `hidden` when it closes comes after it.
       const values = await hidden.toArray();

@@ -44,6 +44,8 @@ export interface UNetConfig {
   upAttention: boolean[];
   flipSinToCos: boolean;
   freqShift: number;
+  /** The latents' default size (64: 512 pixels with the VAE's factor 8). */
+  sampleSize: number;
 }
 
 /** A diffusers unet config.json (SD-1.5's values by default; in_channels 8 for InstructPix2Pix). */
@@ -74,6 +76,7 @@ export function parseUNetConfig(r: ConfigReader): UNetConfig {
     upAttention: types('up_block_types', UP_TYPES, ['UpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'CrossAttnUpBlock2D']),
     flipSinToCos: r.bool('flip_sin_to_cos', true),
     freqShift: r.integer('freq_shift', 0),
+    sampleSize: r.positive('sample_size', 64),
   };
   r.str('act_fn', ['silu'] as const, 'silu');
   if (r.bool('use_linear_projection', false)) throw new Error(`${r.where('use_linear_projection')} true is not supported (SD-1.5's projections are 1×1 convolutions)`);
