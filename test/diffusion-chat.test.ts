@@ -40,7 +40,7 @@ describe.each(['cpu', 'gpu'] as const)('diffusion through chat() on weights/tiny
       image: image(file('gen_image')),
       prompt: meta('gen_question'),
       answer: meta('gen_answer'),
-      decoders: { sd: { steps: Number(meta('gen_steps')), width: GEN_SIZE[1], height: GEN_SIZE[0], latents: golden.values('gen.latents') as Float32Array, onStep: (_, done) => steps.push(done) } },
+      decoders: { sd: { steps: Number(meta('gen_steps')), width: GEN_SIZE[1], height: GEN_SIZE[0], latents: golden.values('gen.latents') as Float32Array, onStep: (_: number, done: number) => steps.push(done) } },
     });
     try {
       const [out] = r.outputsOf(sd);
@@ -67,7 +67,7 @@ describe.each(['cpu', 'gpu'] as const)('diffusion through chat() on weights/tiny
       image: image(file('edit_image')),
       prompt: meta('edit_question'),
       answer: meta('edit_answer'),
-      decoders: { ip2p: { steps: Number(meta('edit_steps')), latents, noise: (i) => noise.subarray(i * per, (i + 1) * per) } },
+      decoders: { ip2p: { steps: Number(meta('edit_steps')), latents, noise: (i: number) => noise.subarray(i * per, (i + 1) * per) } },
     });
     try {
       const [out] = r.outputsOf(ip2p);
@@ -87,7 +87,7 @@ describe.each(['cpu', 'gpu'] as const)('diffusion through chat() on weights/tiny
     await expect(ask({ sd: { width: 34 } })).rejects.toThrow("generate: width 34 must be a positive multiple of 4 (the VAE's factor)");
     await expect(ask({ sd: { scheduler: 'lms' } })).rejects.toThrow('chat: decoders.sd.scheduler must be one of pndm, euler_ancestral, ddim');
     const controller = new AbortController();
-    const aborted = model.chat({ prompt: meta('gen_question'), answer: meta('gen_answer'), signal: controller.signal, decoders: { sd: { steps: 20, onStep: (_, done) => done === 2 && controller.abort() } } });
+    const aborted = model.chat({ prompt: meta('gen_question'), answer: meta('gen_answer'), signal: controller.signal, decoders: { sd: { steps: 20, onStep: (_: number, done: number) => done === 2 && controller.abort() } } });
     await expect(aborted).rejects.toThrow(/abort/i);
   });
 });

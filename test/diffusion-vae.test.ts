@@ -1,6 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/engine.js';
-import type { Tensor } from '../src/engine/tensor.js';
 import { ConfigReader } from '../src/io/config-reader.js';
 import { AutoencoderKLVae, parseVaeConfig } from '../src/decoders/diffusion/vae.js';
 import { Params } from '../src/nn/params.js';
@@ -13,15 +12,8 @@ const PREFIX = golden.metadata.prefix!;
 const CONFIG_JSON = JSON.parse(golden.metadata.config!) as Record<string, unknown>;
 const config = parseVaeConfig(new ConfigReader('vae/config.json', CONFIG_JSON));
 
-/** The VAE's weights under their checkpoint names (f16 values, so both uploads hold the same numbers). */
-function weights(engine: Engine, dtype: 'f32' | 'f16', skip?: string): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (!name.startsWith(`${PREFIX}.`) || name === skip) continue;
-    out.set(name, dtype === 'f16' ? golden.upload(engine, name) : engine.tensor(golden.values(name), golden.shape(name), 'f32'));
-  }
-  return out;
-}
+/** The checkpoint's tensors under their names (f16 values: both uploads hold the same numbers). */
+const weights = (engine: Engine, dtype: 'f32' | 'f16', skip?: string) => golden.weights(engine, dtype, `${PREFIX}.`, skip);
 
 describe.each(['cpu', 'gpu'] as const)('AutoencoderKL, %s kernels', (profile) => {
   let engine: Engine;

@@ -16,15 +16,8 @@ const PREFIX = golden.metadata.prefix!;
 interface Case { name: string; height: number; width: number; seed: number; scale: number; beyond_hf: boolean; shapes: number[][] }
 const cases = JSON.parse(golden.metadata.cases!) as Case[];
 
-/** The backbone's weights under their checkpoint names; stored as f16 values, so both uploads hold the same numbers. */
-function weights(engine: Engine, dtype: 'f32' | 'f16', skip?: string): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (!name.startsWith(`${PREFIX}.`) || name === skip) continue;
-    out.set(name, dtype === 'f16' ? golden.upload(engine, name) : engine.tensor(golden.values(name), golden.shape(name), 'f32'));
-  }
-  return out;
-}
+/** The checkpoint's tensors under their names (f16 values: both uploads hold the same numbers). */
+const weights = (engine: Engine, dtype: 'f32' | 'f16', skip?: string) => golden.weights(engine, dtype, `${PREFIX}.`, skip);
 
 function pixels(engine: Engine, c: Case): Tensor {
   return engine.tensor(hashed(3 * c.height * c.width, c.seed, c.scale), [1, 3, c.height, c.width]);

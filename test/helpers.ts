@@ -59,6 +59,20 @@ export class Golden {
     }
   }
 
+  /**
+   * The tensors under `prefix` as a checkpoint's: floats as `dtype` (an F16 golden's values are the
+   * same numbers either way), integer buffers with their stored dtype; `skip` left out.
+   */
+  weights(engine: Engine, dtype: 'f32' | 'f16', prefix: string, skip?: string): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [name, t] of this.tensors) {
+      if (!name.startsWith(prefix) || name === skip) continue;
+      const integer = t.dtype === 'I32' || t.dtype === 'I64';
+      out.set(name, integer || t.dtype === dtype.toUpperCase() ? this.upload(engine, name) : engine.tensor(this.values(name), t.shape, dtype));
+    }
+    return out;
+  }
+
   /** Uploads a golden tensor with its stored dtype (F32 -> f32, F16 -> f16, I32/I64 -> i32). */
   upload(engine: Engine, name: string): Tensor {
     const t = this.entry(name);

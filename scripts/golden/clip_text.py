@@ -16,6 +16,8 @@ import importlib.util
 
 import torch
 
+import common
+
 _spec = importlib.util.spec_from_file_location('reference_clip_text', os.path.join(os.path.dirname(__file__), 'reference_clip_text.py'))
 R = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(R)
@@ -31,11 +33,8 @@ IDS_SEED = 52
 def generate():
     model = R.CLIPTextModel(CONFIG).double().eval()
     R.randomize(model, MODEL_SEED)
-    tensors = {}
+    tensors = common.f16_weights(model, PREFIX)  # the values stored are the values computed with
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(p.to(torch.float16).double())  # the values stored are the values computed with
-            tensors[PREFIX + name] = p.to(torch.float16)
         n = CONFIG['max_position_embeddings']
         tensors[PREFIX + 'text_model.embeddings.position_ids'] = torch.arange(n, dtype=torch.int32)[None]
         null = model(torch.tensor([[BOS] + [EOS] * (n - 1)]))[0]

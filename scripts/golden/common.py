@@ -96,3 +96,14 @@ def stored(x, dtype):
 def exact(x, dtype):
     """Input values as the GPU sees them, in float64."""
     return x.to(torch.float32).to(torch.float64) if dtype == 'f32' else as_f16(x)
+
+
+def f16_weights(model, prefix):
+    """Rounds every parameter of `model` to f16 in place (the values the reference then computes with)
+    and returns them as F16 tensors under `prefix` + name: f32 and f16 uploads then hold the same numbers."""
+    tensors = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(p.to(torch.float16).to(p.dtype))
+            tensors[prefix + name] = p.to(torch.float16)
+    return tensors

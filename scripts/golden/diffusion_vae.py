@@ -15,6 +15,8 @@ import importlib.util
 
 import torch
 
+import common
+
 _spec = importlib.util.spec_from_file_location('reference_vae', os.path.join(os.path.dirname(__file__), 'reference_vae.py'))
 R = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(R)
@@ -31,11 +33,8 @@ INPUT_SEED = 42
 def generate():
     model = R.AutoencoderKL(CONFIG).double().eval()
     R.randomize(model, MODEL_SEED)
-    tensors = {}
+    tensors = common.f16_weights(model, PREFIX)  # the values stored are the values computed with
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(p.to(torch.float16).double())  # the values stored are the values computed with
-            tensors[PREFIX + name] = p.to(torch.float16)
         g = torch.Generator().manual_seed(INPUT_SEED)
         h, w = IMAGE
         factor = 2 ** (len(CONFIG['block_out_channels']) - 1)
