@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Engine } from '../src/engine/engine.js';
-import { f32ToF16Bits } from '../src/engine/dtype.js';
+import { f32ArrayToF16 } from '../src/engine/dtype.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import type { RgbImage } from '../src/image/gpu-image.js';
 import { defaultStoragePolicy, storageDType, type StoragePolicy } from '../src/io/checkpoint.js';
@@ -122,7 +122,7 @@ export function randomReleaseTensors(engine: Engine, layout: ReleaseLayout, opti
     const source = t.alias_of ?? t.name;
     const { mean, std } = initStats(source, t.shape);
     const values = uniformValues(numel(t.shape), hashName(source) ^ (options.seed ?? 0), mean, std);
-    const host = dtype === 'f16' ? Uint16Array.from(values, f32ToF16Bits) : values;
+    const host = dtype === 'f16' ? f32ArrayToF16(values) : values;
     out.set(t.name, engine.tensor(host, t.shape, dtype, { persistent: true }));
   }
   return out;

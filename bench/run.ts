@@ -11,6 +11,7 @@ import { benchConv, benchNorm2d, benchResize } from './conv.js';
 import { benchMsDeformAttn } from './ms-deform-attn.js';
 import { benchGdino } from './gdino.js';
 import { benchUnipose } from './unipose.js';
+import { benchDiffusion } from './diffusion.js';
 import { benchMllm } from './mllm.js';
 import { benchSuperlink } from './superlink.js';
 import { benchTokenizer } from './tokenizer.js';
@@ -30,6 +31,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['super link', benchSuperlink],
   ['Grounding DINO', benchGdino],
   ['UniPose', benchUnipose],
+  ['Stable Diffusion U-Net and VAE', benchDiffusion],
 ];
 
 function arg(name: string): string | undefined {

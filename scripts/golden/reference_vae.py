@@ -7,10 +7,28 @@ nearest x2 then a 3x3 conv) and attention_processor.py (Attention with group_nor
 channels, residual_connection, rescale_output_factor 1). The module names are the checkpoint's, so
 state_dict() gives `encoder.down_blocks.0.resnets.0.norm1.weight`, `decoder.mid_block.attentions.0.to_q.weight`, ...
 Only the inference path (no tiling, slicing, dropout or gradient checkpointing).
+
+CLI:
+  python3 -P scripts/golden/reference_vae.py --time [--threads 2 --repeat 1 --size 512]
+      one decode of a [1, 4, size/8, size/8] latent and one encodeMean of a [1, 3, size, size] image at SD-1.5's
+      config with random f32 weights; prints one JSON line {decode_ms, encode_ms, ...}
 """
+import argparse
+import json
+import resource
+import sys
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+def release_config():
+    """SD-1.5 vae/config.json (runwayml/stable-diffusion-v1-5), the keys AutoencoderKL reads."""
+    return dict(in_channels=3, out_channels=3, down_block_types=['DownEncoderBlock2D'] * 4, up_block_types=['UpDecoderBlock2D'] * 4,
+                block_out_channels=[128, 256, 512, 512], layers_per_block=2, act_fn='silu', latent_channels=4,
+                norm_num_groups=32, sample_size=512, scaling_factor=0.18215)
+
 
 EPS = 1e-6  # every GroupNorm of the VAE (Encoder/Decoder pass resnet_eps=1e-6; conv_norm_out eps=1e-6)
 
@@ -197,3 +215,50 @@ def randomize(model, seed):
             else:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / fan_in ** 0.5)
+
+
+# ---------------------------------------------------------------- CLI: timing
+
+def time_release(threads, repeat=1, size=512, seed=0):
+    """decode of a [1, 4, size/8, size/8] N(0, 1) latent and encode_mean of a [1, 3, size, size] image in [-1, 1) at the
+    release config, random f32 weights; the fastest of `repeat` after a warm-up of each."""
+    torch.set_num_threads(threads)
+    model = AutoencoderKL(release_config())
+    randomize(model, seed)
+    model = model.float().eval()
+    factor = 2 ** (len(model.config['block_out_channels']) - 1)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, model.config['latent_channels'], size // factor, size // factor, generator=g)
+    image = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    best = {}
+    with torch.no_grad():
+        for name, fn, x in (('decode', model.decode, z), ('encode', model.encode_mean, image)):
+            fn(x)  # warm-up
+            runs = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                out = fn(x)
+                runs.append(time.perf_counter() - start)
+                assert torch.isfinite(out).all()
+            best[name] = round(min(runs) * 1000, 1)
+    return dict(decode_ms=best['decode'], encode_ms=best['encode'], config='SD-1.5 VAE', dtype='f32', image=[size, size],
+                latent=[size // factor, size // factor], threads=threads, torch=torch.__version__,
+                params=sum(p.numel() for p in model.parameters()), repeat=repeat,
+                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--time', action='store_true', help='time one decode and one encode at the release config (random f32 weights)')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=1)
+    parser.add_argument('--size', type=int, default=512)
+    args = parser.parse_args(argv)
+    if args.time:
+        print(json.dumps(time_release(args.threads, args.repeat, args.size)))
+    else:
+        parser.print_help()
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

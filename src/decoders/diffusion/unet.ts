@@ -169,25 +169,35 @@ export class UNet2DConditionModel {
     const engine = sample.engine;
     return engine.scope(() => {
       const siluTemb = silu(this.timeEmbedding(engine, ts));
-      let h = this.convIn.forward(sample, { dtype: 'f32' });
-      const skips = [h];
+      // Each block in its own scope, and each map freed once nothing reads it: only the skips and the
+      // current map live between blocks (one scope for the whole pass kept every intermediate).
+      const skips: Tensor[] = [];
+      let h = engine.scope(() => this.convIn.forward(sample, { dtype: 'f32' }));
+      skips.push(h);
+      const next = (f: (x: Tensor) => Tensor, keep = false) => {
+        const x = h;
+        h = engine.scope(() => f(x));
+        if (!skips.includes(x)) x.dispose();
+        if (keep) skips.push(h);
+      };
       for (const level of this.down) {
         level.resnets.forEach((resnet, j) => {
-          h = resnet.forward(h, siluTemb);
-          if (level.attentions[j]) h = level.attentions[j]!.forward(h, condition);
-          skips.push(h);
+          next((x) => resnet.forward(x, siluTemb), !level.attentions[j]);
+          if (level.attentions[j]) next((x) => level.attentions[j]!.forward(x, condition), true);
         });
-        if (level.sampler) skips.push((h = level.sampler.forward(h, { dtype: 'f32' })));
+        if (level.sampler) next((x) => level.sampler!.forward(x, { dtype: 'f32' }), true);
       }
-      h = this.mid.resnets[0]!.forward(h, siluTemb);
-      h = this.mid.attentions[0]!.forward(h, condition);
-      h = this.mid.resnets[1]!.forward(h, siluTemb);
+      next((x) => this.mid.resnets[0]!.forward(x, siluTemb));
+      next((x) => this.mid.attentions[0]!.forward(x, condition));
+      next((x) => this.mid.resnets[1]!.forward(x, siluTemb));
       for (const level of this.up) {
         level.resnets.forEach((resnet, j) => {
-          h = resnet.forward(concat([h, skips.pop()!], 1), siluTemb);
-          if (level.attentions[j]) h = level.attentions[j]!.forward(h, condition);
+          const skip = skips.pop()!;
+          next((x) => resnet.forward(concat([x, skip], 1), siluTemb));
+          skip.dispose();
+          if (level.attentions[j]) next((x) => level.attentions[j]!.forward(x, condition));
         });
-        if (level.sampler) h = upsample(level.sampler, h, skips[skips.length - 1]!.shape.slice(2) as [number, number]);
+        if (level.sampler) next((x) => upsample(level.sampler!, x, skips[skips.length - 1]!.shape.slice(2) as [number, number]));
       }
       return this.convOut.forward(this.normOut.forward(h), { dtype: 'f32' });
     });
