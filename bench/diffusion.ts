@@ -8,10 +8,10 @@
  *   vae_decode_512   latents [1, 4, 64, 64] -> image [1, 3, 512, 512]
  *   vae_encode_512   image [1, 3, 512, 512] -> the latent mean [1, 4, 64, 64]
  *   sd_generation_projected  51 U-Net calls and one decode, computed from the rows above (not run)
+ *   unet_op_shares   unet_cfg_64 by op family: each Conv2d, GroupNorm, attention, LayerNorm and Linear call
+ *                    replayed alone (bench/op-shares.ts), with its share of the measured call
  * When a python3 with torch is there, the same modules in PyTorch on the CPU (reference_unet.py and
  * reference_vae.py --time, 2 threads, f32) give ratio_vs_pytorch = PyTorch ms / our ms.
- *
- * The engine has no per-dispatch timer, so the U-Net call is not split into conv / GroupNorm / attention.
  *
  * The loaders and the layouts are exported for test/diffusion-release.test.ts.
  */
@@ -19,9 +19,14 @@ import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { parseUNetConfig, UNet2DConditionModel, type UNetConfig } from '../src/decoders/diffusion/unet.js';
 import { AutoencoderKLVae, parseVaeConfig, type VaeConfig } from '../src/decoders/diffusion/vae.js';
+import { MultiheadAttention } from '../src/nn/attention.js';
+import { Conv2d } from '../src/nn/conv.js';
+import { Linear } from '../src/nn/linear.js';
+import { GroupNorm, LayerNorm } from '../src/nn/norm.js';
 import { Params } from '../src/nn/params.js';
 import type { Weights } from '../src/nn/weights.js';
 import type { Harness, Measurement } from './harness.js';
+import { recordCalls, timeCalls, type ModuleClass } from './op-shares.js';
 import {
   annotateVsPytorch, benchRelease, MB, memoryBaseline, ms, peakFields, pytorchJson, randomHidden, releaseConfigReader, releaseLayout, releaseWeights,
   syntheticImage, timedSync, warmRun, type ReleaseLayout,
@@ -116,8 +121,34 @@ async function unetRow(engine: Engine, layout: ReleaseLayout, batch: number): Pr
   }
 }
 
+/**
+ * The U-Net call's time by op family (bench/op-shares.ts): every Conv2d, GroupNorm, attention,
+ * LayerNorm and Linear call of one forward replayed alone; `other` is the measured call's remainder
+ * (elementwise adds, concatenations, transposes, the time embedding, and what replaying alone hides).
+ */
+async function unetShares(engine: Engine, layout: ReleaseLayout, callMs: number): Promise<Measurement> {
+  const config = unetReleaseConfig(layout);
+  const { weights, model } = await benchRelease(engine, layout, (tensors) => loadRandomUnet(tensors, layout, config));
+  const { sample, condition } = unetInputs(engine, config, 2, 64);
+  try {
+    const families = { conv: Conv2d, group_norm: GroupNorm, attention: MultiheadAttention, layer_norm: LayerNorm, linear: Linear } as unknown as Record<string, ModuleClass>;
+    const calls = recordCalls(engine, families, () => model.forward(sample, T, condition).dispose());
+    await engine.sync();
+    const { ms: byFamily, count } = await timeCalls(engine, calls);
+    const total = callMs;
+    const fields = Object.fromEntries(Object.entries(byFamily).flatMap(([f, v]) => [[`${f}_ms`, ms(v)], [`${f}_share`, Math.round((v / total) * 1000) / 1000], [`${f}_calls`, count[f]]]));
+    const replayed = Object.values(byFamily).reduce((a, b) => a + b, 0);
+    return { name: 'unet_op_shares', shape: 'unet_cfg_64, each call replayed alone', median_ms: ms(replayed), ...fields, other_share: Math.round(((total - replayed) / total) * 1000) / 1000, of_ms: ms(total) };
+  } finally {
+    [sample, condition].forEach((t) => t.dispose());
+    model.dispose();
+    weights.dispose();
+    engine.pool.trim();
+  }
+}
+
 export async function benchDiffusion(h: Harness): Promise<void> {
-  const names = ['unet_cfg_64', 'unet_ip2p_64', 'vae_decode_512', 'vae_encode_512', 'sd_generation_projected', 'unet_pytorch_cpu', 'vae_pytorch_cpu'];
+  const names = ['unet_cfg_64', 'unet_ip2p_64', 'vae_decode_512', 'vae_encode_512', 'sd_generation_projected', 'unet_pytorch_cpu', 'vae_pytorch_cpu', 'unet_op_shares'];
   if (!names.some((n) => h.wanted(n))) return;
   const engine = h.engine;
   const unetLayout = releaseLayout(UNET_RELEASE_FILE);
@@ -164,8 +195,8 @@ export async function benchDiffusion(h: Harness): Promise<void> {
     }
   }
 
-  console.log('  no per-dispatch timer in the engine: the U-Net call is not split into conv / GroupNorm / attention');
-  if (h.wanted('unet_cfg_64') || projected) row('unet_cfg_64', await unetRow(engine, unetLayout, 2));
+  if (h.wanted('unet_cfg_64') || projected || h.wanted('unet_op_shares')) row('unet_cfg_64', await unetRow(engine, unetLayout, 2));
+  if (h.wanted('unet_op_shares')) h.record(await unetShares(engine, unetLayout, runs.get('unet_cfg_64')!.ms));
   if (h.wanted('unet_ip2p_64')) row('unet_ip2p_64', await unetRow(engine, ip2pUnetLayout(unetLayout), 3));
 
   if (['vae_decode_512', 'vae_encode_512'].some((n) => h.wanted(n)) || projected) {
