@@ -87,3 +87,9 @@ export function bf16ArrayToF32(src: Uint16Array): Float32Array {
   for (let i = 0; i < src.length; i++) out[i] = src[i]! << 16;
   return new Float32Array(out.buffer);
 }
+
+/** The nearest integer, ties to even: C's lrint (cvRound), NumPy's and Python 3's round(). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}

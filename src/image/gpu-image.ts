@@ -3,7 +3,7 @@
  * (r | g << 8 | b << 16 | 255 << 24). Pillow-exact resizing (kernels/image.wgsl) and conversion to
  * normalised CHW floats for a vision encoder.
  */
-import type { DType } from '../engine/dtype.js';
+import { roundHalfEven, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { fixedPointWeights, pilPlan, rowChunks, type PilFilter, type ResamplePlan } from '../ops/index.js';
@@ -245,8 +245,3 @@ export function cv2LinearTable(inSize: number, outSize: number, clampEdges: bool
   return { offsets, weights };
 }
 
-/** C's lrint (cvRound): nearest integer, ties to even. */
-function roundHalfEven(v: number): number {
-  const r = Math.round(v);
-  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}

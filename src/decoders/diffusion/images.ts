@@ -13,6 +13,7 @@ import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { normalizeImage, pilResize, uploadImage, type RgbImage } from '../../image/gpu-image.js';
 import { normalValues, SeededRandom } from '../../engine/random.js';
+import { roundHalfEven } from '../../engine/dtype.js';
 
 /** An image a pipeline made: RGB bytes, row-major. */
 export interface GeneratedImage extends RgbImage {}
@@ -44,11 +45,6 @@ export async function toRgb(decoded: Tensor): Promise<GeneratedImage> {
   return { width, height, data };
 }
 
-/** numpy's round: halves to even. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /** N(0, 1) noise from a seeded generator (one generator serves a whole generation). */
 export class GaussianNoise {

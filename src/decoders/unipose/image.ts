@@ -16,7 +16,7 @@
  * Keypoints and boxes from the detector are relative to the resized (unpadded) image; `toOriginal`
  * takes resized-image pixels to original pixels (continuous coordinates).
  */
-import type { DType } from '../../engine/dtype.js';
+import { roundHalfEven, type DType } from '../../engine/dtype.js';
 import type { Engine } from '../../engine/engine.js';
 import type { Tensor } from '../../engine/tensor.js';
 import { ImageMap } from '../../image/affine.js';
@@ -54,11 +54,6 @@ export interface UniposeImage {
   dispose(): void;
 }
 
-/** Python 3's round() of a float to an integer: halves go to the even neighbour. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 function checkSizes(size: unknown, maxSize: unknown): asserts size is number {
   for (const [name, v] of [['size', size], ['maxSize', maxSize]] as const) {

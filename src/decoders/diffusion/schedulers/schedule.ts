@@ -10,6 +10,7 @@
 import type { Tensor } from '../../../engine/tensor.js';
 import type { ConfigReader } from '../../../io/config-reader.js';
 import { add, unary } from '../../../ops/elementwise.js';
+import { roundHalfEven } from '../../../engine/dtype.js';
 
 const f = Math.fround;
 
@@ -137,11 +138,6 @@ export function alphasCumprod(config: SchedulerConfig): Float32Array {
   return out;
 }
 
-/** NumPy's rounding: halves to even. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /**
  * set_timesteps' spacing, ascending, before each class reverses it: 'leading' = round(i * (T // n)) +
