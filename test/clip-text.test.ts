@@ -16,12 +16,7 @@ const POSITION_IDS = `${PREFIX}.text_model.embeddings.position_ids`;
 
 /** The encoder's weights under their checkpoint names (f16 values, so both uploads hold the same numbers); position_ids as i32. */
 function weights(engine: Engine, dtype: 'f32' | 'f16', skip?: string): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (!name.startsWith(`${PREFIX}.`) || name === skip) continue;
-    out.set(name, dtype === 'f16' || name === POSITION_IDS ? golden.upload(engine, name) : engine.tensor(golden.values(name), golden.shape(name), 'f32'));
-  }
-  return out;
+  return golden.weights(engine, dtype, `${PREFIX}.`, skip);
 }
 
 describe.each(['cpu', 'gpu'] as const)('CLIP text encoder, %s kernels', (profile) => {

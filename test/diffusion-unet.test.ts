@@ -7,9 +7,7 @@
  * the intermediate stages, on both kernel profiles, f32 and f16 weights.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
-import type { Tensor } from '../src/engine/tensor.js';
 import { ConfigReader } from '../src/io/config-reader.js';
 import { Params } from '../src/nn/params.js';
 import { parseUNetConfig, UNet2DConditionModel } from '../src/decoders/diffusion/unet.js';
@@ -21,12 +19,8 @@ const CASES = [
   { name: 'ip2p', prefix: golden.metadata.ip2p_prefix!, config: golden.metadata.ip2p_config!, key: 'ip2p.' },
 ];
 
-function checkpoint(engine: Engine, dtype: DType, drop = ''): Params {
-  const m = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (name === drop || !CASES.some((c) => name.startsWith(`${c.prefix}.`))) continue;
-    m.set(name, engine.tensor(golden.values(name), golden.shape(name), dtype));
-  }
+function checkpoint(engine: Engine, dtype: 'f32' | 'f16', drop?: string): Params {
+  const m = new Map(CASES.flatMap((c) => [...golden.weights(engine, dtype, `${c.prefix}.`, drop)]));
   return Params.of(m, 'diffusion_unet golden');
 }
 

@@ -7,7 +7,6 @@
  * profiles, f32 and f16 weights.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { Params } from '../src/nn/params.js';
@@ -42,10 +41,8 @@ function injected(name: string): Int32Array[] {
   });
 }
 
-function weights(engine: Engine, dtype: DType): Params {
-  const m = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) if (name.startsWith(PREFIX)) m.set(name, engine.tensor(golden.values(name), golden.shape(name), dtype));
-  return Params.of(m, 'region_encoder golden').at('region_encoder');
+function weights(engine: Engine, dtype: 'f32' | 'f16'): Params {
+  return Params.of(golden.weights(engine, dtype, PREFIX), 'region_encoder golden').at('region_encoder');
 }
 
 describe.each(['cpu', 'gpu'] as const)('the region encoder against the official RegionEncoder, %s profile', (profile) => {

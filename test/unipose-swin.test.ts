@@ -20,13 +20,7 @@ const cases = JSON.parse(golden.metadata.cases!) as Case[];
 
 /** The backbone's weights under their checkpoint names (f16 values, so both uploads hold the same numbers); index buffers as i32. */
 function weights(engine: Engine, dtype: 'f32' | 'f16', skip?: string): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (!name.startsWith(`${PREFIX}.`) || name === skip) continue;
-    const integer = name.endsWith('relative_position_index');
-    out.set(name, dtype === 'f16' || integer ? golden.upload(engine, name) : engine.tensor(golden.values(name), golden.shape(name), 'f32'));
-  }
-  return out;
+  return golden.weights(engine, dtype, `${PREFIX}.`, skip);
 }
 
 function pixels(engine: Engine, c: Case): Tensor {

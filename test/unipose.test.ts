@@ -7,9 +7,7 @@
  * and the post-processed instances in original pixels, on both kernel profiles.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DType } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
-import type { Tensor } from '../src/engine/tensor.js';
 import { ConfigReader } from '../src/io/config-reader.js';
 import { Params } from '../src/nn/params.js';
 import { parseUniposeConfig } from '../src/decoders/unipose/config.js';
@@ -27,14 +25,8 @@ const PREFIX = golden.metadata.prefix!;
 const L_HIDDEN = raw.l_hidden_size as number;
 
 /** Every golden tensor under the prefix: floats as `dtype`, the index buffers as i32. */
-function checkpoint(engine: Engine, dtype: DType, drop = ''): Params {
-  const m = new Map<string, Tensor>();
-  for (const name of golden.tensors.keys()) {
-    if (!name.startsWith(PREFIX) || name === drop) continue;
-    const integer = name.endsWith('relative_position_index');
-    m.set(name, integer ? golden.upload(engine, name) : engine.tensor(golden.values(name), golden.shape(name), dtype));
-  }
-  return Params.of(m, 'unipose golden');
+function checkpoint(engine: Engine, dtype: 'f32' | 'f16', drop?: string): Params {
+  return Params.of(golden.weights(engine, dtype, PREFIX, drop), 'unipose golden');
 }
 
 /** The golden's preprocessed input as the model takes it (the resize is unipose-image.test.ts's). */
