@@ -237,10 +237,7 @@ export class VisionLLM {
     const t0 = performance.now();
     checkChatOptions(options);
     const decoderOptions = this.decoderOptions(options.decoders);
-    this.assertOpen('chat');
-    if (options.image !== undefined) this.requireVision();
-    const image = options.image === undefined ? undefined : await readImage(options.image, options.imageLimits);
-    const request = this.request(options, image);
+    const request = await this.openRequest(options, 'chat');
     const queued = performance.now();
     return this.turns.run(() => this.respond(request, decoderOptions, { start: t0, queuedMs: performance.now() - queued }), options.signal);
   }
@@ -277,22 +274,37 @@ export class VisionLLM {
    */
   async promptEmbeddings(options: ChatOptions): Promise<{ ids: number[]; embeds: Tensor }> {
     checkChatOptions(options);
-    this.assertOpen('promptEmbeddings');
-    if (options.image !== undefined) this.requireVision();
-    const image = options.image === undefined ? undefined : await readImage(options.image, options.imageLimits);
-    const request = this.request(options, image);
+    const request = await this.openRequest(options, 'promptEmbeddings');
     return this.turns.run(async () => {
-      const rows = image ? this.encodeRgb(image, request.patches, options.regions, options.seed) : null;
+      const rows = request.image ? this.encodeRgb(request.image, request.patches, options.regions, options.seed) : null;
       try {
-        const embeds = this.llm.embed(request.ids);
-        if (rows) this.spliceImage(embeds, request.ids, rows);
-        this.superlink?.fill(embeds, request.forced?.blocks ?? []);
-        return { ids: request.ids, embeds };
+        return { ids: request.ids, embeds: this.inputEmbeddings(request.ids, rows, request.forced?.blocks) };
       } finally {
         rows?.features.dispose();
         rows?.regions?.dispose();
       }
     }, options.signal);
+  }
+
+  /** A call's checked options made into a request: the model open, the image decoded, the prompt tokenized. */
+  private async openRequest(options: ChatOptions, call: string): Promise<Request> {
+    this.assertOpen(call);
+    if (options.image !== undefined) this.requireVision();
+    const image = options.image === undefined ? undefined : await readImage(options.image, options.imageLimits);
+    return this.request(options, image);
+  }
+
+  /** The LLM's input: the ids' embeddings, the image's rows and regions spliced, each routing block's queries filled. */
+  private inputEmbeddings(ids: readonly number[], rows: ImageRows | null, blocks: readonly RoutedBlock[] = []): Tensor {
+    const embeds = this.llm.embed(ids);
+    try {
+      if (rows) this.spliceImage(embeds, ids, rows);
+      this.superlink?.fill(embeds, blocks);
+      return embeds;
+    } catch (err) {
+      embeds.dispose();
+      throw err;
+    }
   }
 
   /** One chat's GPU work, on its turn. */
@@ -474,11 +486,10 @@ export class VisionLLM {
   /** Generation; each routing token's queries are spliced in during decoding, their hidden states kept. */
   private async generateAnswer(request: Request, features: ImageRows | null): Promise<Answer> {
     const { options, ids } = request;
-    const promptEmbeds = this.llm.embed(ids);
+    const promptEmbeds = this.inputEmbeddings(ids, features);
     const blockHidden: Tensor[] = [];
     const link = this.superlink;
     try {
-      if (features) this.spliceImage(promptEmbeds, ids, features);
       const result = await generate(this.llm, this.conversationCache(), promptEmbeds, {
         maxNewTokens: options.maxNewTokens,
         minNewTokens: options.minNewTokens ?? (this.config.kind === 'visionllmv2' ? 1 : 0),
@@ -519,10 +530,7 @@ export class VisionLLM {
     const cache = this.conversationCache();
     const start = performance.now();
     const blockHidden = this.engine.scope(() => {
-      const embeds = this.llm.embed(ids);
-      if (features) this.spliceImage(embeds, ids, features);
-      this.superlink?.fill(embeds, blocks);
-      const hidden = this.llm.forward(embeds, cache);
+      const hidden = this.llm.forward(this.inputEmbeddings(ids, features, blocks), cache);
       return blocks.map((b) => hidden.rows(b.firstQuery, b.firstQuery + b.route.queryIds.length));
     });
     return {
