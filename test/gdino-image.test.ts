@@ -11,11 +11,12 @@ import { decodeImageFile } from '../src/image/decode.js';
 import { cv2LinearTable, cv2Resize, downloadImage, uploadImage, type RgbImage } from '../src/image/gpu-image.js';
 import { ADE20K_SCALE, GDINO_SCALE, gdinoImage, gdinoResizeShape } from '../src/decoders/gdino/image.js';
 import {
-  detections, expandMask, grounding, maskArea, rleFromBits, semanticMap, topkScores, type DetectorOutputs,
+  detections, grounding, semanticMap, topkScores, type DetectorOutputs,
 } from '../src/decoders/gdino/postprocess.js';
 import { hashed } from './hashed.js';
 import { checksums, synthetic } from './synthetic-image.js';
 import { expectClose, loadGolden, TEST_DIR, testEngine, thrownMessage } from './helpers.js';
+import { expandMask, maskArea, rleFromBits } from '../src/image/mask.js';
 
 const golden = loadGolden('gdino_image');
 const CASES = JSON.parse(golden.metadata.cases!) as Record<string, any>;

@@ -3,11 +3,12 @@ import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
 import { gdinoImage } from '../src/decoders/gdino/image.js';
 import { GroundingDino } from '../src/decoders/gdino/model.js';
-import { detections, maskArea } from '../src/decoders/gdino/postprocess.js';
+import { detections } from '../src/decoders/gdino/postprocess.js';
 import type { Weights } from '../src/nn/weights.js';
 import { GDINO_RELEASE_FILE, loadRandomRelease, randomClassEmbeddings, releaseConfig } from '../bench/gdino.js';
 import { numel, randomReleaseTensors, releaseLayout, releaseVariant, syntheticImage } from '../bench/release.js';
 import { testEngine } from './helpers.js';
+import { maskArea } from '../src/image/mask.js';
 
 // The release checkpoint's gdino.* names, shapes and dtypes: scripts/golden/gdino_release.py, from
 // the reference modules at the release config. Values are random, generated here (bench/release.ts),

@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parseGdinoConfig } from '../src/decoders/gdino/config.js';
 import { gdinoImage, type GdinoImage } from '../src/decoders/gdino/image.js';
 import { GroundingDino, type GdinoResult } from '../src/decoders/gdino/model.js';
-import { detections, expandMask, grounding, semanticMap, type Detection } from '../src/decoders/gdino/postprocess.js';
+import { detections, grounding, semanticMap, type Detection } from '../src/decoders/gdino/postprocess.js';
 import { f32ArrayToF16 } from '../src/engine/dtype.js';
 import type { Engine } from '../src/engine/engine.js';
 import type { Tensor } from '../src/engine/tensor.js';
@@ -17,6 +17,7 @@ import { decodeImageFile } from '../src/image/decode.js';
 import { ConfigReader } from '../src/io/config-reader.js';
 import { Params } from '../src/nn/params.js';
 import { TEST_DIR, TOL, expectClose, loadGolden, testEngine } from './helpers.js';
+import { expandMask } from '../src/image/mask.js';
 
 const golden = loadGolden('gdino');
 const config = parseGdinoConfig(new ConfigReader('gdino golden', JSON.parse(golden.metadata.config!), 'gdino_config'));

@@ -15,8 +15,8 @@ import { GroundingDino, type GdinoTimings } from './model.js';
 import { detections, grounding, semanticMap, type Detection, type SemanticMap } from './postprocess.js';
 
 export type { GdinoConfig } from './config.js';
-export type { Detection, Rle, SemanticMap } from './postprocess.js';
-export { expandMask, maskArea } from './postprocess.js';
+export type { Detection, SemanticMap } from './postprocess.js';
+export { expandMask, maskArea, Mask, type Rle } from '../../image/mask.js';
 
 /**
  * detection: boxes (top-k over queries x classes); segmentation: the same with instance masks;

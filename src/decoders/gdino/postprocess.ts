@@ -30,6 +30,7 @@ import { add, sigmoid, thresholdBits } from '../../ops/elementwise.js';
 import { matmul } from '../../ops/matmul.js';
 import { resize } from '../../ops/resize.js';
 import { pad } from '../../ops/spatial.js';
+import { rleFromBits, type Mask } from '../../image/mask.js';
 
 /** A host matrix: row-major values of the given [rows, cols] shape. */
 export interface HostMatrix {
@@ -57,13 +58,6 @@ export interface ImageGeometry {
   oriShape: readonly [number, number];
 }
 
-/** pycocotools' uncompressed RLE: column-major runs, the first a run of zeros (maybe empty). */
-export interface Rle {
-  /** [height, width] */
-  size: [number, number];
-  counts: number[];
-}
-
 export interface Detection {
   /** The class's name (its phrase) when labels were given, else its index as text. */
   label: string;
@@ -74,7 +68,8 @@ export interface Detection {
   score: number;
   /** [x0, y0, x1, y1] in original pixels. */
   box: Box;
-  mask?: Rle;
+  /** Instance segmentation and grounding: the mask in original pixels. */
+  mask?: Mask;
 }
 
 export interface DetectionOptions {
@@ -217,11 +212,11 @@ function perBatch(hp: number, wp: number, image: ImageGeometry, bytes: number): 
  * queries, its tensors disposed here) resized on the GPU, thresholded at logit 0 into bits there,
  * read back as bits and run-length encoded.
  */
-export async function instanceMasks(maskLogits: (queries: readonly number[]) => Tensor, queries: readonly number[], image: ImageGeometry, maskBytes = DEFAULT_MASK_BYTES): Promise<Rle[]> {
+export async function instanceMasks(maskLogits: (queries: readonly number[]) => Tensor, queries: readonly number[], image: ImageGeometry, maskBytes = DEFAULT_MASK_BYTES): Promise<Mask[]> {
   const op = 'gdino instanceMasks';
   checkGeometry(op, image);
   const [oh, ow] = image.oriShape;
-  const out: Rle[] = [];
+  const out: Mask[] = [];
   let batch = 1; // until the first call shows the mask size
   for (let start = 0; start < queries.length; ) {
     const chosen = queries.slice(start, start + batch);
@@ -320,49 +315,4 @@ async function argmaxInOriginal(op: string, sem: Tensor, image: ImageGeometry, m
     }
   }
   return { width: ow, height: oh, classes };
-}
-
-export function rleFromBits(words: Uint32Array, h: number, w: number): Rle {
-  const n = h * w;
-  if (words.length * 32 < n) throw new RangeError(`rleFromBits: ${words.length} words hold fewer than ${n} bits`);
-  const counts: number[] = [];
-  let value = 0;
-  let run = 0;
-  for (let i = 0; i < n; i++) {
-    const bit = (words[i >>> 5]! >>> (i & 31)) & 1;
-    if (bit !== value) {
-      counts.push(run);
-      run = 0;
-      value = bit;
-    }
-    run++;
-  }
-  counts.push(run);
-  return { size: [h, w], counts };
-}
-
-function checkRle(op: string, rle: Rle): void {
-  const [h, w] = rle.size;
-  const total = rle.counts.reduce((a, b) => a + b, 0);
-  if (!rle.counts.every((c) => Number.isInteger(c) && c >= 0) || total !== h * w) {
-    throw new RangeError(`${op}: RLE counts must be non-negative integers summing to ${h}x${w} = ${h * w}, got a total of ${total}`);
-  }
-}
-
-/** The mask as h * w bytes (1 inside), row-major. */
-export function expandMask(rle: Rle): Uint8Array {
-  checkRle('expandMask', rle);
-  const [h, w] = rle.size;
-  const out = new Uint8Array(h * w);
-  let e = 0;
-  rle.counts.forEach((count, i) => {
-    if (i % 2) for (let k = e; k < e + count; k++) out[(k % h) * w + Math.floor(k / h)] = 1;
-    e += count;
-  });
-  return out;
-}
-
-/** Pixels inside the mask. */
-export function maskArea(rle: Rle): number {
-  return rle.counts.reduce((a, c, i) => (i % 2 ? a + c : a), 0);
 }
