@@ -1,5 +1,6 @@
-/** Images: decoding, GPU resizing (Pillow-exact), CLIP/anyres preprocessing and coordinate maps. */
+/** Images: decoding, annotated pictures of results, GPU resizing (Pillow-exact), CLIP/anyres preprocessing and coordinate maps. */
 export * from './affine.js';
+export * from './annotate.js';
 export * from './decode.js';
 export * from './encode.js';
 export * from './gpu-image.js';
