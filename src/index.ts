@@ -11,13 +11,16 @@ export { convertCheckpoint, type ConvertOptions, type ConvertReport } from './io
 export { Tokenizer, type AddedToken, type TokenizerOptions, type StreamDecoder } from './tokenizer/tokenizer.js';
 export { SentencePieceProcessor } from './tokenizer/sentencepiece.js';
 export { VisionLLM, type LoadOptions, type ChatOptions, type ChatResult, type ChatTimings, type ImageInput } from './model/vision-llm.js';
+export type { TaskOptions, DetectOptions, SegmentOptions, PoseOptions, GenerateOptions, EditOptions } from './model/tasks/tasks.js';
+export { Picture, type TaskName, type TaskResult, type DetectResult, type SegmentResult, type GroundResult, type PoseResult, type ImageResult, type PoseDetection, type PoseKeypoint } from './model/tasks/results.js';
+export { ADE20K_CLASSES, COCO_CLASSES, COCO_KEYPOINTS, COCO_SKELETON, skeletonOf } from './model/tasks/vocabularies.js';
 export type { ChatTurn } from './model/chat-template.js';
 export type { FinishReason, SamplingSettings } from './model/generate.js';
 export { readConfigFile, type ModelConfig, type VisionLLMConfig, type LlamaConfig, type ClipVisionConfig } from './model/config.js';
 export * as nn from './nn/index.js';
 export { DEFAULT_DECODERS, type Decoder, type AnyDecoder, type DecoderRoute, type DecoderOutput, type DecoderContext, type LoadedDecoder, type LlmSide } from './decoders/index.js';
 export type { GdinoOutput, GdinoOptions, GdinoTask, UniposeOutput, DiffusionOutput } from './decoders/index.js';
-export { gdino, expandMask, maskArea, type Detection, type Rle, type SemanticMap } from './decoders/gdino/index.js';
+export { gdino, expandMask, maskArea, Mask, type Detection, type Rle, type SemanticMap } from './decoders/gdino/index.js';
 export { unipose } from './decoders/unipose/index.js';
 export { sd, ip2p, type DiffusionOptions, type GeneratedImage } from './decoders/diffusion/index.js';
 export { encodePng } from './image/encode.js';

@@ -11,7 +11,6 @@
  */
 import path from 'node:path';
 import type { AnyDecoder, Decoder, DecoderOutput, LoadedDecoder } from '../decoders/decoder.js';
-import { gdino } from '../decoders/gdino/index.js';
 import { DEFAULT_DECODERS } from '../decoders/index.js';
 import type { DType } from '../engine/dtype.js';
 import { Engine, type EngineOptions } from '../engine/engine.js';
@@ -33,10 +32,12 @@ import { readConfigFile, type LlamaConfig, type ModelConfig, type VisionLLMConfi
 import { generate, type FinishReason, type GenerationTimings, type SamplingSettings } from './generate.js';
 import { Llama, type LlamaCache } from './llama.js';
 import { VisionProjector } from './projector.js';
-import { interactiveAnswer, interactiveQuestion, type SegmentRegionsOptions } from './interactive.js';
 import { RegionEncoder } from './region-encoder.js';
 import { regionMask, type Region } from './regions.js';
 import { Turns } from './turns.js';
+import type { DetectResult, GroundResult, ImageResult, PoseResult, SegmentResult } from './tasks/results.js';
+import * as tasks from './tasks/tasks.js';
+import type { DetectOptions, EditOptions, GenerateOptions, PoseOptions, SegmentOptions, TaskOptions } from './tasks/tasks.js';
 
 export interface LoadOptions {
   /** Run on this engine (the model does not dispose it); by default the model creates its own. */
@@ -242,29 +243,47 @@ export class VisionLLM {
     return this.turns.run(() => this.respond(request, decoderOptions, { start: t0, queuedMs: performance.now() - queued }), options.signal);
   }
 
-  /**
-   * Interactive segmentation (interactive.ts): each region marks an object, and Grounding DINO
-   * segments the objects like it, one class per region, named region1, region2, ...: the result's
-   * Grounding DINO output holds them (`outputsOf(gdino)[0].detections`, with masks).
-   */
-  async segment(image: ImageInput, options: SegmentRegionsOptions): Promise<ChatResult> {
-    const { regions, topK = 300, answer = 'template' } = options ?? ({} as SegmentRegionsOptions);
-    if (!Array.isArray(regions) || !regions.length) throw new TypeError('segment: options.regions must be a non-empty array of { box } | { mask } | { points }');
-    if (answer !== 'template' && answer !== 'generate') throw new TypeError(`segment: options.answer must be 'template' or 'generate', got ${JSON.stringify(answer)}`);
-    if (!this.decoders.has('gdino')) throw new Error('segment: this checkpoint has no Grounding DINO (use_gdino is false)');
-    const result = await this.chat({
-      image,
-      prompt: interactiveQuestion(regions.length),
-      regions,
-      answer: answer === 'template' ? interactiveAnswer(regions.length) : undefined,
-      decoders: { gdino: { task: 'segmentation', topK } },
-    });
-    // Class k is region k+1 (the blocks' phrases carry the answer's words before them).
-    for (const out of result.outputsOf(gdino)) {
-      out.classes = out.classes.map((_, k) => `region${k + 1}`);
-      out.detections.forEach((d) => (d.label = out.classes[d.classIndex]!));
-    }
-    return result;
+  /** Detection (COCO's classes by default): boxes in original pixels (src/tasks/tasks.ts). */
+  detect(image: ImageInput, options?: DetectOptions): Promise<DetectResult> {
+    return tasks.detect(this, image, options);
+  }
+
+  /** Instance (default) or semantic segmentation of classes, or interactive segmentation of what `regions` mark. */
+  segment(image: ImageInput, options?: SegmentOptions): Promise<SegmentResult> {
+    return tasks.segment(this, image, options);
+  }
+
+  /** The box and mask of what a referring expression names. */
+  ground(image: ImageInput, phrase: string, options?: TaskOptions): Promise<GroundResult> {
+    return tasks.ground(this, image, phrase, options);
+  }
+
+  /** Keypoints (COCO's 17 by default) of each person (or of `classes`). */
+  pose(image: ImageInput, options?: PoseOptions): Promise<PoseResult> {
+    return tasks.pose(this, image, options);
+  }
+
+  /** An image from a caption (Stable Diffusion behind [GEN]). */
+  generate(prompt: string, options?: GenerateOptions): Promise<ImageResult> {
+    return tasks.generate(this, prompt, options);
+  }
+
+  /** The image edited as the instruction says (InstructPix2Pix behind [EDIT]). */
+  edit(image: ImageInput, instruction: string, options?: EditOptions): Promise<ImageResult> {
+    return tasks.edit(this, image, instruction, options);
+  }
+
+  /** Decodes an image input (a path, encoded bytes, or RGB pixels, passed through) to upright RGB pixels. */
+  readImage(image: ImageInput, limits?: DecodeOptions): Promise<RgbImage> {
+    return readImage(image, limits);
+  }
+
+  /** Throws `<call>: <why>` unless the decoder `name` is loaded (registered, and held by the checkpoint). */
+  requireDecoder(name: string, call: string): void {
+    this.assertOpen(call);
+    if (this.decoders.has(name)) return;
+    const registered = this.registered.find((d) => d.name === name);
+    throw new Error(`${call}: ${registered ? (this.superlink ? registered.absent : 'a plain LLaMA checkpoint has no decoders') : `no decoder '${name}' is registered`}`);
   }
 
   /**

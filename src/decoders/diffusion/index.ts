@@ -10,7 +10,7 @@
 import type { Tensor } from '../../engine/tensor.js';
 import { ConfigReader } from '../../io/config-reader.js';
 import { Mlp } from '../../nn/mlp.js';
-import { concat } from '../../ops/copy.js';
+import { cast, concat } from '../../ops/copy.js';
 import { disposer, optionsObject, type Decoder, type DecoderOutput } from '../decoder.js';
 import type { GeneratedImage } from './images.js';
 import { TransformerMapper, type MapperConfig } from './mapper.js';
@@ -148,7 +148,9 @@ function diffusionDecoder(name: 'sd' | 'ip2p', token: string, task: DiffusionOut
         async run(group, { engine, image, options, signal }) {
           const start = performance.now();
           const conditions = engine.scope(() => {
-            const tgt = targets.reshape(targets.shape.slice(1));
+            // The queries are stored like any matrix (f16 by default); the condition stays f32, as the U-Net's inputs are.
+            const stored = targets.reshape(targets.shape.slice(1));
+            const tgt = stored.dtype === 'f32' ? stored : cast(stored, 'f32');
             const perBlock = group.blocks.map((_, b) => {
               const block = group.hidden.rows(b, b + 1).reshape(group.hidden.shape.slice(1));
               return mapper.forward(embProj.forward(block), tgt).reshape([1, ...tgt.shape]);
