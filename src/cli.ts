@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 /**
- * visionllm <command> [options]
- *   chat   answer a prompt about an image, streaming the answer (default command)
- *   info   the WebGPU adapter, its limits and kernel profile, and a check of the core kernels
+ * visionllm <command> [options]: chat (the default), detect, segment, ground, pose, generate, edit,
+ * info; `visionllm --help` lists them (src/cli/usage.ts).
  * Exit status: 0 done, 1 failed, 2 a usage error (reported before anything loads).
  */
 import { chat } from './cli/chat.js';
+import { parseChatArgs } from './cli/chat-options.js';
 import { info } from './cli/info.js';
-import { parseChatArgs, USAGE, UsageError } from './cli/options.js';
+import { UsageError } from './cli/options.js';
+import { parseTaskArgs } from './cli/task-options.js';
+import { runTask } from './cli/tasks.js';
+import { CHAT_USAGE, TASK_COMMANDS, taskUsage, USAGE, type TaskCommand } from './cli/usage.js';
 
 /**
  * A reader that stops early (`visionllm chat | head`) closes the pipe, and the next write fails
@@ -29,25 +32,25 @@ function watchStdout(): AbortSignal {
 async function main(argv: string[]): Promise<void> {
   const stdoutClosed = watchStdout();
   const [command, ...rest] = argv;
+  // `visionllm --help` lists the commands; any other leading option starts a chat, as before commands existed.
+  if (command === '--help' || command === '-h' || command === 'help') return void console.log(USAGE);
   const chatArgs = command === undefined || command.startsWith('-') ? argv : command === 'chat' ? rest : null;
   if (chatArgs) {
     const args = parseChatArgs(chatArgs);
-    return args === 'help' ? void console.log(USAGE) : chat(args, stdoutClosed);
+    return args === 'help' ? void console.log(CHAT_USAGE) : chat(args, stdoutClosed);
   }
-  switch (command) {
-    case 'info':
-      if (rest.length) throw new UsageError(`info takes no arguments, got '${rest[0]}'`, true);
-      return info();
-    case 'help':
-      return void console.log(USAGE);
-    default:
-      throw new UsageError(`unknown command '${command}'`, true);
+  if (TASK_COMMANDS.includes(command as TaskCommand)) {
+    const args = parseTaskArgs(command as TaskCommand, rest);
+    return args === 'help' ? void console.log(taskUsage(command as TaskCommand)) : runTask(args, stdoutClosed);
   }
+  if (command !== 'info') throw new UsageError(`unknown command '${command}'`, USAGE);
+  if (rest.length) throw new UsageError(`info takes no arguments, got '${rest[0]}'`, USAGE);
+  return info();
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof UsageError) {
-    console.error(err.showUsage ? `${err.message}\n\n${USAGE}` : err.message);
+    console.error(err.usage ? `${err.message}\n\n${err.usage}` : err.message);
     process.exitCode = 2;
     return;
   }

@@ -7,29 +7,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_DIR } from './helpers.js';
+import { ensureBuilt, TEST_DIR } from './helpers.js';
 
 const ROOT = path.resolve(TEST_DIR, '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
-
-/** Sources under src/ whose compiled file is missing or older: the CLI would run yesterday's code. */
-function staleSources(dir = path.join(ROOT, 'src')): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const file = path.join(dir, e.name);
-    if (e.isDirectory()) return staleSources(file);
-    if (!e.name.endsWith('.ts') || e.name.endsWith('.d.ts')) return [];
-    const built = path.join(ROOT, 'dist', path.relative(ROOT, file)).replace(/\.ts$/, '.js');
-    return fs.existsSync(built) && fs.statSync(built).mtimeMs >= fs.statSync(file).mtimeMs ? [] : [file];
-  });
-}
-
-/** `npm test` builds first (scripts/setup.sh); a lone `vitest run test/cli.test.ts` after an edit may not have. */
-function ensureBuilt(): void {
-  if (staleSources().length === 0) return;
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', ROOT], { encoding: 'utf8', timeout: 110_000 });
-  // tsc emits despite type errors elsewhere in the tree; only a missing CLI stops these tests.
-  if (!fs.existsSync(CLI)) throw new Error(`tsc -p . did not build ${CLI}:\n${tsc.stdout}${tsc.stderr}`);
-}
 
 function cli(args: string[], cwd = ROOT): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 30_000 });
@@ -37,7 +18,7 @@ function cli(args: string[], cwd = ROOT): SpawnSyncReturns<string> {
 
 let tmp: string;
 beforeAll(() => {
-  ensureBuilt();
+  ensureBuilt([CLI]);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'visionllm-cli-'));
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

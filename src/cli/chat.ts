@@ -1,51 +1,89 @@
 /**
  * `visionllm chat`: loads the checkpoint, streams the answer to stdout and everything else
  * (progress, the prompt, --stats) to stderr, so `visionllm chat > answer.txt` holds the answer only.
+ * With --json stdout holds the JSON only, and the answer streams to stderr.
  */
-import { VisionLLM } from '../model/vision-llm.js';
-import { ProgressBar } from '../progress-bar.js';
-import type { ChatArgs } from './options.js';
+import type { RgbImage } from '../image/gpu-image.js';
+import type { ChatResult, VisionLLM } from '../model/vision-llm.js';
+import type { ChatArgs } from './chat-options.js';
+import { loadModel } from './load-model.js';
+import { chatPicture } from './pictures.js';
+import { Progress } from './progress.js';
+import { toJson, writePicture } from './write-output.js';
 
 /** `stdoutClosed` fires when the reader went away (`| head`): generation stops and nothing more is written. */
 export async function chat(args: ChatArgs, stdoutClosed: AbortSignal): Promise<void> {
-  const out = (text: string) => {
+  const stdout = (text: string) => {
     if (!stdoutClosed.aborted) process.stdout.write(text);
   };
-  const t0 = performance.now();
-  // Off a terminal (a log, a pipe) the bar would add twenty lines for a 3 MB checkpoint.
-  const bar = process.stderr.isTTY ? new ProgressBar(process.stderr) : null;
-  const model = await VisionLLM.load(args.weights, {
-    policy: args.f32 ? { matrix: 'f32', vector: 'f32', integer: 'i32' } : undefined,
-    onProgress: (p) => bar?.update(p.bytesDone, p.bytesTotal),
-  });
-  bar?.finish();
-  console.error(`loaded ${args.weights} (${model.config.kind}, ${(model.weights.byteLength / 1e6).toFixed(1)} MB on the GPU) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const toStderr = (text: string) => {
+    if (!args.quiet) process.stderr.write(text);
+  };
+  // With --json, stdout is for the JSON alone: the answer still streams, where the user sees it.
+  const answer = args.json ? toStderr : stdout;
+  const progress = new Progress(args.quiet);
+  const model = await loadModel(args, progress);
   try {
-    if (args.image) console.error(`image: ${args.image}`);
-    console.error(`USER: ${args.prompt}`);
-    out('ASSISTANT: ');
-    const result = await model.chat({
-      prompt: args.prompt,
-      image: args.image,
-      ...args.sampling,
-      signal: stdoutClosed,
-      onToken: out,
-    });
-    out('\n');
-    if (!args.stats) return;
-    const t = result.timings;
-    const m = model.engine.memory();
-    console.error(
-      [
-        `finish: ${result.finishReason}, ${result.tokenIds.length} tokens`,
-        `image: ${t.imageTiles} tile(s), ${t.visionMs.toFixed(0)} ms`,
-        `prefill: ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms (${((t.promptTokens / t.prefillMs) * 1000).toFixed(1)} tokens/s)`,
-        `decode: ${t.decodeTokens} tokens in ${t.decodeMs.toFixed(0)} ms (${t.decodeTokens ? ((t.decodeTokens / t.decodeMs) * 1000).toFixed(1) : '-'} tokens/s), ` +
-          `${t.dispatchesPerToken.toFixed(0)} dispatches and ${t.submitsPerToken.toFixed(1)} submits per token, ${t.recordMsPerToken.toFixed(2)} ms recording`,
-        `GPU memory: ${(m.peakBytes / 1e6).toFixed(1)} MB peak`,
-      ].join('\n'),
-    );
+    if (args.image) progress.note(`image: ${args.image}`);
+    progress.note(`USER: ${args.prompt}`);
+    const image = args.image === undefined ? undefined : await model.readImage(args.image);
+    // Written with the first token: until then the activity line has the terminal's line to itself.
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      progress.clear();
+      answer('ASSISTANT: ');
+    };
+    progress.activity('running the model');
+    let result: ChatResult;
+    try {
+      result = await model.chat({
+        prompt: args.prompt,
+        image,
+        ...args.sampling,
+        signal: stdoutClosed,
+        onToken: (text) => (start(), answer(text)),
+        decoders: { sd: { onStep: progress.onStep }, ip2p: { onStep: progress.onStep } },
+      });
+    } finally {
+      progress.clear();
+    }
+    start();
+    answer('\n');
+    try {
+      if (args.out) await writeChatPicture(args.out, image, result, progress);
+      if (args.json) stdout(`${toJson({ text: result.text, finishReason: result.finishReason, outputs: result.outputs })}\n`);
+      if (args.stats) console.error(stats(model, result));
+    } finally {
+      result.dispose();
+    }
   } finally {
     model.dispose();
   }
+}
+
+/** An answer without decoder results is no failure of the chat: the note says nothing was written, and the exit status stays 0. */
+async function writeChatPicture(file: string, image: RgbImage | undefined, result: ChatResult, progress: Progress): Promise<void> {
+  const picture = await chatPicture(image, result.outputs);
+  if ('none' in picture) {
+    // Not a --quiet note: the file asked for is missing, which a script should hear about.
+    console.error(`${picture.none}; nothing written to ${file}`);
+    return;
+  }
+  await writePicture(file, picture);
+  progress.note(`wrote ${file} (${picture.width}x${picture.height})`);
+}
+
+function stats(model: VisionLLM, result: ChatResult): string {
+  const t = result.timings;
+  const m = model.engine.memory();
+  return [
+    `finish: ${result.finishReason}, ${result.tokenIds.length} tokens`,
+    `image: ${t.imageTiles} tile(s), ${t.visionMs.toFixed(0)} ms`,
+    `prefill: ${t.promptTokens} tokens in ${t.prefillMs.toFixed(0)} ms (${((t.promptTokens / t.prefillMs) * 1000).toFixed(1)} tokens/s)`,
+    `decode: ${t.decodeTokens} tokens in ${t.decodeMs.toFixed(0)} ms (${t.decodeTokens ? ((t.decodeTokens / t.decodeMs) * 1000).toFixed(1) : '-'} tokens/s), ` +
+      `${t.dispatchesPerToken.toFixed(0)} dispatches and ${t.submitsPerToken.toFixed(1)} submits per token, ${t.recordMsPerToken.toFixed(2)} ms recording`,
+    `GPU memory: ${(m.peakBytes / 1e6).toFixed(1)} MB peak`,
+  ].join('\n');
 }
