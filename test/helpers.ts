@@ -1,4 +1,6 @@
 /** Test helpers: one engine per test file, golden files, and tolerance checks that can fail. */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect } from 'vitest';
@@ -185,4 +187,28 @@ export function thrownMessage(fn: () => unknown): string {
     return (err as Error).message;
   }
   throw new Error('expected an error');
+}
+
+/** Sources under src/ whose compiled file in dist/ is missing or older than they are. */
+function staleSources(root: string, dir = path.join(root, 'src')): string[] {
+  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const file = path.join(dir, e.name);
+    if (e.isDirectory()) return staleSources(root, file);
+    if (!e.name.endsWith('.ts') || e.name.endsWith('.d.ts')) return [];
+    const built = path.join(root, 'dist', path.relative(root, file)).replace(/\.ts$/, '.js');
+    return fs.existsSync(built) && fs.statSync(built).mtimeMs >= fs.statSync(file).mtimeMs ? [] : [file];
+  });
+}
+
+/**
+ * Runs `tsc -p .` when a source under src/ is newer than its build: `npm test` builds first
+ * (scripts/setup.sh), a lone `vitest run <file>` after an edit may not have. Throws only when one
+ * of `outputs` (paths under dist/) is still missing: tsc emits despite type errors elsewhere.
+ */
+export function ensureBuilt(outputs: readonly string[]): void {
+  const root = path.resolve(TEST_DIR, '..');
+  if (staleSources(root).length === 0) return;
+  const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', root], { encoding: 'utf8', timeout: 110_000 });
+  const missing = outputs.filter((f) => !fs.existsSync(f));
+  if (missing.length > 0) throw new Error(`tsc -p . did not build ${missing.join(', ')}:\n${tsc.stdout}${tsc.stderr}`);
 }
