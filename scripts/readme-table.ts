@@ -20,9 +20,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Measurement } from '../bench/harness.js';
 import { projectRoot } from '../src/paths.js';
+import { extractBlock, replaceBlock } from './readme-blocks.js';
 
-export const BEGIN = '<!-- bench:begin -->';
-export const END = '<!-- bench:end -->';
 
 /** When the results were measured, where known (results.json does not say). */
 export interface RunInfo {
@@ -173,27 +172,9 @@ export function dateOf(block: string): string | undefined {
   return /^Measured (\d{4}-\d{2}-\d{2})/m.exec(block)?.[1];
 }
 
-/** Where the markers are; throws naming what is wrong. */
-function markers(readme: string): { start: number; end: number } {
-  const begin = readme.indexOf(BEGIN);
-  const end = readme.indexOf(END);
-  if (begin < 0 || end < 0) throw new Error(`README.md has no ${begin < 0 ? BEGIN : END} marker for the performance table`);
-  if (readme.indexOf(BEGIN, begin + 1) >= 0 || readme.indexOf(END, end + 1) >= 0) throw new Error('README.md has more than one performance table block');
-  if (end < begin) throw new Error(`README.md has ${END} before ${BEGIN}`);
-  return { start: begin + BEGIN.length, end };
-}
-
-/** What lies between the markers (without the newline after the begin marker). */
-export function extractBlock(readme: string): string {
-  const { start, end } = markers(readme);
-  return readme.slice(start, end).replace(/^\n/, '');
-}
-
-/** The README with the block between the markers replaced by `table`. */
-export function replaceBlock(readme: string, table: string): string {
-  const { start, end } = markers(readme);
-  return `${readme.slice(0, start)}\n${table}${readme.slice(end)}`;
-}
+/** The performance block of the README. */
+export const extractTable = (readme: string): string => extractBlock(readme, 'bench');
+export const replaceTable = (readme: string, table: string): string => replaceBlock(readme, 'bench', table);
 
 export function readResults(file: string): Measurement[] {
   const results: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -238,7 +219,7 @@ function main(): number {
   const readmeFile = path.join(root, 'README.md');
   const readme = fs.readFileSync(readmeFile, 'utf8');
   const results = readResults(path.join(root, 'bench', 'results.json'));
-  const current = extractBlock(readme);
+  const current = extractTable(readme);
   const kept = renderTable(results, { date: dateOf(current) });
   if (process.argv.includes('--check')) {
     if (kept === current) return 0;
@@ -249,7 +230,7 @@ function main(): number {
     console.log('README.md: the performance table is up to date');
     return 0;
   }
-  fs.writeFileSync(readmeFile, replaceBlock(readme, renderTable(results, { date: runDate(root) })));
+  fs.writeFileSync(readmeFile, replaceTable(readme, renderTable(results, { date: runDate(root) })));
   console.log('README.md: performance table rewritten from bench/results.json');
   return 0;
 }

@@ -4,7 +4,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { Measurement } from '../bench/harness.js';
-import { BEGIN, END, dateOf, extractBlock, readResults, renderTable, replaceBlock } from '../scripts/readme-table.js';
+import { extractBlock, markersOf, replaceBlock } from '../scripts/readme-blocks.js';
+import { dateOf, extractTable, readResults, renderTable } from '../scripts/readme-table.js';
+
+const { begin: BEGIN, end: END } = markersOf('bench');
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const README = path.join(ROOT, 'README.md');
@@ -18,7 +21,7 @@ describe('README.md', () => {
   });
 
   it("holds bench/results.json's performance table (npm run readme writes it)", () => {
-    const block = extractBlock(readme);
+    const block = extractTable(readme);
     // The date is provenance that results.json does not hold: the block keeps the one it was written with.
     expect(block).toBe(renderTable(readResults(RESULTS), { date: dateOf(block) }));
   });
@@ -36,17 +39,17 @@ describe('readme-table', () => {
 
   it('replaceBlock swaps what lies between the markers and nothing else', () => {
     const readme = `# title\n\n${BEGIN}\nold table\n${END}\n\ntail\n`;
-    const out = replaceBlock(readme, 'new table\n');
+    const out = replaceBlock(readme, 'bench', 'new table\n');
     expect(out).toBe(`# title\n\n${BEGIN}\nnew table\n${END}\n\ntail\n`);
-    expect(extractBlock(out)).toBe('new table\n');
-    expect(replaceBlock(out, 'new table\n')).toBe(out);
+    expect(extractBlock(out, 'bench')).toBe('new table\n');
+    expect(replaceBlock(out, 'bench', 'new table\n')).toBe(out);
   });
 
   it('replaceBlock refuses a README without both markers, or with them twice or reversed', () => {
-    expect(() => replaceBlock('# no table here\n', 'x')).toThrow(/no <!-- bench:begin --> marker/);
-    expect(() => replaceBlock(`${BEGIN}\n`, 'x')).toThrow(/no <!-- bench:end --> marker/);
-    expect(() => replaceBlock(`${BEGIN}\n${END}\n${BEGIN}\n${END}\n`, 'x')).toThrow(/more than one/);
-    expect(() => replaceBlock(`${END}\n${BEGIN}\n`, 'x')).toThrow(/before/);
+    expect(() => replaceBlock('# no table here\n', 'bench', 'x')).toThrow(/no <!-- bench:begin --> marker/);
+    expect(() => replaceBlock(`${BEGIN}\n`, 'bench', 'x')).toThrow(/no <!-- bench:end --> marker/);
+    expect(() => replaceBlock(`${BEGIN}\n${END}\n${BEGIN}\n${END}\n`, 'bench', 'x')).toThrow(/more than one/);
+    expect(() => replaceBlock(`${END}\n${BEGIN}\n`, 'bench', 'x')).toThrow(/before/);
   });
 
   it('renders each headline row from the same run, and names the rows a filtered run lacks', () => {
@@ -71,7 +74,7 @@ describe('readme-table', () => {
 
   it("differs from the README's block when a figure changes", () => {
     const results = readResults(RESULTS).map((r) => (r.name === 'gemv_f16' ? { ...r, gbps: (r.gbps ?? 0) + 1 } : r));
-    const block = extractBlock(fs.readFileSync(README, 'utf8'));
+    const block = extractTable(fs.readFileSync(README, 'utf8'));
     expect(renderTable(results, { date: dateOf(block) })).not.toBe(block);
   });
 });
