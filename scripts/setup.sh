@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Makes a fresh clone runnable, and is quick when it already is:
 #   1. npm ci when node_modules is missing or older than package-lock.json
-#   2. the TypeScript build (incremental)
+#   2. the TypeScript build (incremental), and the web page's browser code
 #   3. a WebGPU adapter: if Dawn finds none and this is Debian/Ubuntu with root (or password-less
 #      sudo) and apt, install Mesa's CPU Vulkan driver (lavapipe). Debian 12's Mesa 22 is too old
 #      for Dawn, so on bookworm it comes from bookworm-backports (Mesa 25). Otherwise say what to install.
 #      Skipped with --no-adapter, for jobs that never touch the GPU (npm run convert).
+#   4. with --test-tools (npm test): redis-server (the serving tests' queue) and chromium (the web
+#      page's browser test) when missing, the same way; their tests skip without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -18,9 +20,31 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 npx tsc -p . 
+npx tsc -p src/server/page  # the serve command's web page (browser code: its own tsconfig)
 
 if [ "${1:-}" = --no-adapter ]; then
   exit 0
+fi
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
+  else return 1; fi
+}
+
+if [ "${1:-}" = --test-tools ]; then
+  missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v chromium >/dev/null || missing+=(chromium)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null && as_root true; then
+      say "installing ${missing[*]} for the serving tests"
+      { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 \
+        || say "could not install ${missing[*]}; the tests that need them will skip"
+    else
+      say "${missing[*]} missing (install with your package manager); the tests that need them will skip"
+    fi
+  fi
 fi
 
 probe() { node dist/scripts/probe-adapter.js "$@"; }
@@ -30,11 +54,6 @@ if probe --quiet; then
 fi
 
 say "Dawn finds no WebGPU adapter; trying to install Mesa's CPU Vulkan driver (lavapipe)"
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
-  else return 1; fi
-}
 manual_help() {
   say "could not install it automatically. Install a Vulkan driver, then rerun:"
   say "  Debian 12:  echo 'deb http://deb.debian.org/debian bookworm-backports main' | sudo tee /etc/apt/sources.list.d/backports.list"

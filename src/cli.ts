@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 /**
  * visionllm <command> [options]: chat (the default), detect, segment, ground, pose, generate, edit,
- * info; `visionllm --help` lists them (src/cli/usage.ts).
+ * serve, info; `visionllm --help` lists them (src/cli/usage.ts).
  * Exit status: 0 done, 1 failed, 2 a usage error (reported before anything loads).
  */
 import { chat } from './cli/chat.js';
 import { parseChatArgs } from './cli/chat-options.js';
 import { info } from './cli/info.js';
 import { UsageError } from './cli/options.js';
+import { parseServeArgs } from './cli/serve-options.js';
 import { parseTaskArgs } from './cli/task-options.js';
 import { runTask } from './cli/tasks.js';
-import { CHAT_USAGE, TASK_COMMANDS, taskUsage, USAGE, type TaskCommand } from './cli/usage.js';
+import { CHAT_USAGE, SERVE_USAGE, TASK_COMMANDS, taskUsage, USAGE, type TaskCommand } from './cli/usage.js';
 
 /**
  * A reader that stops early (`visionllm chat | head`) closes the pipe, and the next write fails
@@ -42,6 +43,13 @@ async function main(argv: string[]): Promise<void> {
   if (TASK_COMMANDS.includes(command as TaskCommand)) {
     const args = parseTaskArgs(command as TaskCommand, rest);
     return args === 'help' ? void console.log(taskUsage(command as TaskCommand)) : runTask(args, stdoutClosed);
+  }
+  if (command === 'serve') {
+    const args = parseServeArgs(rest);
+    if (args === 'help') return void console.log(SERVE_USAGE);
+    // Loaded only for serve: the HTTP server's packages would slow every other command's start.
+    const { serve } = await import('./cli/serve.js');
+    return serve(args);
   }
   if (command !== 'info') throw new UsageError(`unknown command '${command}'`, USAGE);
   if (rest.length) throw new UsageError(`info takes no arguments, got '${rest[0]}'`, USAGE);

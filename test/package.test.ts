@@ -72,8 +72,10 @@ describe.skipIf(!HAS_NPM)('npm pack', () => {
     }
     expect(packed.filter((f) => f.startsWith('kernels/')).sort()).toEqual(filesUnder('kernels').sort());
     expect(packed.filter((f) => f.startsWith('weights/tiny/')).sort()).toEqual(filesUnder('weights/tiny').sort());
-    // The one test file shipped: the CLI's default picture for the tiny weights (src/cli/options.ts).
-    const stray = packed.filter((f) => /^((src|bench|scripts|test)\/|dist\/(?!src\/))/.test(f) && f !== 'test/fixtures/images/wide.png');
+    // Shipped besides: the CLI's default picture for the tiny weights (src/cli/options.ts), and the
+    // serve command's web page (its HTML and CSS, read from src/server/page; its built script).
+    const shipped = (f: string) => f === 'test/fixtures/images/wide.png' || /^src\/server\/page\/[^/]+\.(html|css)$/.test(f) || /^dist\/page\/[^/]+\.js$/.test(f);
+    const stray = packed.filter((f) => /^((src|bench|scripts|test)\/|dist\/(?!src\/))/.test(f) && !shipped(f));
     expect(stray).toEqual([]);
   });
 });

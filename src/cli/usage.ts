@@ -23,6 +23,7 @@ commands:
   pose       keypoints of each person (or of --classes)
   generate   an image from a prompt
   edit       an image changed as the prompt says
+  serve      an OpenAI-compatible HTTP server (POST /v1/chat/completions)
   info       the WebGPU adapter, its limits and kernel profile, and a check of the core kernels
 
 \`visionllm <command> --help\` shows a command's options and examples.
@@ -51,6 +52,31 @@ stdout holds { text, finishReason, outputs }.
 examples:
   visionllm chat --image street.jpg --prompt "Please detect the cars in the image." --out cars.png
   visionllm chat --prompt "Describe the picture." --json > answer.json`;
+
+export const SERVE_USAGE = `usage: visionllm serve --weights DIR [options]
+
+serve options:
+  --weights DIR        the checkpoint to serve (not needed by --role api)
+  --host H             the address to listen on (default 127.0.0.1: this machine only)
+  --port P             0 to 65535 (default 8080; 0: any free port)
+  --queue-size N       requests that may wait while one runs; more are refused with 429 (default 64)
+  --timeout S          seconds before an unanswered request is cancelled with 504 (default 120)
+  --max-body SIZE      largest request body, e.g. 32mb (the default), 512kb (larger: 413)
+  --api-key KEY        require "Authorization: Bearer KEY" on /v1/* (default: $VISIONLLM_API_KEY, else none)
+  --redis URL          queue jobs on Redis (redis://HOST:PORT) for workers on any machine
+  --role R             with --redis: all (the default: API and worker), api, or worker
+  --quiet              no progress and no request log (the "listening on" line and errors still)
+
+Routes: POST /v1/chat/completions (OpenAI's format; stream: true for server-sent events; the
+decoders' results in message.visionllm.results), GET /v1/models, GET /health, GET /metrics
+(Prometheus), and GET / (a page to try it). Images come as data: URLs; the server fetches nothing.
+When listening, it prints "listening on http://HOST:PORT" to stderr. SIGINT or SIGTERM: it stops
+taking requests, gives running ones 10 s, then exits 0.
+
+examples:
+  visionllm serve --weights weights/tiny --port 8080
+  VISIONLLM_API_KEY=secret visionllm serve --weights ckpt --host 0.0.0.0 --queue-size 8
+  visionllm serve --weights ckpt --redis redis://127.0.0.1:6379 --role worker`;
 
 const TASK_USAGE = {
   detect: `usage: visionllm detect --image FILE [--classes a,b] [options]

@@ -2,9 +2,9 @@
  * Where results leave the CLI: pictures in the format `--out`'s extension names (sharp encodes),
  * and JSON with only the plain fields (no GPU tensors, no pixel buffers).
  */
-import { Tensor } from '../engine/tensor.js';
 import { loadSharp } from '../image/decode.js';
 import type { RgbImage } from '../image/gpu-image.js';
+import { plainData } from '../server/decoder-json.js';
 
 const FORMATS = { '.png': 'png', '.jpg': 'jpeg', '.jpeg': 'jpeg', '.webp': 'webp' } as const;
 export const PICTURE_EXTENSIONS = Object.keys(FORMATS);
@@ -28,22 +28,9 @@ export async function writePicture(file: string, image: RgbImage): Promise<void>
 /**
  * Results as JSON: decoder outputs hold GPU tensors (classEmbeddings, conditions, ...), left out;
  * an RGB image becomes its size, as Picture.toJSON writes it (its bytes would be millions of
- * numbers); other typed arrays (a semantic map's classes) become arrays.
+ * numbers); other typed arrays (a semantic map's classes) become arrays. The walk is the server's
+ * (plainData), which writes images as PNG instead.
  */
 export function toJson(value: unknown): string {
-  return JSON.stringify(
-    value,
-    (_key, v: unknown) => {
-      if (v instanceof Tensor) return undefined;
-      if (isRgbImage(v)) return { width: v.width, height: v.height };
-      if (ArrayBuffer.isView(v) && !(v instanceof DataView)) return Array.from(v as unknown as ArrayLike<number>);
-      return v;
-    },
-    2,
-  );
-}
-
-function isRgbImage(v: unknown): v is RgbImage {
-  const o = v as Partial<RgbImage> | null;
-  return typeof o === 'object' && o !== null && o.data instanceof Uint8Array && typeof o.width === 'number' && typeof o.height === 'number';
+  return JSON.stringify(plainData(value, (image) => ({ width: image.width, height: image.height })), null, 2);
 }
