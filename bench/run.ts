@@ -15,6 +15,7 @@ import { benchDiffusion } from './diffusion.js';
 import { benchMllm } from './mllm.js';
 import { benchSuperlink } from './superlink.js';
 import { benchTokenizer } from './tokenizer.js';
+import { benchServing } from './serving.js';
 
 const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['kernels: matmul', benchMatmul],
@@ -32,6 +33,7 @@ const SUITES: [string, (h: Harness) => Promise<void>][] = [
   ['Grounding DINO', benchGdino],
   ['UniPose', benchUnipose],
   ['Stable Diffusion U-Net and VAE', benchDiffusion],
+  ['serving over HTTP', benchServing],
 ];
 
 function arg(name: string): string | undefined {

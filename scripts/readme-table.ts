@@ -119,6 +119,16 @@ const ROWS: Row[] = [
     ],
   },
   {
+    what: 'serving over HTTP, tiny checkpoint, 4 clients, one process',
+    uses: ['serving_single@4 clients, 24 tokens'],
+    cells: ([m]) => [`${num(m!.requests_per_s)} requests/s, p50 ${num(m!.median_ms)} ms, p99 ${num(m!.p99_ms)} ms`, `${pct(m!.ratio_to_direct)} of direct chat() calls`],
+  },
+  {
+    what: 'serving over HTTP and Redis, 2 workers, 4 clients',
+    uses: ['serving_redis_2_workers@4 clients, 24 tokens'],
+    cells: ([m]) => [`${num(m!.requests_per_s)} requests/s, p50 ${num(m!.median_ms)} ms, p99 ${num(m!.p99_ms)} ms`, `${pct(m!.ratio_to_direct)} of direct chat() calls`],
+  },
+  {
     what: 'super link, 80 classes: gather + patch2query',
     uses: ['superlink_gather_project'],
     cells: ([m]) => [`${num(m!.median_ms)} ms`, `${pct(m!.share_of_forward)} of the LLM forward before it`],
