@@ -171,5 +171,14 @@ describe("chat --out's picture (src/cli/pictures.ts), for answers the tiny model
     const made = { width: 8, height: 8, data: new Uint8Array(8 * 8 * 3) };
     expect(await chatPicture(image, [output({ decoder: 'sd', task: 'generation', images: [made] })])).toBe(made);
     expect(await chatPicture(image, [])).toEqual({ none: 'the answer has no decoder results' });
+    expect(await chatPicture(image, [output({ decoder: 'gdino', task: 'detection', classes: ['dog'], detections: [] })])).toEqual({ none: "no decoder of the answer (gdino) gave anything to draw" });
+  });
+
+  it('reads outputs by field: a pose, and a decoder it has never heard of', async () => {
+    const keypoints = [{ name: 'left shoulder', x: 8, y: 8, visible: 1 }, { name: 'left elbow', x: 20, y: 16, visible: 1 }];
+    const pose = await chatPicture(image, [output({ decoder: 'unipose', task: 'pose', keypointNames: ['left shoulder', 'left elbow'], instances: [{ label: 'person', classIndex: 0, query: 0, score: 0.8, box: [2, 2, 28, 20], keypoints }] })]);
+    expect('data' in pose && Buffer.from(pose.data).equals(Buffer.from(image.data))).toBe(false);
+    const custom = await chatPicture(image, [output({ decoder: 'my-detector', task: 'detection', detections: [{ label: 'cat', classIndex: 2, query: 0, score: 1, box: [1, 1, 9, 9] }] })]);
+    expect('data' in custom && Buffer.from(custom.data).equals(Buffer.from(image.data))).toBe(false);
   });
 });
