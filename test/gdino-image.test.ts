@@ -16,7 +16,7 @@ import {
 import { hashed } from './hashed.js';
 import { checksums, synthetic } from './synthetic-image.js';
 import { expectClose, loadGolden, TEST_DIR, testEngine, thrownMessage } from './helpers.js';
-import { expandMask, maskArea, rleFromBits } from '../src/image/mask.js';
+import { expandMask, Mask, maskArea, rleFromBits } from '../src/image/mask.js';
 
 const golden = loadGolden('gdino_image');
 const CASES = JSON.parse(golden.metadata.cases!) as Record<string, any>;
@@ -217,6 +217,11 @@ describe('post-processing on the host', () => {
     expect(Array.from(expandMask(rle))).toEqual([1, 0, 1, 1, 1, 0]);
     expect(maskArea(rle)).toBe(4);
     expect(thrownMessage(() => expandMask({ size: [2, 3], counts: [1, 2] }))).toMatch(/summing to 2x3 = 6/);
+    // Mask.fromBitmap is toBitmap's inverse, column-major runs from a row-major bitmap.
+    const bitmap = [1, 0, 1, 1, 1, 0];
+    expect(Mask.fromBitmap(bitmap, 3, 2).toJSON()).toEqual({ size: [2, 3], counts: [0, 2, 1, 2, 1] });
+    expect(Array.from(Mask.fromBitmap(bitmap, 3, 2).toBitmap())).toEqual(bitmap);
+    expect(thrownMessage(() => Mask.fromBitmap(bitmap, 2, 2))).toMatch(/2x2 needs 4 values, got 6/);
   });
 
   it('errors name the input', async () => {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../src/server/app.js';
 import type { Backend, CompletionRequest, CompletionResult } from '../src/server/backend.js';
 import { PAGE_BUILD_COMMAND } from '../src/server/page-route.js';
+import { Mask, type Rle } from '../src/image/mask.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = '/usr/bin/chromium';
@@ -28,24 +29,10 @@ const FIRST_COLOUR = [255, 59, 48];
 const PIECES = ['There is ', 'a person ', '[DET] ', 'and their pose ', '[POSE].'];
 const PROMPT = 'Please detect the person in the image.';
 
-/** A filled rectangle as pycocotools' uncompressed RLE: column-major runs, zeros first. */
-function rectangleRle(h: number, w: number, [x0, y0, x1, y1]: readonly number[]): { size: [number, number]; counts: number[] } {
-  const counts: number[] = [];
-  let value = 0;
-  let run = 0;
-  for (let x = 0; x < w; x++) {
-    for (let y = 0; y < h; y++) {
-      const bit = x >= x0! && x < x1! && y >= y0! && y < y1! ? 1 : 0;
-      if (bit !== value) {
-        counts.push(run);
-        run = 0;
-        value = bit;
-      }
-      run++;
-    }
-  }
-  counts.push(run);
-  return { size: [h, w], counts };
+/** A filled rectangle as pycocotools' uncompressed RLE (what the server sends). */
+function rectangleRle(h: number, w: number, [x0, y0, x1, y1]: readonly number[]): Rle {
+  const bits = Array.from({ length: h * w }, (_, i) => (i % w >= x0! && i % w < x1! && Math.floor(i / w) >= y0! && Math.floor(i / w) < y1! ? 1 : 0));
+  return Mask.fromBitmap(bits, w, h).toJSON();
 }
 
 const RESULTS: CompletionResult['results'] = [

@@ -24,6 +24,14 @@ export class Mask implements Rle {
     return rle instanceof Mask ? rle : new Mask([rle.size[0], rle.size[1]], [...rle.counts]);
   }
 
+  /** The mask of a row-major bitmap (nonzero inside), as toBitmap() gives it back. */
+  static fromBitmap(bitmap: ArrayLike<number>, width: number, height: number): Mask {
+    if (bitmap.length !== width * height) throw new RangeError(`Mask.fromBitmap: ${width}x${height} needs ${width * height} values, got ${bitmap.length}`);
+    const words = new Uint32Array(Math.ceil((width * height) / 32));
+    for (let x = 0, i = 0; x < width; x++) for (let y = 0; y < height; y++, i++) if (bitmap[y * width + x]) words[i >>> 5]! |= 1 << (i & 31);
+    return rleFromBits(words, height, width);
+  }
+
   get height(): number {
     return this.size[0];
   }
