@@ -9,7 +9,7 @@ import { OverlayLayer } from './annotate-overlay.js';
 import { paletteColour } from './annotate-style.js';
 import { SvgCanvas, type Keypoint, type LegendEntry } from './annotate-svg.js';
 import { loadSharp } from './decode.js';
-import type { RgbImage } from './gpu-image.js';
+import { checkRgbImage, type RgbImage } from './gpu-image.js';
 import type { Mask } from './mask.js';
 
 /**
@@ -83,10 +83,8 @@ export async function annotate(image: RgbImage, results: Annotations | readonly 
 
 /** Every size and option checked before anything is drawn, each error naming what is wrong. */
 function checkInputs(image: RgbImage, list: readonly Annotations[], opacity: number, lineWidth: number): void {
-  const { width: w, height: h, data } = image;
-  if (!(Number.isInteger(w) && Number.isInteger(h) && w > 0 && h > 0) || data.length !== w * h * 3) {
-    throw new RangeError(`annotate: ${w}x${h} RGB needs ${w * h * 3} bytes, got ${data.length}`);
-  }
+  checkRgbImage('annotate', image);
+  const { width: w, height: h } = image;
   if (!(opacity >= 0 && opacity <= 1)) throw new RangeError(`annotate: maskOpacity must be in [0, 1], got ${opacity}`);
   if (!(lineWidth > 0 && Number.isFinite(lineWidth))) throw new RangeError(`annotate: lineWidth must be a positive number of pixels, got ${lineWidth}`);
   list.forEach((r, k) => {

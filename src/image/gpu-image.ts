@@ -15,6 +15,19 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
+/** Whether `v` looks like decoded pixels (integer size, byte data); its byte count is checkRgbImage's. */
+export function isRgbImage(v: unknown): v is RgbImage {
+  const image = v as RgbImage | null;
+  return !!image && typeof image === 'object' && Number.isInteger(image.width) && Number.isInteger(image.height) && image.data instanceof Uint8Array;
+}
+
+/** Throws `<op>: WxH RGB needs N bytes, got M` unless the size is positive whole pixels and data holds 3 bytes each. */
+export function checkRgbImage(op: string, { width, height, data }: RgbImage): void {
+  if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0) || data.length !== width * height * 3) {
+    throw new RangeError(`${op}: ${width}x${height} RGB needs ${width * height * 3} bytes, got ${data.length}`);
+  }
+}
+
 const OPAQUE = 0xff000000;
 
 export function packRgb(r: number, g: number, b: number): number {
@@ -22,10 +35,8 @@ export function packRgb(r: number, g: number, b: number): number {
 }
 
 export function uploadImage(engine: Engine, image: RgbImage): Tensor {
+  checkRgbImage('uploadImage', image);
   const { width, height, data } = image;
-  if (data.length !== width * height * 3) {
-    throw new RangeError(`uploadImage: ${width}x${height} RGB needs ${width * height * 3} bytes, got ${data.length}`);
-  }
   const words = new Uint32Array(width * height);
   for (let i = 0, j = 0; i < words.length; i++, j += 3) words[i] = (data[j]! | (data[j + 1]! << 8) | (data[j + 2]! << 16) | OPAQUE) >>> 0;
   return engine.tensor(words, [height, width], 'u32');

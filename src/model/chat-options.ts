@@ -2,7 +2,7 @@
  * chat()'s options, checked before any work: a value JavaScript would coerce (a seed of 1.5, a
  * string number, a misspelt option) is an error naming the option and the value, never a guess.
  */
-import type { RgbImage } from '../image/gpu-image.js';
+import { isRgbImage } from '../image/gpu-image.js';
 import { IMAGE_PATCH_TOKEN, type ChatTurn } from './chat-template.js';
 import { checkRegions } from './regions.js';
 
@@ -80,11 +80,6 @@ function integer(v: unknown, name: string, min: number, max: number): void {
     const range = max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`;
     throw new RangeError(`chat: ${name} must be an integer ${range}, got ${show(v)}`);
   }
-}
-
-function isRgbImage(v: unknown): v is RgbImage {
-  const image = v as RgbImage | null;
-  return !!image && typeof image === 'object' && Number.isInteger(image.width) && Number.isInteger(image.height) && image.data instanceof Uint8Array;
 }
 
 /** " (did you mean maxNewTokens?)" for max_new_tokens, maxnewtokens, MaxNewTokens. */

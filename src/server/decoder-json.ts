@@ -9,7 +9,7 @@
 import type { DecoderOutput } from '../decoders/decoder.js';
 import { Tensor } from '../engine/tensor.js';
 import { encodePng } from '../image/encode.js';
-import type { RgbImage } from '../image/gpu-image.js';
+import { isRgbImage, type RgbImage } from '../image/gpu-image.js';
 import type { Rle } from '../image/mask.js';
 import type { DecoderResultJson } from './backend.js';
 
@@ -106,9 +106,4 @@ export function semanticJson(map: SemanticMapLike, labels: readonly string[]): {
       mask: { size: [height, width] as [number, number], counts: r.end < total ? [...r.counts, total - r.end] : r.counts },
     }));
   return { width, height, segments };
-}
-
-function isRgbImage(v: object): v is RgbImage {
-  const o = v as Partial<RgbImage>;
-  return o.data instanceof Uint8Array && typeof o.width === 'number' && typeof o.height === 'number';
 }

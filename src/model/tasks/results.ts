@@ -6,7 +6,7 @@
 import type { Detection, SemanticMap } from '../../decoders/gdino/postprocess.js';
 import type { PoseDetection } from '../../decoders/unipose/postprocess.js';
 import { encodePng } from '../../image/encode.js';
-import type { RgbImage } from '../../image/gpu-image.js';
+import { checkRgbImage, type RgbImage } from '../../image/gpu-image.js';
 import type { ChatTimings } from '../vision-llm.js';
 
 export type { Detection, SemanticMap } from '../../decoders/gdino/postprocess.js';
@@ -77,7 +77,7 @@ export class Picture implements RgbImage {
     readonly height: number,
     readonly data: Uint8Array,
   ) {
-    if (data.length !== width * height * 3) throw new RangeError(`Picture: ${width}x${height} RGB needs ${width * height * 3} bytes, got ${data.length}`);
+    checkRgbImage('Picture', this);
   }
 
   static from(image: RgbImage): Picture {
