@@ -5,16 +5,18 @@
  * requests as direct `model.chat()` calls in this process: the ratio is what HTTP, the queue and
  * (with Redis) the job round trips cost.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import { round, type Harness } from './harness.js';
-// The test suite's real redis-server on a free port, shared rather than copied.
+// The test suite's redis-server and `visionllm serve` processes, shared rather than copied.
 import { findRedisServer, freePort, RedisServer } from '../test/redis-server.js';
+import { ServeProcess } from '../test/serve-process.js';
 
 const CONCURRENCY = [1, 4, 16];
 const MAX_TOKENS = 24;
+/** Loading the tiny checkpoint and listening takes seconds; a minute means something is wrong. */
+const STARTUP_MS = 60_000;
 /** Every client sends each prompt once (starting at its own), so every load has the direct baseline's mix of answer lengths. */
 const PROMPTS = ['What is in the picture?', 'Describe the colours.', 'Is there a red ball?', 'What is on the table?'];
 
@@ -45,9 +47,12 @@ export async function benchServing(h: Harness): Promise<void> {
     return;
   }
   const redis = await RedisServer.start(binary);
-  const workers: ChildProcess[] = [];
+  const workers: ServeProcess[] = [];
   try {
-    for (let i = 0; i < 2; i++) workers.push(await startCli(['serve', '--weights', weights, '--redis', redis.url, '--role', 'worker'], /worker ready/));
+    for (let i = 0; i < 2; i++) {
+      workers.push(ServeProcess.start(['--weights', weights, '--redis', redis.url, '--role', 'worker']));
+      await workers[i]!.waitFor(/worker ready/, STARTUP_MS);
+    }
     await withServer(['--weights', weights, '--redis', redis.url, '--role', 'api'], async (url) => {
       for (const clients of CONCURRENCY) {
         const load = await drive(url, clients);
@@ -55,8 +60,7 @@ export async function benchServing(h: Harness): Promise<void> {
       }
     });
   } finally {
-    workers.forEach((w) => w.kill('SIGTERM'));
-    await Promise.all(workers.map(exited));
+    await Promise.all(workers.map((w) => w.stop()));
     await redis.dispose();
   }
 }
@@ -130,28 +134,11 @@ async function complete(url: string, i: number, stream: boolean): Promise<number
 /** Runs `serve` with `args` on a free port until `body` is done. */
 async function withServer<T>(args: string[], body: (url: string) => Promise<T>): Promise<T> {
   const port = await freePort();
-  const server = await startCli(['serve', ...args, '--port', String(port), '--queue-size', '64'], /listening on/);
+  const server = ServeProcess.start([...args, '--port', String(port), '--queue-size', '64']);
   try {
+    await server.waitFor(/listening on/, STARTUP_MS);
     return await body(`http://127.0.0.1:${port}`);
   } finally {
-    server.kill('SIGTERM');
-    await exited(server);
+    await server.stop();
   }
-}
-
-/** The built CLI as a child process, once its stderr says `ready`. */
-function startCli(args: string[], ready: RegExp): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [path.join(projectRoot(), 'dist', 'src', 'cli.js'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (ready.test(err)) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`visionllm ${args.join(' ')} exited with ${code} before it was ready:\n${err}`)));
-  });
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', () => resolve()));
 }

@@ -3,7 +3,7 @@
  * built CLI (dist/src/cli.js) serving the tiny checkpoint until SIGTERM, which lets the request
  * in flight finish and exits 0.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import { UsageError } from '../src/cli/options.js';
 import { parseServeArgs } from '../src/cli/serve-options.js';
 import { ensureBuilt, TEST_DIR, TINY_WEIGHTS } from './helpers.js';
 import { freePort } from './redis-server.js';
+import { ServeProcess } from './serve-process.js';
 
 const ROOT = path.resolve(TEST_DIR, '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -68,16 +69,8 @@ describe('the built CLI', () => {
 
   it('serves until SIGTERM, lets the request in flight finish, and exits 0', async () => {
     const port = await freePort();
-    const server = spawn(process.execPath, [CLI, 'serve', '--weights', TINY_WEIGHTS, '--port', String(port), '--quiet'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = new Promise<number | null>((resolve) => server.on('exit', (code) => resolve(code)));
-    let stderr = '';
-    await new Promise<void>((resolve, reject) => {
-      server.stderr.on('data', (data: Buffer) => {
-        stderr += data.toString();
-        if (stderr.includes(`listening on http://127.0.0.1:${port}\n`)) resolve();
-      });
-      void exited.then((code) => reject(new Error(`exited with ${code} before listening:\n${stderr}`)));
-    });
+    const server = ServeProcess.start(['--weights', TINY_WEIGHTS, '--port', String(port), '--quiet']);
+    await server.waitFor(new RegExp(`listening on http://127\\.0\\.0\\.1:${port}\n`), 60_000);
     const base = `http://127.0.0.1:${port}`;
     expect(await (await fetch(`${base}/health`)).json()).toMatchObject({ status: 'ok', model: 'tiny' });
 
@@ -95,7 +88,7 @@ describe('the built CLI', () => {
     const text = await res.text();
     expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
     expect(text).toMatch(/"finish_reason":"(stop|length)"/);
-    expect(await exited).toBe(0);
+    expect(await server.exited).toBe(0);
     await expect(fetch(`${base}/health`)).rejects.toThrow(); // no longer listening
   });
 });

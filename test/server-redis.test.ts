@@ -6,7 +6,6 @@
  * one API process and two worker processes of the built CLI, a worker SIGKILLed mid-job and
  * Redis restarted under queued jobs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
@@ -22,6 +21,7 @@ import { InvalidRequestError } from '../src/server/run-completion.js';
 import { startWorker } from '../src/server/worker.js';
 import { TEST_DIR, TINY_WEIGHTS, ensureBuilt, testEngine } from './helpers.js';
 import { RedisServer, findRedisServer, freePort } from './redis-server.js';
+import { ServeProcess, until } from './serve-process.js';
 
 const REDIS_SERVER = findRedisServer();
 if (!REDIS_SERVER) {
@@ -29,8 +29,6 @@ if (!REDIS_SERVER) {
 }
 const ROOT = path.resolve(TEST_DIR, '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
-const HAS_SERVE = fs.existsSync(path.join(ROOT, 'src', 'cli', 'serve.ts'));
-if (REDIS_SERVER && !HAS_SERVE) console.warn('test/server-redis.test.ts: src/cli/serve.ts is missing: the process-level tests are skipped');
 
 const IMAGE = fs.readFileSync(path.join(TEST_DIR, 'fixtures', 'images', 'small.jpg'));
 
@@ -78,14 +76,6 @@ const request = (c: Omit<Case, 'expected'>, id: string): CompletionRequest => ({
   seed: 0,
   stop: [],
 });
-
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000, everyMs = 20): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 describe('AnswerStream: one answer from the deltas of a job and its retries', () => {
   const collect = () => {
@@ -275,9 +265,9 @@ describe.skipIf(!REDIS_SERVER)('visionllm serve --redis', () => {
     }
   });
 
-  describe.skipIf(!HAS_SERVE)('processes: `visionllm serve --role api` and two `--role worker`', () => {
-    let api: Serve;
-    let workers: Serve[];
+  describe('processes: `visionllm serve --role api` and two `--role worker`', () => {
+    let api: ServeProcess;
+    let workers: ServeProcess[];
     let port: number;
     let queue: Queue;
 
@@ -285,8 +275,9 @@ describe.skipIf(!REDIS_SERVER)('visionllm serve --redis', () => {
       ensureBuilt([CLI]);
       port = await freePort();
       const redisUrl = db(0);
-      api = Serve.start(['--redis', redisUrl, '--role', 'api', '--port', String(port)]);
-      workers = [Serve.start(['--redis', redisUrl, '--role', 'worker']), Serve.start(['--redis', redisUrl, '--role', 'worker'])];
+      api = ServeProcess.start(['--weights', TINY_WEIGHTS, '--redis', redisUrl, '--role', 'api', '--port', String(port)]);
+      const worker = () => ServeProcess.start(['--weights', TINY_WEIGHTS, '--redis', redisUrl, '--role', 'worker']);
+      workers = [worker(), worker()];
       queue = new Queue(QUEUE_NAME, { connection: redisOptions(redisUrl) });
       queue.on('error', () => {}); // Redis restarts in a test.
       await api.waitFor(/listening on/, 30_000);
@@ -316,7 +307,7 @@ describe.skipIf(!REDIS_SERVER)('visionllm serve --redis', () => {
       const answers = withLogs(Promise.all(cases.map((c) => postChat(port, c))));
       answers.catch(() => {}); // Awaited below; a failure meanwhile is reported there.
       // Kill whichever worker runs a job first; with four long jobs queued it is mid-job.
-      let victim: Serve | undefined;
+      let victim: ServeProcess | undefined;
       await until('a running job', async () => {
         const [job] = await queue.getActive();
         victim = workers.find((w) => job?.processedBy?.endsWith(`:${w.pid}`));
@@ -343,50 +334,6 @@ describe.skipIf(!REDIS_SERVER)('visionllm serve --redis', () => {
     });
   });
 });
-
-/** One `visionllm serve` process of the built CLI on the tiny checkpoint. */
-class Serve {
-  private stderr = '';
-
-  private constructor(private readonly child: ChildProcess) {
-    child.stderr!.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
-    child.stdout!.resume();
-  }
-
-  static start(args: string[]): Serve {
-    return new Serve(spawn(process.execPath, [CLI, 'serve', '--weights', TINY_WEIGHTS, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  /** The last lines of its stderr, less the HTTP access log, for a failure's message. */
-  tail(lines = 20): string {
-    return this.stderr.split('\n').filter((l) => !l.startsWith('{') && !l.startsWith('Warning')).slice(-lines).join('\n');
-  }
-
-  waitFor(line: RegExp, timeoutMs: number): Promise<void> {
-    return until(`${line} on stderr`, () => {
-      if (this.child.exitCode !== null) throw new Error(`visionllm serve exited with ${this.child.exitCode}:\n${this.stderr}`);
-      return line.test(this.stderr);
-    }, timeoutMs, 50);
-  }
-
-  kill(): void {
-    this.child.kill('SIGKILL');
-  }
-
-  /** SIGTERM, SIGKILL after 5 s. */
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
 
 /** POST /v1/chat/completions as an OpenAI client sends it; a streamed answer is put together from its chunks. */
 async function postChat(port: number, c: Case): Promise<{ id: string; text: string }> {
