@@ -13,7 +13,6 @@ Two kinds of turn (docs/shapesworld.md, Conversations):
 - Tasks: the official VisionLLM v2 templates, ported byte for byte from src/model/tasks/templates.ts.
   Routing tokens go without their [EMB] queries, which the model's super link appends.
 """
-import argparse
 import json
 import re
 import sys
@@ -24,6 +23,7 @@ import numpy as np
 if __package__ in (None, ''):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from scripts.shapesworld.render import picture_range_args  # noqa: E402
 from scripts.shapesworld.world import CLASSES, COLOURS, render_picture  # noqa: E402
 
 COLOUR_NAMES = tuple(COLOURS)
@@ -382,12 +382,7 @@ def _subject(obj):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--seed', type=int, required=True)
-    parser.add_argument('--count', type=int, required=True)
-    parser.add_argument('--first', type=int, default=0, help='index of the first picture')
-    parser.add_argument('--out', type=Path, required=True)
-    args = parser.parse_args()
+    args = picture_range_args(__doc__)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open('w') as f:
         for index in range(args.first, args.first + args.count):

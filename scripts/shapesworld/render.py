@@ -24,13 +24,18 @@ def write_picture(seed, index, out):
     stem.with_suffix('.json').write_text(json.dumps(annotation, separators=(',', ':')) + '\n')
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def picture_range_args(description):
+    """--seed, --count, --first and --out, as every ShapesWorld CLI takes them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--seed', type=int, required=True)
     parser.add_argument('--count', type=int, required=True)
     parser.add_argument('--first', type=int, default=0, help='index of the first picture')
     parser.add_argument('--out', type=Path, required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = picture_range_args(__doc__)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for index in range(args.first, args.first + args.count):

@@ -14,7 +14,7 @@ import type { RgbImage } from '../../image/gpu-image.js';
 import type { Region } from '../regions.js';
 import type { ChatResult, ImageInput, VisionLLM } from '../vision-llm.js';
 import { Picture, type DetectResult, type Detection, type SemanticMap, type GroundResult, type ImageResult, type PoseResult, type SegmentResult } from './results.js';
-import { regionsConversation, detectionConversation, editingConversation, generationConversation, groundingConversation, poseConversation, semanticConversation, type Conversation } from './templates.js';
+import { regionNames, regionsConversation, detectionConversation, editingConversation, generationConversation, groundingConversation, poseConversation, semanticConversation, type Conversation } from './templates.js';
 import { ADE20K_CLASSES, COCO_CLASSES, COCO_KEYPOINTS, skeletonOf } from './vocabularies.js';
 
 /** Options every helper takes. */
@@ -67,7 +67,7 @@ export async function segment(model: VisionLLM, image: ImageInput, options: Segm
   if (o.regions !== undefined) {
     if (o.classes !== undefined || o.mode !== undefined) throw new TypeError('segment: regions mark the objects themselves; classes and mode do not apply with them');
     if (!Array.isArray(o.regions) || !o.regions.length) throw new TypeError('segment: options.regions must be a non-empty array of { box } | { mask } | { points }');
-    const names = o.regions.map((_, k) => `region${k + 1}`);
+    const names = regionNames(o.regions.length);
     // The interactive evaluation keeps 300 instances, whatever their score (eval_visual_prompt.py).
     const limits = { topK: o.topK === undefined ? 300 : checkTopK('segment', o.topK), threshold: o.threshold === undefined ? 0 : checkThreshold('segment', o.threshold) };
     const found = await runGdino(model, 'segment', image, regionsConversation(names.length), names, { task: 'segmentation', topK: limits.topK }, o, o.regions);

@@ -33,12 +33,17 @@ export function semanticConversation(classes: readonly string[]): Conversation {
  * detector finds every object like each marked one (eval_visual_prompt.py).
  */
 export function regionsConversation(count: number): Conversation {
-  if (!Number.isInteger(count) || count < 1) throw new RangeError(`segment: regions must hold at least one region, got ${count}`);
-  const names = Array.from({ length: count }, (_, i) => `region${i + 1}`);
+  const names = regionNames(count);
   return {
     question: `Can you examine the image and segment the corresponding objects denoted as ${names.map((n) => `<reg>${n}<region></reg>`).join(', ')}?`,
     answer: `Sure, these objects are ${routed(names, '[DET]')}.`,
   };
+}
+
+/** region1, region2, ...: the classes of interactive segmentation, one per region. */
+export function regionNames(count: number): string[] {
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`segment: regions must hold at least one region, got ${count}`);
+  return Array.from({ length: count }, (_, i) => `region${i + 1}`);
 }
 
 /** datasets/refcoco_llava.py QUESTIONS[0], YES[0]: grounding one referring expression. */
