@@ -140,17 +140,22 @@ describe('the super link (tiny checkpoint) against the PyTorch reference', () =>
     cache.dispose();
   });
 
-  it('names a routing token with no registered decoder, a decoder without its tables, and too many blocks', async () => {
+  it('leaves a routing token no decoder takes as text, saying why, and names a decoder without its tables and too many blocks', async () => {
     const p = new Params(model.weights);
     const create = (decoders: readonly AnyDecoder[], c = config) =>
       SuperLink.create(p, decoders.map((d) => linkTarget(d, c)), model.tokenizer, toolTokens(decoders), 128);
     const partial = create([gdino, unipose, sd]);
     const edit = model.tokenizer.tokenToId('[EDIT]')!;
-    expect(() => partial.routeFor(edit)).toThrow(/\[EDIT\] cannot be routed: no route is registered for \[EDIT\]/);
+    expect(partial.routeFor(edit)).toBeUndefined();
+    expect(partial.queriesFor(edit)).toBeNull();
+    const gen = model.tokenizer.tokenToId('[GEN]')!;
+    expect(partial.unrouted([edit, 5, edit, gen, edit])).toEqual([{ token: '[EDIT]', reason: 'no decoder registered takes [EDIT]' }]);
+    expect(partial.unrouted([edit, 5], 1)).toEqual([]);
     const decoders = new Map(config.decoders);
     decoders.delete('sd');
     const noGen = create(DEFAULT_DECODERS, { ...config, decoders });
-    expect(() => noGen.routeFor(model.tokenizer.tokenToId('[GEN]')!)).toThrow(/\[GEN\] cannot be routed: the checkpoint has no Stable Diffusion/);
+    expect(noGen.routeFor(gen)).toBeUndefined();
+    expect(noGen.unrouted([gen])).toEqual([{ token: '[GEN]', reason: expect.stringMatching(/^the checkpoint has no Stable Diffusion/) }]);
     const renamed: AnyDecoder = { ...sd, routes: [{ ...sd.routes[0]!, table: 'emb_embeddings_missing' }] };
     const noTable = create([gdino, unipose, renamed, ip2p]);
     expect(() => noTable.routeFor(model.tokenizer.tokenToId('[GEN]')!)).toThrow(/has no 'emb_embeddings_missing.weight'/);

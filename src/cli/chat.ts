@@ -51,9 +51,10 @@ export async function chat(args: ChatArgs, stdoutClosed: AbortSignal): Promise<v
     }
     start();
     answer('\n');
+    for (const u of result.unrouted) progress.note(`${u.token} went to no decoder: ${u.reason}`);
     try {
       if (args.out) await writeChatPicture(args.out, image, result, progress);
-      if (args.json) stdout(`${toJson({ text: result.text, finishReason: result.finishReason, outputs: result.outputs })}\n`);
+      if (args.json) stdout(`${toJson({ text: result.text, finishReason: result.finishReason, outputs: result.outputs, unrouted: result.unrouted })}\n`);
       if (args.stats) console.error(stats(model, result));
     } finally {
       result.dispose();

@@ -105,6 +105,8 @@ export interface ChatResult {
   finishReason: FinishReason;
   /** One output per decoder the answer's routing blocks went to, in the order of their first block. */
   outputs: DecoderOutput[];
+  /** Routing tokens of the answer that no decoder takes (the checkpoint has none for them), with why: their blocks have no output. */
+  unrouted: { token: string; reason: string }[];
   /** The outputs of one decoder, typed. */
   outputsOf<O extends DecoderOutput>(decoder: Decoder<any, any, O>): O[];
   timings: ChatTimings;
@@ -336,6 +338,7 @@ export class VisionLLM {
       const visionMs = performance.now() - turnStart;
       const answer = request.forced ? this.forceAnswer(request, features) : await this.generateAnswer(request, features);
       let groups: LinkGroup[];
+      const unrouted = this.superlink?.unrouted(answer.ranIds, answer.answerStart) ?? [];
       try {
         this.assertNotClosing();
         groups = this.superlink?.collect(answer.ranIds, answer.blockHidden, answer.answerStart) ?? [];
@@ -347,7 +350,7 @@ export class VisionLLM {
       outputs = await this.runDecoders(groups, request.image, decoderOptions, signal);
       this.assertNotClosing();
       const timings = { queuedMs: t.queuedMs, visionMs, imageTiles: request.tiles, decodersMs: performance.now() - decodeStart, totalMs: performance.now() - t.start };
-      return chatResult(answer, outputs, timings);
+      return chatResult(answer, outputs, unrouted, timings);
     } catch (err) {
       outputs.forEach((o) => o.dispose());
       if (this.engine.isDisposed) throw new Error('chat: the engine was disposed during the chat', { cause: err });
@@ -637,12 +640,13 @@ function vocabularyFromCheckpoint(checkpoint: Checkpoint, llm: LlamaConfig, pref
   return { ...llm, vocabSize: rows };
 }
 
-function chatResult(answer: Answer, outputs: DecoderOutput[], timings: Omit<ChatTimings, keyof GenerationTimings>): ChatResult {
+function chatResult(answer: Answer, outputs: DecoderOutput[], unrouted: ChatResult['unrouted'], timings: Omit<ChatTimings, keyof GenerationTimings>): ChatResult {
   return {
     text: answer.text,
     tokenIds: answer.tokenIds,
     finishReason: answer.finishReason,
     outputs,
+    unrouted,
     outputsOf: <O extends DecoderOutput>(decoder: { name: string }) => outputs.filter((o) => o.decoder === decoder.name) as O[],
     timings: { ...answer.timings, ...timings },
     dispose: () => outputs.forEach((o) => o.dispose()),

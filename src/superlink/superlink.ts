@@ -14,6 +14,11 @@
  * Routing tokens already in the prompt or the history are not expanded: the official forward
  * expands them at prefill, but inserts a second block at a stale offset (decoders.md D5), and an
  * earlier turn's blocks have no decoder to go to. They are ordinary tokens there.
+ *
+ * A routing token no decoder takes (the checkpoint has none for it, or none was registered) is an
+ * ordinary token too: the answer still reads, and unrouted() says which blocks got no output and
+ * why. A token whose decoder is there but whose queries are not (a missing table or [EMB] token)
+ * is a broken checkpoint: generating it is an error.
  */
 import type { Engine } from '../engine/engine.js';
 import type { Tensor } from '../engine/tensor.js';
@@ -40,6 +45,11 @@ export interface LinkGroup {
   hidden: Tensor;
 }
 
+/** A routing token that no decoder takes: plain text when generated, for this reason. */
+interface Unrouted {
+  unrouted: string;
+}
+
 interface ActiveRoute {
   token: string;
   /** Query embeddings [N, llm width], f32. */
@@ -59,8 +69,8 @@ export class SuperLink {
   private constructor(
     readonly engine: Engine,
     private readonly tokenizer: Tokenizer,
-    /** Routing token id -> its route, or why it cannot be routed. */
-    private readonly byId: Map<number, ActiveRoute | string>,
+    /** Routing token id -> its route, why no decoder takes it, or why it cannot be routed (an error). */
+    private readonly byId: Map<number, ActiveRoute | Unrouted | string>,
     private readonly targets: readonly LinkTarget[],
     /** Query tables converted to f32 here (the others belong to the weights). */
     private readonly owned: Tensor[],
@@ -68,11 +78,11 @@ export class SuperLink {
 
   /**
    * Routes for `targets` (the registered decoders) reading their query tables from `p`.
-   * `toolTokens`: every routing token the model may generate; one no target takes is an error
-   * when generated, not text.
+   * `toolTokens`: every routing token the model may generate; one no target takes is text,
+   * reported by unrouted().
    */
   static create(p: Params, targets: readonly LinkTarget[], tokenizer: Tokenizer, toolTokens: readonly string[], width: number): SuperLink {
-    const byId = new Map<number, ActiveRoute | string>();
+    const byId = new Map<number, ActiveRoute | Unrouted | string>();
     const owned: Tensor[] = [];
     try {
       for (const t of targets) {
@@ -100,11 +110,21 @@ export class SuperLink {
     return this.targets.filter((t) => !t.unavailable).map((t) => t.decoder);
   }
 
-  /** The route a token id starts, undefined for ordinary tokens; a routing token that cannot be routed throws. */
+  /** The route a token id starts, undefined for ordinary tokens and unrouted ones; a routing token that cannot be routed throws. */
   routeFor(id: number): ActiveRoute | undefined {
     const route = this.byId.get(id);
     if (typeof route === 'string') throw new Error(`super link: ${this.tokenizer.idToToken(id)} cannot be routed: ${route}`);
-    return route;
+    return route && 'unrouted' in route ? undefined : route;
+  }
+
+  /** The routing tokens in `ids` from index `from` that no decoder takes, each once, in order, with why. */
+  unrouted(ids: readonly number[], from = 0): { token: string; reason: string }[] {
+    const seen = new Map<string, string>();
+    for (let i = from; i < ids.length; i++) {
+      const route = this.byId.get(ids[i]!);
+      if (route && typeof route === 'object' && 'unrouted' in route) seen.set(this.tokenizer.idToToken(ids[i]!)!, route.unrouted);
+    }
+    return [...seen].map(([token, reason]) => ({ token, reason }));
   }
 
   /** A view of the query embeddings to splice after token `id` (generate()'s expand hook), or null for an ordinary token. */
@@ -196,16 +216,16 @@ export class SuperLink {
   }
 }
 
-/** The f32 query table and query ids of `token`, or why it cannot be routed. */
-function activate(p: Params, targets: readonly LinkTarget[], token: string, tokenizer: Tokenizer, width: number, owned: Tensor[]): ActiveRoute | string {
+/** The f32 query table and query ids of `token`, why no decoder takes it, or why it cannot be routed. */
+function activate(p: Params, targets: readonly LinkTarget[], token: string, tokenizer: Tokenizer, width: number, owned: Tensor[]): ActiveRoute | Unrouted | string {
   const takers = targets.filter((t) => t.routes.some((r) => r.token === token));
-  if (!takers.length) return `no route is registered for ${token}`;
+  if (!takers.length) return { unrouted: `no decoder registered takes ${token}` };
   const routes = takers.map((t) => t.routes.find((r) => r.token === token)!);
   const { table, queries } = routes[0]!;
   const clash = routes.find((r) => r.table !== table || r.queries !== queries);
   if (clash) throw new Error(`super link: decoders disagree on ${token}'s queries ('${table}' x ${queries} vs '${clash.table}' x ${clash.queries})`);
   const usable = takers.find((t) => !t.unavailable);
-  if (!usable) return takers[0]!.unavailable!;
+  if (!usable) return { unrouted: takers[0]!.unavailable! };
   const queryTokens = embTokens(queries);
   const queryIds = queryTokens.map((t) => tokenizer.tokenToId(t));
   const missing = queryTokens.find((_, i) => queryIds[i] === undefined);
