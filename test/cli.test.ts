@@ -80,7 +80,7 @@ describe('visionllm chat', () => {
     return Number(/image: (\d+) tile\(s\)/.exec(run.stderr)?.[1]);
   };
 
-  it('uses the test picture whenever the weights are weights/tiny, however named', () => {
+  it("uses the checkpoint's example.png when given no --image, however the weights are named", () => {
     // Relative with a trailing slash, from the project root.
     expect(tiles(cli(['--weights', 'weights/tiny/', '--max-new-tokens', '1', '--stats']))).toBe(3);
     // Through a symlink, relative to another folder; valid sampling settings at their limits pass.
@@ -88,12 +88,12 @@ describe('visionllm chat', () => {
     const args = ['--weights', 'w/', '--max-new-tokens', '2', '--temperature', '0.7', '--top-k', '0', '--top-p', '1', '--seed', '4294967295', '--stats'];
     const run = cli(args, tmp);
     expect(tiles(run)).toBe(3);
-    expect(run.stderr).toContain(`image: ${path.join(ROOT, 'test', 'fixtures', 'images', 'wide.png')}`);
+    expect(run.stderr).toContain(`image: ${path.join(tmp, 'w', 'example.png')}`);
   });
 
   it('stops quietly when stdout closes early (| head -c 5)', () => {
     // PIPESTATUS[0] is node's exit status; pipefail stays off, as in an interactive shell.
-    const script = `'${process.execPath}' '${CLI}' chat --max-new-tokens 40 --stats | head -c 5; echo "node exit \${PIPESTATUS[0]}" >&2`;
+    const script = `'${process.execPath}' '${CLI}' chat --weights weights/tiny --max-new-tokens 40 --stats | head -c 5; echo "node exit \${PIPESTATUS[0]}" >&2`;
     const run = spawnSync('bash', ['-c', script], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
     expect(run.stdout).toBe('ASSIS');
     expect(run.stderr).not.toMatch(/EPIPE|Error|\n\s+at /);

@@ -67,14 +67,13 @@ afterAll(() => {
 
 describe.skipIf(!HAS_NPM)('npm pack', () => {
   it('holds the built library, its kernels and the tiny weights, and no tests, goldens or sources', () => {
-    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'weights/tiny/config.json']) {
+    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'weights/tiny/config.json', 'weights/tiny/example.png']) {
       expect(packed).toContain(f);
     }
     expect(packed.filter((f) => f.startsWith('kernels/')).sort()).toEqual(filesUnder('kernels').sort());
     expect(packed.filter((f) => f.startsWith('weights/tiny/')).sort()).toEqual(filesUnder('weights/tiny').sort());
-    // Shipped besides: the CLI's default picture for the tiny weights (src/cli/options.ts), and the
-    // serve command's web page (its HTML and CSS, read from src/server/page; its built script).
-    const shipped = (f: string) => f === 'test/fixtures/images/wide.png' || /^src\/server\/page\/[^/]+\.(html|css)$/.test(f) || /^dist\/page\/[^/]+\.js$/.test(f);
+    // Shipped besides: the serve command's web page (its HTML and CSS, read from src/server/page; its built script).
+    const shipped = (f: string) => /^src\/server\/page\/[^/]+\.(html|css)$/.test(f) || /^dist\/page\/[^/]+\.js$/.test(f);
     const stray = packed.filter((f) => /^((src|bench|scripts|test)\/|dist\/(?!src\/))/.test(f) && !shipped(f));
     expect(stray).toEqual([]);
   });
@@ -130,7 +129,7 @@ describe.skipIf(!HAS_NPM)('the installed package', () => {
     const r = ok(run('npx', ['--no', '--', 'visionllm', '--max-new-tokens', '2'], app), 'npx visionllm');
     const installed = path.join(app, 'node_modules', NAME);
     expect(r.stderr).toContain(`loaded ${path.join(installed, 'weights', 'tiny')}`);
-    expect(r.stderr).toContain(`image: ${path.join(installed, 'test', 'fixtures', 'images', 'wide.png')}`);
+    expect(r.stderr).toContain(`image: ${path.join(installed, 'weights', 'tiny', 'example.png')}`);
     expect(r.stdout).toMatch(/^ASSISTANT: \S/m);
   }, 120_000);
 });

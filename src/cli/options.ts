@@ -115,18 +115,23 @@ export function namesOption(values: OptionValues, name: string, list = true): st
 
 /** The common options checked; `--out`'s format is known before the model loads. */
 export function commonArgs(values: OptionValues): CommonArgs {
-  const weights = values.weights === undefined ? tinyWeights() : readable('weights', values.weights as string, 'directory');
+  const weights = values.weights === undefined ? defaultWeights() : readable('weights', values.weights as string, 'directory');
   const out = values.out === undefined ? undefined : writable('out', values.out as string);
   return { weights, f32: values.f32 === true, quiet: values.quiet === true, out, json: values.json === true };
 }
 
-/** --image checked, else the tiny weights' test picture (their one image input), else undefined. */
+/** --image checked, else the picture the checkpoint ships as its example (example.png), else undefined. */
 export function imageOption(values: OptionValues, weights: string): string | undefined {
   if (values.image !== undefined) return readable('image', values.image as string, 'file');
-  return sameFile(weights, tinyWeights()) ? path.join(projectRoot(), 'test', 'fixtures', 'images', 'wide.png') : undefined;
+  const example = path.join(weights, EXAMPLE_PICTURE);
+  return fs.existsSync(example) ? example : undefined;
 }
 
-function tinyWeights(): string {
+/** A checkpoint directory's own example picture, what the CLI looks at when given no --image. */
+export const EXAMPLE_PICTURE = 'example.png';
+
+/** The embedded default checkpoint. */
+function defaultWeights(): string {
   return path.join(projectRoot(), 'weights', 'tiny');
 }
 
@@ -160,13 +165,4 @@ function writable(option: string, value: string): string {
     throw fail(e.code === 'ENOENT' ? `no folder ${path.dirname(value) || '.'}` : e.message);
   }
   return full;
-}
-
-/** Whether two existing paths name the same thing, however spelled: relative, with a trailing slash, through a symlink. */
-function sameFile(a: string, b: string): boolean {
-  try {
-    return fs.realpathSync(a) === fs.realpathSync(b);
-  } catch {
-    return false;
-  }
 }

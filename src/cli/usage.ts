@@ -6,7 +6,7 @@ const COMMON = `  --weights DIR        a VisionLLM v2 checkpoint directory (defa
   --f32                keep weights in f32 (default: f16 matrices where the adapter can)
   --quiet              no progress and no notes on stderr (errors only)`;
 
-const IMAGE = `  --image FILE         a PNG, JPEG or WebP (default with the tiny weights: its test picture)`;
+const IMAGE = `  --image FILE         a PNG, JPEG or WebP (default: the checkpoint's example.png, if any)`;
 const LIMITS = `  --threshold T        lowest score kept, in [0, 1] (default 0.3)
   --top-k K            most kept, best first (default 100)`;
 const DIFFUSION = `  --steps N            denoising steps (default the checkpoint's: 50 for generate, 100 for edit)
