@@ -8,6 +8,9 @@
 #      Skipped with --no-adapter, for jobs that never touch the GPU (npm run convert).
 #   4. with --test-tools (npm test): redis-server (the serving tests' queue) and chromium (the web
 #      page's browser test) when missing, the same way; their tests skip without them.
+#   5. with --train-tools (npm run train:tiny, no adapter needed) or --world-tools (npm run eval:tiny):
+#      the system Python's packages for training (PyTorch, SentencePiece, OpenBLAS's threaded
+#      BLAS, without which torch runs ~10x slower) or for drawing ShapesWorld (numpy, Pillow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -22,15 +25,33 @@ fi
 npx tsc -p . 
 npx tsc -p src/server/page  # the serve command's web page (browser code: its own tsconfig)
 
-if [ "${1:-}" = --no-adapter ]; then
-  exit 0
-fi
-
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
   else return 1; fi
 }
+
+# python_packages "<modules to import>" <Debian packages...>: installs them when /usr/bin/python3 lacks one.
+python_packages() {
+  local modules=$1
+  shift
+  /usr/bin/python3 -c "import $modules" 2>/dev/null && return 0
+  if command -v apt-get >/dev/null && as_root true; then
+    say "installing $* for the system Python"
+    { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@"; } >/dev/null 2>&1 \
+      && return 0
+  fi
+  say "the system Python needs $modules: apt-get install $*"
+  exit 1
+}
+
+case "${1:-}" in
+  --no-adapter) exit 0 ;;
+  --train-tools)
+    python_packages "torch, numpy, PIL, sentencepiece" python3-torch python3-numpy python3-pil python3-sentencepiece libopenblas0-pthread
+    exit 0 ;;
+  --world-tools) python_packages "numpy, PIL" python3-numpy python3-pil ;;
+esac
 
 if [ "${1:-}" = --test-tools ]; then
   missing=()

@@ -92,7 +92,9 @@ def clip_vision_hidden_states(params, cfg, pixels):
     return states
 
 
-def attention(h, params, prefix, heads, kv_heads, out_name, bias, rope=None, causal=False):
+def attention(h, params, prefix, heads, kv_heads, out_name, bias, rope=None, causal=False, blocked=None):
+    """blocked: an optional [length, length] bool matrix of the pairs (query, key) that may not attend,
+    used instead of the causal one (training packs several single-turn answers after one prefix)."""
     n, length, d = h.shape
     hd = d // heads
     lin = lambda name: F.linear(h, params[prefix + name + '.weight'], params.get(prefix + name + '.bias') if bias else None)
@@ -104,9 +106,10 @@ def attention(h, params, prefix, heads, kv_heads, out_name, bias, rope=None, cau
     k = k.repeat_interleave(heads // kv_heads, dim=1)
     v = v.repeat_interleave(heads // kv_heads, dim=1)
     scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
-    if causal:
-        mask = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
-        scores = scores.masked_fill(mask, float('-inf'))
+    if blocked is None and causal:
+        blocked = torch.triu(torch.ones(length, length, dtype=torch.bool), diagonal=1)
+    if blocked is not None:
+        scores = scores.masked_fill(blocked, float('-inf'))
     out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(n, length, d)
     return F.linear(out, params[prefix + out_name + '.weight'], params.get(prefix + out_name + '.bias') if bias else None)
 
@@ -130,17 +133,18 @@ def rotary(head_dim, theta, positions):
     return apply
 
 
-def llama_hidden(params, cfg, embeds, prefix='llm.'):
-    """Final hidden states (after model.norm) of LlamaModel for input embeddings [1, L, d]."""
+def llama_hidden(params, cfg, embeds, prefix='llm.', positions=None, blocked=None):
+    """Final hidden states (after model.norm) of LlamaModel for input embeddings [1, L, d]. By default
+    positions are 0..L-1 and attention is causal; `positions` and `blocked` (see attention) override."""
     d, heads = cfg['hidden_size'], cfg['num_attention_heads']
     kv = cfg.get('num_key_value_heads', heads)
     eps, theta = cfg['rms_norm_eps'], cfg.get('rope_theta', 10000.0)
-    rope = rotary(d // heads, theta, torch.arange(embeds.shape[1]))
+    rope = rotary(d // heads, theta, torch.arange(embeds.shape[1]) if positions is None else positions)
     x = embeds
     for i in range(cfg['num_hidden_layers']):
         q = f'{prefix}model.layers.{i}.'
         h = rms_norm(x, params[q + 'input_layernorm.weight'], eps)
-        x = x + attention(h, params, q + 'self_attn.', heads, kv, out_name='o_proj', bias=False, rope=rope, causal=True)
+        x = x + attention(h, params, q + 'self_attn.', heads, kv, out_name='o_proj', bias=False, rope=rope, causal=True, blocked=blocked)
         h = rms_norm(x, params[q + 'post_attention_layernorm.weight'], eps)
         gate = F.linear(h, params[q + 'mlp.gate_proj.weight'])
         up = F.linear(h, params[q + 'mlp.up_proj.weight'])
@@ -148,8 +152,8 @@ def llama_hidden(params, cfg, embeds, prefix='llm.'):
     return rms_norm(x, params[prefix + 'model.norm.weight'], eps)
 
 
-def llama_logits(params, cfg, embeds, prefix='llm.'):
-    hidden = llama_hidden(params, cfg, embeds, prefix)
+def llama_logits(params, cfg, embeds, prefix='llm.', positions=None, blocked=None):
+    hidden = llama_hidden(params, cfg, embeds, prefix, positions, blocked)
     head = params.get(prefix + 'lm_head.weight', params[prefix + 'model.embed_tokens.weight'])
     return F.linear(hidden, head)
 

@@ -1,0 +1,282 @@
+"""Trains the miniature VisionLLM v2 on ShapesWorld (npm run train:tiny), PyTorch on CPU.
+
+  python3 -P scripts/train/miniature.py [--run DIR] [--out weights/miniature] [--probe]
+
+Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses another seed):
+  1. tokenizer   SentencePiece BPE on the conversations of the first pictures
+  2. pictures    the pool of pictures as anyres tiles, with dense targets
+  3. vision      the CLIP tower learns, per 28-pixel patch, which (class, colour) covers it, where
+                 objects' centres are and their relative size (a training-only linear head reads it)
+  4. language    vl_bridge, the LLM and the super link's query tables learn the conversations
+                 (packed single-turn answers, see miniature_data); the tower goes on learning,
+                 more slowly, with its dense targets
+  5. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+
+Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
+same command again to go on from the last one. The log (train.log) is copied next to the weights.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from miniature_data import (ROOT, Tokens, pack, picture_entry, pixels, render_picture, tokenizer_corpus,  # noqa: E402
+                            train_tokenizer, training_turns)
+import miniature_model as mm  # noqa: E402
+
+TRAIN_SEED = 1000
+POOL = 6000
+TOKENIZER_PICTURES = 2000
+VISION_STEPS, VISION_BATCH, VISION_LR = 600, 8, 1e-3
+# The tower keeps learning with the language side, more slowly, its dense targets still asked.
+LANGUAGE_STEPS, LANGUAGE_BATCH, LANGUAGE_LR, TOWER_LR_SCALE = 420, 4, 2e-3, 0.2
+DENSE_WEIGHT, COMMON_WEIGHT, WORD_WEIGHT = 0.5, 1.0, 1.0
+STANDARDISE_PICTURES = 200
+CHECKPOINT_SECONDS = 240
+# The picture the CLI shows the model when given none (seed, index): test/fixtures/shapesworld/29-1.png.
+EXAMPLE_PICTURE = (29, 1)
+
+
+class Run:
+    def __init__(self, folder):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.log_file = open(os.path.join(folder, 'train.log'), 'a')
+        self.state = self.load('checkpoint.pt') or {'stage': 'vision', 'step': 0, 'elapsed': 0.0}
+        self.started = time.time() - self.state['elapsed']
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def load(self, name):
+        return torch.load(self.path(name)) if os.path.exists(self.path(name)) else None
+
+    def save(self, name, value):
+        torch.save(value, self.path(name + '.part'))
+        os.replace(self.path(name + '.part'), self.path(name))
+
+    def elapsed(self):
+        return time.time() - self.started
+
+    def log(self, line):
+        text = f'[{self.elapsed() / 60:6.2f} min] {line}'
+        print(text, flush=True)
+        self.log_file.write(text + '\n')
+        self.log_file.flush()
+
+    def checkpoint(self, **state):
+        self.state = {**self.state, **state, 'elapsed': self.elapsed()}
+        self.save('checkpoint.pt', self.state)
+
+
+def render(index):
+    return picture_entry(TRAIN_SEED, index)
+
+
+def build_pool(run, count):
+    """Rendered afresh on every start (about a minute): cheaper than keeping gigabytes on disk."""
+    with Pool(2) as workers:
+        pool = list(workers.imap(render, range(count), chunksize=10))
+    run.log(f'pictures: {count} of seed {TRAIN_SEED}, {sum(len(p["tiles"]) for p in pool)} tiles')
+    return pool
+
+
+def build_tokenizer(run, pool):
+    model_file = run.path('tokenizer.model')
+    if not os.path.exists(model_file):
+        lines = tokenizer_corpus([p['annotation'] for p in pool[:TOKENIZER_PICTURES]])
+        train_tokenizer(run.folder, lines)
+        run.log(f'tokenizer: {mm.SP_VOCAB} pieces from {len(lines)} lines')
+    return Tokens(model_file)
+
+
+def schedule(step, steps, lr, warmup=50):
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup))) * 0.95 + lr * 0.05
+
+
+def optimiser(params, names, lr, saved):
+    weights = [params[k] for k in names]
+    for w in weights:
+        w.requires_grad_(True)
+    opt = torch.optim.AdamW(weights, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    if saved is not None:
+        opt.load_state_dict(saved)
+    return opt
+
+
+def train_vision(run, params, pool, steps):
+    opt = optimiser(params, mm.vision_names(params), VISION_LR, run.state.get('opt'))
+    step, clock = run.state['step'], time.time()
+    while step < steps:
+        chosen = np.random.default_rng([TRAIN_SEED, 1, step]).choice(len(pool), VISION_BATCH, replace=False)
+        batch = [pool[i] for i in chosen]
+        x = pixels(np.concatenate([p['tiles'] for p in batch]))
+        cover, centre, size = targets(batch)
+        for group in opt.param_groups:
+            group['lr'] = schedule(step, steps, VISION_LR)
+        opt.zero_grad()
+        loss, parts = mm.dense_loss(params, x, cover, centre, size)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]['params'], 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0 or step == steps:
+            run.log(f'vision step {step}/{steps}: loss {float(loss):.4f} ' + ' '.join(f'{k} {v:.4f}' for k, v in parts.items()))
+        if time.time() - clock > CHECKPOINT_SECONDS or step == steps:
+            run.checkpoint(step=step, params=mm_params(params), opt=opt.state_dict())
+            clock = time.time()
+    for w in opt.param_groups[0]['params']:
+        w.requires_grad_(False)
+
+
+def mm_params(params):
+    return {k: v.detach().clone() for k, v in params.items()}
+
+
+def standardise_bridge(run, params, pool):
+    """Folds the tower's feature statistics into vl_bridge's first layer (W / sigma, b - W mu / sigma):
+    the features share a large common part, which left every projected image token pointing the same
+    way (cosine 0.999 between tokens), so attention could not tell them apart and the LLM learnt to
+    answer without looking. The architecture is unchanged; only the starting weights differ."""
+    with torch.no_grad():
+        sample = torch.cat([mm.clip_features(params, pixels(p['tiles'])).reshape(-1, mm.VISION['hidden_size'])
+                            for p in pool[:STANDARDISE_PICTURES]])
+        mu, sigma = sample.mean(0), sample.std(0) + 1e-6
+        before = token_similarity(params, sample)
+        w = params['vl_bridge.0.weight'] / sigma
+        params['vl_bridge.0.bias'] = params['vl_bridge.0.bias'] - w @ mu
+        params['vl_bridge.0.weight'] = w
+        run.log(f'vl_bridge standardised on {len(sample)} tokens: mean cosine between projected tokens {before:.4f} -> '
+                f'{token_similarity(params, sample):.4f}')
+
+
+def token_similarity(params, features):
+    projected = torch.nn.functional.normalize(mm.ref.vl_bridge(params, features[:2000]), dim=-1)
+    return float((projected @ projected.T).mean())
+
+
+def train_language(run, params, pool, tokens, steps):
+    if run.state['step'] == 0:
+        standardise_bridge(run, params, pool)
+    opt = optimiser(params, mm.language_names(params), LANGUAGE_LR, None)
+    tower = [params[k] for k in mm.vision_names(params)]
+    for w in tower:
+        w.requires_grad_(True)
+    opt.add_param_group({'params': tower, 'scale': TOWER_LR_SCALE})
+    opt.param_groups[0]['scale'] = 1.0
+    if run.state.get('opt') is not None:
+        opt.load_state_dict(run.state['opt'])
+    weights = [w for group in opt.param_groups for w in group['params']]
+    kind_words = torch.tensor([[single_token(tokens, colour), single_token(tokens, cls)]
+                               for cls in mm.CLASSES for colour in mm.COLOURS])
+    step, clock = run.state['step'], time.time()
+    recent = []
+    while step < steps:
+        rng = np.random.default_rng([TRAIN_SEED, 2, step])
+        chosen = rng.choice(len(pool), LANGUAGE_BATCH, replace=False)
+        for group in opt.param_groups:
+            group['lr'] = schedule(step, steps, LANGUAGE_LR, warmup=100) * group['scale']
+        opt.zero_grad()
+        for i in chosen:
+            picture = pool[i]
+            epoch = step * LANGUAGE_BATCH // len(pool)
+            turns, turn_rng = training_turns(picture['annotation'], TRAIN_SEED, int(i), epoch)
+            seq = pack(tokens, len(picture['tiles']), turns, turn_rng)
+            features = mm.clip_features(params, pixels(picture['tiles']))
+            loss, right, image = mm.sequence_loss(params, features, seq)
+            cover, centre, size = targets([picture])
+            dense, _ = mm.dense_loss(params, features, cover, centre, size, from_features=True)
+            common = mm.common_part(image)
+            words = mm.word_alignment(params, image, centre, kind_words)
+            ((loss + DENSE_WEIGHT * dense + COMMON_WEIGHT * common + WORD_WEIGHT * words) / LANGUAGE_BATCH).backward()
+            recent.append((float(loss), right, float(dense), float(common), float(words)))
+        torch.nn.utils.clip_grad_norm_(weights, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == steps:
+            mean = np.mean(recent, axis=0)
+            run.log(f'language step {step}/{steps}: loss {mean[0]:.4f}, answer tokens right {mean[1]:.3f}, '
+                    f'dense {mean[2]:.4f}, image tokens common part {mean[3]:.3f}, word alignment {mean[4]:.3f}')
+            recent = []
+        if time.time() - clock > CHECKPOINT_SECONDS or step == steps:
+            run.checkpoint(step=step, params=mm_params(params), opt=opt.state_dict())
+            clock = time.time()
+
+
+def single_token(tokens, word):
+    ids = tokens.sp.encode(word)
+    if len(ids) != 1:
+        raise ValueError(f'the tokenizer splits {word!r} into {len(ids)} pieces; word alignment needs one')
+    return ids[0]
+
+
+def targets(batch):
+    return (torch.from_numpy(np.concatenate([p[k] for p in batch]).astype(np.float32)) for k in ('cover', 'centre', 'size'))
+
+
+def export(run, params, out):
+    """An official-layout checkpoint (torch.save .bin, config, tokenizer files), then the project's converter."""
+    official = run.path('official')
+    shutil.rmtree(official, ignore_errors=True)
+    os.makedirs(official)
+    torch.save({k: v.contiguous() for k, v in mm.exported(params).items()}, os.path.join(official, 'pytorch_model.bin'))
+    with open(os.path.join(official, 'config.json'), 'w') as f:
+        json.dump(mm.CONFIG, f, indent=2)
+    shutil.copy(run.path('tokenizer.model'), os.path.join(official, 'tokenizer.model'))
+    with open(os.path.join(official, 'added_tokens.json'), 'w') as f:
+        json.dump({t: mm.SP_VOCAB + i for i, t in enumerate(mm.SPECIAL_TOKENS)}, f, indent=2)
+    with open(os.path.join(official, 'special_tokens_map.json'), 'w') as f:
+        json.dump({'bos_token': '<s>', 'eos_token': '</s>', 'unk_token': '<unk>', 'pad_token': '[PAD]'}, f)
+    converter = os.path.join(ROOT, 'dist', 'scripts', 'convert.js')
+    if not os.path.exists(converter):
+        subprocess.run(['npx', 'tsc', '-p', '.'], cwd=ROOT, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(['node', converter, official, out, '--dtype', 'f16'], cwd=ROOT, check=True)
+    image, _ = render_picture(*EXAMPLE_PICTURE)
+    Image.fromarray(image).save(os.path.join(out, 'example.png'))
+    run.log(f'exported to {os.path.relpath(out, ROOT)}, with ShapesWorld picture {EXAMPLE_PICTURE} as example.png')
+    shutil.copy(run.path('train.log'), os.path.join(out, 'TRAINING.log'))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--run', default=os.path.join(ROOT, 'runs', 'miniature'), help='run folder (resumes from it)')
+    parser.add_argument('--out', default=os.path.join(ROOT, 'weights', 'miniature'))
+    parser.add_argument('--probe', action='store_true', help='a few steps of each stage on a small pool, timed')
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    pool_size, vision_steps, language_steps = (64, 6, 6) if args.probe else (POOL, VISION_STEPS, LANGUAGE_STEPS)
+    run = Run(args.run)
+    run.log(f'run {args.run}: stage {run.state["stage"]}, step {run.state["step"]}')
+    params = run.state.get('params') or mm.init_params(TRAIN_SEED)
+    if run.state['stage'] != 'export':
+        pool = build_pool(run, pool_size)
+        tokens = build_tokenizer(run, pool)
+    if run.state['stage'] == 'vision':
+        t = time.time()
+        train_vision(run, params, pool, vision_steps)
+        run.log(f'vision done ({(time.time() - t) / max(1, vision_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='language', step=0, opt=None, params=mm_params(params))
+    if run.state['stage'] == 'language':
+        t = time.time()
+        train_language(run, params, pool, tokens, language_steps)
+        run.log(f'language done ({(time.time() - t) / max(1, language_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='export', step=0, opt=None, params=mm_params(params))
+    export(run, params, args.out)
+    run.log(f'finished in {run.elapsed() / 60:.1f} min')
+
+
+if __name__ == '__main__':
+    main()
