@@ -31,16 +31,21 @@ as_root() {
   else return 1; fi
 }
 
+# apt_install "<what for>" <Debian packages...>: installs them where apt and root are at hand; fails otherwise.
+apt_install() {
+  local why=$1
+  shift
+  command -v apt-get >/dev/null && as_root true || return 1
+  say "installing $* $why"
+  { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@"; } >/dev/null 2>&1
+}
+
 # python_packages "<modules to import>" <Debian packages...>: installs them when /usr/bin/python3 lacks one.
 python_packages() {
   local modules=$1
   shift
   /usr/bin/python3 -c "import $modules" 2>/dev/null && return 0
-  if command -v apt-get >/dev/null && as_root true; then
-    say "installing $* for the system Python"
-    { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@"; } >/dev/null 2>&1 \
-      && return 0
-  fi
+  apt_install "for the system Python" "$@" && return 0
   say "the system Python needs $modules: apt-get install $*"
   exit 1
 }
@@ -57,14 +62,8 @@ if [ "${1:-}" = --test-tools ]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v chromium >/dev/null || missing+=(chromium)
-  if [ ${#missing[@]} -gt 0 ]; then
-    if command -v apt-get >/dev/null && as_root true; then
-      say "installing ${missing[*]} for the serving tests"
-      { as_root apt-get update -q && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}"; } >/dev/null 2>&1 \
-        || say "could not install ${missing[*]}; the tests that need them will skip"
-    else
-      say "${missing[*]} missing (install with your package manager); the tests that need them will skip"
-    fi
+  if [ ${#missing[@]} -gt 0 ] && ! apt_install "for the serving tests" "${missing[@]}"; then
+    say "could not install ${missing[*]} (install them with your package manager); the tests that need them will skip"
   fi
 fi
 

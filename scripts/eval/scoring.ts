@@ -30,7 +30,7 @@ export function spokenAnswer(tokenizer: Tokenizer, tokenIds: readonly number[]):
   return tokenizer.decode(tokenIds.filter((id) => id !== tokenizer.eosId), { skipSpecialTokens: false });
 }
 
-export function isTask(turn: WorldTurn): boolean {
+function isTask(turn: WorldTurn): boolean {
   return turn.phrases !== undefined;
 }
 

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'scripts', 'golden'))
 
 import reference_mllm as ref  # noqa: E402
+from tiny_visionllm import tokenize_chunked  # noqa: E402
 from scripts.shapesworld.conversations import conversation  # noqa: E402
 from scripts.shapesworld.world import decode_rle, render_picture  # noqa: E402
 from miniature_model import (GRID, KINDS, MAX_TILES, PATCH, ROUTES, SPECIAL_TOKENS, SP_VOCAB, TILE,  # noqa: E402
@@ -128,23 +129,9 @@ class Tokens:
     def __init__(self, model_file):
         self.sp = spm.SentencePieceProcessor(model_file=model_file)
         self.added = {t: SP_VOCAB + i for i, t in enumerate(SPECIAL_TOKENS)}
-        self.pattern = sorted(self.added, key=len, reverse=True)
 
     def encode(self, text):
-        ids, piece, i = [], '', 0
-        while i < len(text):
-            hit = next((t for t in self.pattern if text.startswith(t, i)), None)
-            if hit:
-                if piece:
-                    ids.extend(self.sp.encode(piece))
-                ids.append(self.added[hit])
-                piece, i = '', i + len(hit)
-            else:
-                piece += text[i]
-                i += 1
-        if piece:
-            ids.extend(self.sp.encode(piece))
-        return ids
+        return tokenize_chunked(self.sp, self.added, text)
 
 
 # ----------------------------------------------------------------------------- packed sequences

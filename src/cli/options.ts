@@ -128,7 +128,7 @@ export function imageOption(values: OptionValues, weights: string): string | und
 }
 
 /** A checkpoint directory's own example picture, what the CLI looks at when given no --image. */
-export const EXAMPLE_PICTURE = 'example.png';
+const EXAMPLE_PICTURE = 'example.png';
 
 /** The embedded default checkpoint. */
 function defaultWeights(): string {
