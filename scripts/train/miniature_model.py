@@ -192,6 +192,6 @@ def word_alignment(params, image, centre, kind_words):
 
 def common_part(tokens):
     """The share of the image tokens' energy in their mean. Left alone, training drives it to 0.95
-    and more: every image token points the same way (the LLM uses them as one attention sink), and
+    and more: every image token points the same way (presumably one attention sink for the LLM), and
     attention cannot find an object among them. Training keeps it low as a second loss."""
     return tokens.mean(0).pow(2).sum() / tokens.pow(2).sum(-1).mean()
