@@ -32,14 +32,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 from miniature_data import (ROOT, Tokens, pack, picture_entry, pixels, render_picture, tokenizer_corpus,  # noqa: E402
                             train_tokenizer, training_turns)
 import miniature_model as mm  # noqa: E402
+from scripts.shapesworld.conversations import NUMBER_WORDS, PLURALS  # noqa: E402
 
 TRAIN_SEED = 1000
 POOL = 6000
 TOKENIZER_PICTURES = 2000
-VISION_STEPS, VISION_BATCH, VISION_LR = 600, 8, 1e-3
+# A step is one tile from each of VISION_BATCH pictures: a third of the cost of all their tiles, and
+# per minute the tower learns as fast (docs/miniature.md); more steps is what shapes need.
+VISION_STEPS, VISION_BATCH, VISION_LR = 4000, 8, 1e-3
 # The tower keeps learning with the language side, more slowly, its dense targets still asked.
 LANGUAGE_STEPS, LANGUAGE_BATCH, LANGUAGE_LR, TOWER_LR_SCALE = 420, 4, 2e-3, 0.2
-DENSE_WEIGHT, COMMON_WEIGHT, WORD_WEIGHT = 0.5, 1.0, 1.0
+DENSE_WEIGHT, COMMON_WEIGHT, WORD_WEIGHT, SEEN_WEIGHT = 0.5, 1.0, 1.0, 4.0
+# Binding is measured on pictures just past the pool (TRAIN_SEED, never trained on), every so often.
+BINDING_PICTURES, BINDING_EVERY = 16, 100
 STANDARDISE_PICTURES = 200
 CHECKPOINT_SECONDS = 240
 # The picture the CLI shows the model when given none (seed, index): test/fixtures/shapesworld/29-1.png.
@@ -117,12 +122,13 @@ def optimiser(params, names, lr, saved):
 
 def train_vision(run, params, pool, steps):
     opt = optimiser(params, mm.vision_names(params), VISION_LR, run.state.get('opt'))
-    step, clock = run.state['step'], time.time()
+    step, clock, recent = run.state['step'], time.time(), []
     while step < steps:
-        chosen = np.random.default_rng([TRAIN_SEED, 1, step]).choice(len(pool), VISION_BATCH, replace=False)
-        batch = [pool[i] for i in chosen]
-        x = pixels(np.concatenate([p['tiles'] for p in batch]))
-        cover, centre, size = targets(batch)
+        rng = np.random.default_rng([TRAIN_SEED, 1, step])
+        tiles = [(pool[i], int(rng.integers(len(pool[i]['tiles'])))) for i in rng.choice(len(pool), VISION_BATCH, replace=False)]
+        x = pixels(np.stack([p['tiles'][t] for p, t in tiles]))
+        cover, centre, size = (torch.from_numpy(np.stack([p[k][t] for p, t in tiles]).astype(np.float32))
+                               for k in ('cover', 'centre', 'size'))
         for group in opt.param_groups:
             group['lr'] = schedule(step, steps, VISION_LR)
         opt.zero_grad()
@@ -131,8 +137,11 @@ def train_vision(run, params, pool, steps):
         torch.nn.utils.clip_grad_norm_(opt.param_groups[0]['params'], 1.0)
         opt.step()
         step += 1
+        recent.append({'loss': float(loss), **parts})
         if step % 50 == 0 or step == steps:
-            run.log(f'vision step {step}/{steps}: loss {float(loss):.4f} ' + ' '.join(f'{k} {v:.4f}' for k, v in parts.items()))
+            run.log(f'vision step {step}/{steps}: ' + ', '.join(f'{k} {np.nanmean([r[k] for r in recent]):.4f}'
+                                                                for k in recent[0]))
+            recent = []
         if time.time() - clock > CHECKPOINT_SECONDS or step == steps:
             run.checkpoint(step=step, params=mm_params(params), opt=opt.state_dict())
             clock = time.time()
@@ -178,6 +187,8 @@ def train_language(run, params, pool, tokens, steps):
     if run.state.get('opt') is not None:
         opt.load_state_dict(run.state['opt'])
     weights = [w for group in opt.param_groups for w in group['params']]
+    seen_ids = seen_words(tokens)
+    held_out = [picture_entry(TRAIN_SEED, POOL + k) for k in range(BINDING_PICTURES)]
     kind_words = torch.tensor([[single_token(tokens, colour), single_token(tokens, cls)]
                                for cls in mm.CLASSES for colour in mm.COLOURS])
     step, clock = run.state['step'], time.time()
@@ -194,24 +205,51 @@ def train_language(run, params, pool, tokens, steps):
             turns, turn_rng = training_turns(picture['annotation'], TRAIN_SEED, int(i), epoch)
             seq = pack(tokens, len(picture['tiles']), turns, turn_rng)
             features = mm.clip_features(params, pixels(picture['tiles']))
-            loss, right, image = mm.sequence_loss(params, features, seq)
+            loss, right, image, seen_loss = mm.sequence_loss(params, features, seq, seen_ids, SEEN_WEIGHT)
             cover, centre, size = targets([picture])
             dense, _ = mm.dense_loss(params, features, cover, centre, size, from_features=True)
             common = mm.common_part(image)
             words = mm.word_alignment(params, image, centre, kind_words)
             ((loss + DENSE_WEIGHT * dense + COMMON_WEIGHT * common + WORD_WEIGHT * words) / LANGUAGE_BATCH).backward()
-            recent.append((float(loss), right, float(dense), float(common), float(words)))
+            recent.append((float(loss), right, float(dense), float(common), float(words), seen_loss))
         torch.nn.utils.clip_grad_norm_(weights, 1.0)
         opt.step()
         step += 1
         if step % 25 == 0 or step == steps:
-            mean = np.mean(recent, axis=0)
+            mean = np.nanmean(recent, axis=0)
             run.log(f'language step {step}/{steps}: loss {mean[0]:.4f}, answer tokens right {mean[1]:.3f}, '
-                    f'dense {mean[2]:.4f}, image tokens common part {mean[3]:.3f}, word alignment {mean[4]:.3f}')
+                    f'seen words {mean[5]:.3f}, dense {mean[2]:.4f}, image tokens common part {mean[3]:.3f}, '
+                    f'word alignment {mean[4]:.3f}')
             recent = []
+        if step % BINDING_EVERY == 0 or step == steps:
+            own, other = binding(params, held_out, tokens, seen_ids)
+            run.log(f'language step {step}/{steps}: held-out seen-word loss {own:.3f} with the picture, '
+                    f'{other:.3f} with another picture (the gap is what looking is worth)')
         if time.time() - clock > CHECKPOINT_SECONDS or step == steps:
             run.checkpoint(step=step, params=mm_params(params), opt=opt.state_dict())
             clock = time.time()
+
+
+def seen_words(tokens):
+    """Token ids of the words an answer can only get right by looking (sequence_loss's seen_ids)."""
+    words = [*mm.COLOURS, *mm.CLASSES, *PLURALS.values(), *NUMBER_WORDS, *'0123456789',
+             'left', 'right', 'top', 'bottom', 'centre', 'Yes', 'No', 'largest']
+    return torch.tensor(sorted({i for w in words for i in tokens.sp.encode(w)}))
+
+
+def binding(params, pictures, tokens, seen_ids):
+    """The held-out pictures' seen-word loss (their first conversation, VQA turns, nothing spliced)
+    with each picture's own image and with the next picture's: equal when the model does not look."""
+    own, other = [], []
+    with torch.no_grad():
+        for k, picture in enumerate(pictures):
+            turns, _ = training_turns(picture['annotation'], TRAIN_SEED, POOL + k, 0)
+            turns = [t for t in turns if 'phrases' not in t]
+            for shown, losses in ((picture, own), (pictures[(k + 1) % len(pictures)], other)):
+                seq = pack(tokens, len(shown['tiles']), turns, np.random.default_rng(0), splice_odds=0)
+                features = mm.clip_features(params, pixels(shown['tiles']))
+                losses.append(mm.sequence_loss(params, features, seq, seen_ids)[3])
+    return float(np.nanmean(own)), float(np.nanmean(other))
 
 
 def single_token(tokens, word):

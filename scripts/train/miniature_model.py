@@ -50,11 +50,17 @@ CONFIG = {
     'image_aspect_ratio': 'anyres', 'image_size': TILE, 'image_max_tile': MAX_TILES, 'conv_mode': 'vicuna_v1',
 }
 
-# Stage 1's dense targets: for each patch, how much of it each (class, colour) covers, whether an
-# object of that kind has its box centre there, and that object's visible area over the largest's.
+# Stage 1's dense targets, read from each patch's feature by a training-only linear head `aux`:
+# which (class, colour) covers the patch or background (a distribution over KINDS + 1), and, where an
+# object's box centre falls, which kind it is, that a centre is there, and the object's visible area
+# over the picture's largest.
 CLASSES = ('circle', 'square', 'triangle', 'star', 'person')
 COLOURS = ('red', 'green', 'blue', 'yellow', 'purple', 'orange', 'white', 'black')
 KINDS = len(CLASSES) * len(COLOURS)
+AUX_OUTPUTS = (KINDS + 1) + KINDS + KINDS + 1
+# Most patches are background: a patch's share of the cover loss is this plus its covered fraction,
+# so the objects, not the background, decide what the features must say.
+BACKGROUND_WEIGHT = 0.1
 
 
 def kind_index(obj):
@@ -76,7 +82,9 @@ def init_params(seed):
     residual = 0.02 / math.sqrt(2 * VISION['num_hidden_layers'])
     normal(v + 'embeddings.class_embedding', d)
     normal(v + 'embeddings.patch_embedding.weight', d, 3, PATCH, PATCH, std=1 / math.sqrt(3 * PATCH * PATCH))
-    normal(v + 'embeddings.position_embedding.weight', GRID * GRID + 1, d)
+    # 2-D sine-cosine positions as large as the patch embeddings: a position at std 0.02 under
+    # pre_layrnorm is lost next to the content, and the tower starts with no notion of neighbours.
+    params[v + 'embeddings.position_embedding.weight'] = torch.cat([torch.zeros(1, d), sincos_positions(GRID, d)])
     for ln in ('pre_layrnorm', 'post_layernorm'):
         const(v + ln + '.weight', d, value=1)
         const(v + ln + '.bias', d, value=0)
@@ -88,12 +96,18 @@ def init_params(seed):
         for proj in ('q_proj', 'k_proj', 'v_proj', 'out_proj'):
             normal(p + f'self_attn.{proj}.weight', d, d, std=residual if proj == 'out_proj' else 0.02)
             const(p + f'self_attn.{proj}.bias', d, value=0)
+        # Mimetic initialisation (Trockman & Kolter, 2023): W_q W_k^T near the identity, so each patch
+        # starts out attending to the patches most like it, its neighbours (by position) and the rest
+        # of its object (by colour); small ViTs trained from scratch learn shapes sooner from there.
+        qk = torch.eye(d) + torch.randn(d, d, generator=g) * 0.02
+        params[p + 'self_attn.q_proj.weight'] = qk.clone()
+        params[p + 'self_attn.k_proj.weight'] = qk.clone()
         normal(p + 'mlp.fc1.weight', dv, d)
         const(p + 'mlp.fc1.bias', dv, value=0)
         normal(p + 'mlp.fc2.weight', d, dv, std=residual)
         const(p + 'mlp.fc2.bias', d, value=0)
-    normal('aux.weight', 2 * KINDS + 1, d)
-    const('aux.bias', 2 * KINDS + 1, value=0)
+    normal('aux.weight', AUX_OUTPUTS, d)
+    const('aux.bias', AUX_OUTPUTS, value=0)
 
     h, hi = LLM['hidden_size'], LLM['intermediate_size']
     normal('vl_bridge.0.weight', h, d)
@@ -121,6 +135,20 @@ def init_params(seed):
     return params
 
 
+def sincos_positions(grid, width):
+    """[grid * grid, width]: sines and cosines of the row (first half) and the column (second half)."""
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                                indexing='ij')
+
+    def encode(v):
+        angles = v.reshape(-1, 1) * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], 1)
+
+    return torch.cat([encode(rows), encode(cols)], 1)
+
+
 def vision_names(params):
     return [k for k in params if k.startswith('vis_encoder.') or k.startswith('aux.')]
 
@@ -140,26 +168,43 @@ def clip_features(params, pixels):
 
 
 def dense_loss(params, pixels, cover, centre, size, from_features=False):
-    """The features must say what covers each patch, where objects' centres are and how big those
-    objects are. cover/centre [n, 64, KINDS], size [n, 64] (defined where centre has a 1).
-    `pixels` are the tiles, or their features already computed when from_features."""
+    """The features must say what covers each patch, where objects' centres are, what those objects
+    are and how big. cover/centre [n, 64, KINDS], size [n, 64] (defined where centre has a 1).
+    `pixels` are the tiles, or their features already computed when from_features.
+    Returns the loss and, for the log, how often a centre patch names its object's colour and class."""
     features = pixels if from_features else clip_features(params, pixels)
     out = F.linear(features, params['aux.weight'], params['aux.bias'])
-    cover_loss = F.binary_cross_entropy_with_logits(out[..., :KINDS], cover)
-    centre_loss = F.binary_cross_entropy_with_logits(out[..., KINDS:2 * KINDS], centre,
-                                                     pos_weight=torch.tensor(20.0))
+    kind_logits, centre_kind, centre_here, size_logit = out.split([KINDS + 1, KINDS, KINDS, 1], -1)
+    covered = cover.sum(-1, keepdim=True).clamp(max=1)
+    share = torch.cat([cover, 1 - covered], -1)
+    share = share / share.sum(-1, keepdim=True)
+    weight = BACKGROUND_WEIGHT + covered[..., 0]
+    cover_loss = (-(share * F.log_softmax(kind_logits, -1)).sum(-1) * weight).sum() / weight.sum()
+    here_loss = F.binary_cross_entropy_with_logits(centre_here, centre, pos_weight=torch.tensor(20.0))
     has = centre.amax(-1) > 0
-    size_loss = F.mse_loss(torch.sigmoid(out[..., -1][has]), size[has]) if has.any() else out.sum() * 0
-    centre_hits = ((out[..., KINDS:2 * KINDS] > 0) == (centre > 0.5)).all(-1).float().mean()
-    return cover_loss + centre_loss + size_loss, {
-        'cover': float(cover_loss), 'centre': float(centre_loss), 'size': float(size_loss),
-        'patches_right': float(centre_hits)}
+    if has.any():
+        truth = centre[has].argmax(-1)
+        kind_loss = F.cross_entropy(centre_kind[has], truth)
+        size_loss = F.mse_loss(torch.sigmoid(size_logit[..., 0][has]), size[has])
+        guess = centre_kind[has].argmax(-1)
+        colour_right = float((guess % len(COLOURS) == truth % len(COLOURS)).float().mean())
+        class_right = float((guess // len(COLOURS) == truth // len(COLOURS)).float().mean())
+    else:
+        kind_loss = size_loss = out.sum() * 0
+        colour_right = class_right = float('nan')
+    return cover_loss + here_loss + kind_loss + size_loss, {
+        'cover': float(cover_loss), 'centre': float(here_loss), 'kind': float(kind_loss), 'size': float(size_loss),
+        'centre colour right': colour_right, 'centre class right': class_right}
 
 
-def sequence_loss(params, features, seq):
+def sequence_loss(params, features, seq, seen_ids=None, seen_weight=1.0):
     """Stage 2: one packed sequence (see miniature_data.pack): the prefix with the image, then each
     turn attending to the prefix and itself only, at the positions it has when asked alone.
-    Returns the answers' loss, the share of answer tokens right, and the projected image tokens."""
+    Answer tokens among seen_ids (the words that say what the picture shows: colours, classes,
+    numbers, places, yes and no) weigh seen_weight times the others: the sentences around them
+    are learnt from the question alone, and would otherwise drown the little the picture decides.
+    Returns the answers' weighted loss, the share of answer tokens right, the projected image tokens,
+    and the unweighted loss of the seen_ids tokens (nan without seen_ids)."""
     ids = seq['ids']
     embeds = params['llm.model.embed_tokens.weight'][ids]
     image = ref.vl_bridge(params, features).reshape(-1, embeds.shape[-1])
@@ -170,9 +215,14 @@ def sequence_loss(params, features, seq):
     logits = ref.llama_logits(params, LLM, embeds[None], positions=seq['positions'], blocked=seq['blocked'])[0]
     targets = seq['targets']
     scored = targets >= 0
-    loss = F.cross_entropy(logits[scored], targets[scored])
+    losses = F.cross_entropy(logits[scored], targets[scored], reduction='none')
     right = (logits[scored].argmax(-1) == targets[scored]).float().mean()
-    return loss, float(right), image
+    if seen_ids is None:
+        return losses.mean(), float(right), image, float('nan')
+    seen = torch.isin(targets[scored], seen_ids)
+    weight = torch.where(seen, torch.tensor(seen_weight), torch.tensor(1.0))
+    seen_loss = float(losses[seen].mean()) if seen.any() else float('nan')
+    return (losses * weight).sum() / weight.sum(), float(right), image, seen_loss
 
 
 def word_alignment(params, image, centre, kind_words):
