@@ -242,13 +242,14 @@ def binding(params, pictures, tokens, seen_ids):
     with each picture's own image and with the next picture's: equal when the model does not look."""
     own, other = [], []
     with torch.no_grad():
+        features = [mm.clip_features(params, pixels(p['tiles'])) for p in pictures]
         for k, picture in enumerate(pictures):
-            turns, _ = training_turns(picture['annotation'], TRAIN_SEED, POOL + k, 0)
+            annotation = picture['annotation']
+            turns, _ = training_turns(annotation, annotation['seed'], annotation['index'], 0)
             turns = [t for t in turns if 'phrases' not in t]
-            for shown, losses in ((picture, own), (pictures[(k + 1) % len(pictures)], other)):
-                seq = pack(tokens, len(shown['tiles']), turns, np.random.default_rng(0), splice_odds=0)
-                features = mm.clip_features(params, pixels(shown['tiles']))
-                losses.append(mm.sequence_loss(params, features, seq, seen_ids)[3])
+            for shown, losses in ((features[k], own), (features[(k + 1) % len(pictures)], other)):
+                seq = pack(tokens, len(shown), turns, np.random.default_rng(0), splice_odds=0)
+                losses.append(mm.sequence_loss(params, shown, seq, seen_ids)[3])
     return float(np.nanmean(own)), float(np.nanmean(other))
 
 
