@@ -13,7 +13,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
-import { TASK_TYPES, VQA_TYPES, isRight, spokenAnswer, type WorldTurn } from './eval/scoring.js';
+import { askAlone } from './eval/ask.js';
+import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
 import { worldSet } from './eval/world-set.js';
 
 const EVAL_SEED = 4100;
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
       for (const turn of picture.turns) {
         const tally = tallies.get(turn.type);
         if (!tally) continue; // regions
-        const got = await answer(model, image, turn);
+        const got = await askAlone(model, image, turn.question);
         tally.asked++;
         if (isRight(turn, got)) tally.right++;
         else tally.misses.push({ picture: path.basename(picture.file), question: turn.question, expected: turn.answer, got });
@@ -72,15 +73,6 @@ async function main(): Promise<void> {
   const report = renderReport({ weights: path.relative(root, weights), seed, count, minutes, tallies });
   fs.writeFileSync(out, report);
   console.log(report);
-}
-
-async function answer(model: VisionLLM, image: Awaited<ReturnType<VisionLLM['readImage']>>, turn: WorldTurn): Promise<string> {
-  const result = await model.chat({ image, prompt: turn.question, temperature: 0, maxNewTokens: 200 });
-  try {
-    return spokenAnswer(model.tokenizer, result.tokenIds);
-  } finally {
-    result.dispose();
-  }
 }
 
 function percent(right: number, asked: number): string {

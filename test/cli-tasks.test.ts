@@ -1,7 +1,8 @@
 /**
  * The task commands and chat's --out / --json, run as a user runs the built CLI, on the tiny
- * weights: pictures in the format --out names at the upright input's size, JSON alone on stdout,
- * and every usage error caught before the model loads. One process per case (a few seconds each).
+ * weights (weights/tiny, which has every decoder): pictures in the format --out names at the
+ * upright input's size, JSON alone on stdout, and every usage error caught before the model
+ * loads. One process per case (a few seconds each).
  */
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,7 +12,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DecoderOutput } from '../src/decoders/decoder.js';
 import { chatPicture } from '../src/cli/pictures.js';
-import { ensureBuilt, TEST_DIR } from './helpers.js';
+import { ensureBuilt, TEST_DIR, TINY_WEIGHTS } from './helpers.js';
 
 const ROOT = path.resolve(TEST_DIR, '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
@@ -19,6 +20,11 @@ const IMAGES = path.join(TEST_DIR, 'fixtures', 'images');
 
 function cli(args: string[]): SpawnSyncReturns<string> {
   return spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+}
+
+/** A command on the tiny checkpoint, which has every decoder (the default, the miniature, has none yet). */
+function tiny(args: string[]): SpawnSyncReturns<string> {
+  return cli([...args, '--weights', TINY_WEIGHTS]);
 }
 
 /** A run that worked: exit 0, and what it said on stderr when not. */
@@ -83,7 +89,7 @@ describe('visionllm detect, segment, ground, pose', () => {
   it('detect --out --json: the upright picture with boxes, and JSON alone on stdout', async () => {
     const input = path.join(IMAGES, 'rotated.jpg'); // stored 353x517, EXIF orientation 6
     const out = path.join(tmp, 'boxes.png');
-    const run = ok(cli(['detect', '--image', input, '--classes', 'person,dog', '--threshold', '0', '--out', out, '--json']));
+    const run = ok(tiny(['detect', '--image', input, '--classes', 'person,dog', '--threshold', '0', '--out', out, '--json']));
     const result = JSON.parse(run.stdout);
     expect(result).toMatchObject({ task: 'detect', classes: ['person', 'dog'], width: 517, height: 353 });
     expect(result.detections.length).toBeGreaterThan(0);
@@ -99,13 +105,13 @@ describe('visionllm detect, segment, ground, pose', () => {
 
   it('segment --mode semantic --out x.jpg: a JPEG of the default picture', async () => {
     const out = path.join(tmp, 'map.jpg');
-    const run = ok(cli(['segment', '--mode', 'semantic', '--classes', 'sky,tree', '--out', out]));
+    const run = ok(tiny(['segment', '--mode', 'semantic', '--classes', 'sky,tree', '--out', out]));
     expect(run.stdout).toMatch(/^(sky|tree) \d+\.\d%$/m);
     expect(await picture(out)).toEqual({ format: 'jpeg', width: 520, height: 260 });
   });
 
   it('ground --phrase --json: the phrase labels the box', () => {
-    const run = ok(cli(['ground', '--phrase', 'red car', '--json']));
+    const run = ok(tiny(['ground', '--phrase', 'red car', '--json']));
     const result = JSON.parse(run.stdout);
     expect(result).toMatchObject({ task: 'ground', phrase: 'red car' });
     expect(result.detections).toHaveLength(1);
@@ -115,7 +121,7 @@ describe('visionllm detect, segment, ground, pose', () => {
 
   it('pose --out: a picture, and a summary line per instance', async () => {
     const out = path.join(tmp, 'pose.png');
-    const run = ok(cli(['pose', '--threshold', '0', '--top-k', '3', '--out', out]));
+    const run = ok(tiny(['pose', '--threshold', '0', '--top-k', '3', '--out', out]));
     expect(run.stdout.trim().split('\n')).toHaveLength(3);
     expect(run.stdout).toMatch(/^person \d\.\d\d \[\d+, \d+, \d+, \d+\] 17 keypoints$/m);
     expect(await picture(out)).toEqual({ format: 'png', width: 520, height: 260 });
@@ -125,19 +131,19 @@ describe('visionllm detect, segment, ground, pose', () => {
 describe('visionllm generate and edit', () => {
   it('generate --out g.png: the size asked for', async () => {
     const out = path.join(tmp, 'g.png');
-    ok(cli(['generate', '--prompt', 'a red square', '--steps', '2', '--width', '24', '--height', '16', '--out', out]));
+    ok(tiny(['generate', '--prompt', 'a red square', '--steps', '2', '--width', '24', '--height', '16', '--out', out]));
     expect(await picture(out)).toEqual({ format: 'png', width: 24, height: 16 });
   });
 
   it('generate without --out: the size on stdout, and a hint on stderr', () => {
-    const run = ok(cli(['generate', '--prompt', 'a red square', '--steps', '1', '--width', '8', '--height', '8', '--scheduler', 'euler_ancestral']));
+    const run = ok(tiny(['generate', '--prompt', 'a red square', '--steps', '1', '--width', '8', '--height', '8', '--scheduler', 'euler_ancestral']));
     expect(run.stdout).toBe('image 8x8\n');
     expect(run.stderr).toMatch(/--out FILE writes the image/);
   });
 
   it('edit --out e.webp: the image floored to the VAE factor (83x61 -> 80x60)', async () => {
     const out = path.join(tmp, 'e.webp');
-    ok(cli(['edit', '--image', path.join(IMAGES, 'small.jpg'), '--prompt', 'make it snowy', '--steps', '2', '--out', out]));
+    ok(tiny(['edit', '--image', path.join(IMAGES, 'small.jpg'), '--prompt', 'make it snowy', '--steps', '2', '--out', out]));
     expect(await picture(out)).toEqual({ format: 'webp', width: 80, height: 60 });
   });
 });
@@ -146,14 +152,14 @@ describe('visionllm chat --out, --json', () => {
   it('--out: the picture when the answer routed to a decoder, else a note and exit 0', async () => {
     // The tiny model answers freely; it usually routes nothing, and either way is a valid run.
     const out = path.join(tmp, 'chat.png');
-    const run = ok(cli(['chat', '--prompt', 'Please detect the person in the image.', '--max-new-tokens', '12', '--out', out]));
+    const run = ok(tiny(['chat', '--prompt', 'Please detect the person in the image.', '--max-new-tokens', '12', '--out', out]));
     expect(run.stdout).toMatch(/^ASSISTANT: /);
     if (fs.existsSync(out)) expect((await picture(out)).width).toBeGreaterThan(0);
     else expect(run.stderr).toMatch(/^the answer has no decoder results; nothing written to .*chat\.png$/m);
   });
 
   it('--json: JSON alone on stdout, the answer streamed on stderr', () => {
-    const run = ok(cli(['chat', '--max-new-tokens', '4', '--json']));
+    const run = ok(tiny(['chat', '--max-new-tokens', '4', '--json']));
     const result = JSON.parse(run.stdout);
     expect(result).toMatchObject({ text: expect.any(String), finishReason: expect.any(String), outputs: expect.any(Array) });
     expect(run.stderr).toContain(`ASSISTANT: ${result.text}`);

@@ -66,12 +66,12 @@ afterAll(() => {
 });
 
 describe.skipIf(!HAS_NPM)('npm pack', () => {
-  it('holds the built library, its kernels and the tiny weights, and no tests, goldens or sources', () => {
-    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'weights/tiny/config.json', 'weights/tiny/example.png']) {
-      expect(packed).toContain(f);
+  it('holds the built library, its kernels and both embedded checkpoints, and no tests, goldens or sources', () => {
+    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js']) expect(packed).toContain(f);
+    for (const folder of ['kernels', 'weights/miniature', 'weights/tiny']) {
+      expect(packed.filter((f) => f.startsWith(`${folder}/`)).sort()).toEqual(filesUnder(folder).sort());
     }
-    expect(packed.filter((f) => f.startsWith('kernels/')).sort()).toEqual(filesUnder('kernels').sort());
-    expect(packed.filter((f) => f.startsWith('weights/tiny/')).sort()).toEqual(filesUnder('weights/tiny').sort());
+    for (const f of ['config.json', 'model.safetensors', 'example.png']) expect(packed).toContain(`weights/miniature/${f}`);
     // Shipped besides: the serve command's web page (its HTML and CSS, read from src/server/page; its built script).
     const shipped = (f: string) => /^src\/server\/page\/[^/]+\.(html|css)$/.test(f) || /^dist\/page\/[^/]+\.js$/.test(f);
     const stray = packed.filter((f) => /^((src|bench|scripts|test)\/|dist\/(?!src\/))/.test(f) && !shipped(f));
@@ -128,8 +128,8 @@ describe.skipIf(!HAS_NPM)('the installed package', () => {
   it('`npx visionllm` finds its default weights and picture inside node_modules', () => {
     const r = ok(run('npx', ['--no', '--', 'visionllm', '--max-new-tokens', '2'], app), 'npx visionllm');
     const installed = path.join(app, 'node_modules', NAME);
-    expect(r.stderr).toContain(`loaded ${path.join(installed, 'weights', 'tiny')}`);
-    expect(r.stderr).toContain(`image: ${path.join(installed, 'weights', 'tiny', 'example.png')}`);
+    expect(r.stderr).toContain(`loaded ${path.join(installed, 'weights', 'miniature')}`);
+    expect(r.stderr).toContain(`image: ${path.join(installed, 'weights', 'miniature', 'example.png')}`);
     expect(r.stdout).toMatch(/^ASSISTANT: \S/m);
   }, 120_000);
 });

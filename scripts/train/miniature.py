@@ -41,7 +41,7 @@ TOKENIZER_PICTURES = 2000
 # per minute the tower learns as fast (docs/miniature.md); more steps is what shapes need.
 VISION_STEPS, VISION_BATCH, VISION_LR = 4000, 8, 1e-3
 # The tower keeps learning with the language side, more slowly, its dense targets still asked.
-LANGUAGE_STEPS, LANGUAGE_BATCH, LANGUAGE_LR, TOWER_LR_SCALE = 420, 4, 2e-3, 0.2
+LANGUAGE_STEPS, LANGUAGE_BATCH, LANGUAGE_LR, TOWER_LR_SCALE = 700, 4, 2e-3, 0.2
 DENSE_WEIGHT, COMMON_WEIGHT, WORD_WEIGHT, SEEN_WEIGHT = 0.5, 1.0, 1.0, 4.0
 # Binding is measured on pictures just past the pool (TRAIN_SEED, never trained on), every so often.
 BINDING_PICTURES, BINDING_EVERY = 16, 100

@@ -94,8 +94,9 @@ def init_params(seed):
             const(p + ln + '.weight', d, value=1)
             const(p + ln + '.bias', d, value=0)
         for proj in ('q_proj', 'k_proj', 'v_proj', 'out_proj'):
-            normal(p + f'self_attn.{proj}.weight', d, d, std=residual if proj == 'out_proj' else 0.02)
             const(p + f'self_attn.{proj}.bias', d, value=0)
+        normal(p + 'self_attn.v_proj.weight', d, d)
+        normal(p + 'self_attn.out_proj.weight', d, d, std=residual)
         # Mimetic initialisation (Trockman & Kolter, 2023): W_q W_k^T near the identity, so each patch
         # starts out attending to the patches most like it, its neighbours (by position) and the rest
         # of its object (by colour); small ViTs trained from scratch learn shapes sooner from there.

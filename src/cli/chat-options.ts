@@ -48,7 +48,7 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
   return {
     ...common,
     image: imageOption(values, common.weights),
-    prompt: (values.prompt as string | undefined) ?? 'What is in the picture? Describe the colours.',
+    prompt: (values.prompt as string | undefined) ?? 'What is in the picture?',
     sampling,
     stats: values.stats === true,
   };

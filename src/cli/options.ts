@@ -130,9 +130,9 @@ export function imageOption(values: OptionValues, weights: string): string | und
 /** A checkpoint directory's own example picture, what the CLI looks at when given no --image. */
 const EXAMPLE_PICTURE = 'example.png';
 
-/** The embedded default checkpoint. */
+/** The embedded default checkpoint: the miniature trained on ShapesWorld (docs/miniature.md). */
 function defaultWeights(): string {
-  return path.join(projectRoot(), 'weights', 'tiny');
+  return path.join(projectRoot(), 'weights', 'miniature');
 }
 
 /** The absolute path of an existing, readable file (anything but a folder: a pipe from `<(...)` reads too) or directory. */

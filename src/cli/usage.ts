@@ -1,6 +1,6 @@
 /** The help texts: `visionllm --help` lists the commands, `visionllm <command> --help` shows one with examples. */
 
-const COMMON = `  --weights DIR        a VisionLLM v2 checkpoint directory (default: weights/tiny)
+const COMMON = `  --weights DIR        a VisionLLM v2 checkpoint directory (default: weights/miniature)
   --out FILE           write the picture: .png, .jpg/.jpeg or .webp, by the extension
   --json               print the results as JSON on stdout (and nothing else there)
   --f32                keep weights in f32 (default: f16 matrices where the adapter can)
@@ -34,7 +34,7 @@ export const CHAT_USAGE = `usage: visionllm [chat] [--weights DIR] [--image FILE
 
 chat options:
 ${IMAGE}
-  --prompt TEXT        the question (default: "What is in the picture? Describe the colours.")
+  --prompt TEXT        the question (default: "What is in the picture?")
   --max-new-tokens N   at least 1 (default 64)
   --temperature T      0 (default) decodes greedily
   --top-p P            in (0, 1] (default 1: off)
