@@ -71,7 +71,9 @@ describe.skipIf(!HAS_NPM)('npm pack', () => {
     for (const folder of ['kernels', 'weights/miniature', 'weights/tiny']) {
       expect(packed.filter((f) => f.startsWith(`${folder}/`)).sort()).toEqual(filesUnder(folder).sort());
     }
-    for (const f of ['config.json', 'model.safetensors', 'example.png']) expect(packed).toContain(`weights/miniature/${f}`);
+    for (const weights of ['weights/miniature', 'weights/tiny']) {
+      for (const f of ['config.json', 'model.safetensors', 'example.png']) expect(packed).toContain(`${weights}/${f}`);
+    }
     // Shipped besides: the serve command's web page (its HTML and CSS, read from src/server/page; its built script).
     const shipped = (f: string) => /^src\/server\/page\/[^/]+\.(html|css)$/.test(f) || /^dist\/page\/[^/]+\.js$/.test(f);
     const stray = packed.filter((f) => /^((src|bench|scripts|test)\/|dist\/(?!src\/))/.test(f) && !shipped(f));
