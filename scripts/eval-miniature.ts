@@ -5,8 +5,10 @@
  * The miniature's evaluation, through the public chat() only: ShapesWorld pictures of a seed that
  * training never draws (scripts/train/miniature.py uses seed 1000), each question asked alone with
  * greedy decoding. Reports VQA exact-answer accuracy per question type (goal 90 % each) and the
- * share of task prompts answered with the right routing blocks (goal 95 %) in <weights>/EVAL.md.
- * Region prompts are left out: the miniature has no region encoder yet.
+ * share of task prompts answered with the right routing blocks (goal 95 %) in <weights>/EVAL.md,
+ * and, where the checkpoint has Grounding DINO, its detection and mask measures through the task
+ * API (scripts/eval/decoder-eval.ts). Region prompts are left out: the miniature has no region
+ * encoder yet.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import { askAlone } from './eval/ask.js';
+import { decoderReport, emptyTally, readAnnotation, scorePicture, summarise, type DecoderSummary } from './eval/decoder-eval.js';
 import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
 import { worldSet } from './eval/world-set.js';
 
@@ -50,6 +53,7 @@ async function main(): Promise<void> {
   const tallies = new Map<string, Tally>([...VQA_TYPES, ...TASK_TYPES].map((t) => [t, { asked: 0, right: 0, misses: [] }]));
   const started = performance.now();
   let asked = 0;
+  const decoders = model.decoderNames.includes('gdino') ? emptyTally() : undefined;
   try {
     for (const picture of pictures) {
       const image = await model.readImage(picture.file);
@@ -62,6 +66,10 @@ async function main(): Promise<void> {
         else tally.misses.push({ picture: path.basename(picture.file), question: turn.question, expected: turn.answer, got });
         asked++;
       }
+      if (decoders) {
+        const objects = readAnnotation(picture.file.replace(/\.png$/, '.json'));
+        await scorePicture(model, image, picture.index, objects, picture.turns, decoders);
+      }
       const seconds = (performance.now() - started) / 1000;
       process.stderr.write(`\reval: picture ${picture.index + 1}/${pictures.length}, ${asked} questions, ${seconds.toFixed(0)} s`);
     }
@@ -70,7 +78,7 @@ async function main(): Promise<void> {
   }
   process.stderr.write('\n');
   const minutes = (performance.now() - started) / 60000;
-  const report = renderReport({ weights: path.relative(root, weights), seed, count, minutes, tallies });
+  const report = renderReport({ weights: path.relative(root, weights), seed, count, minutes, tallies, decoders: decoders && summarise(decoders) });
   fs.writeFileSync(out, report);
   console.log(report);
 }
@@ -79,7 +87,7 @@ function percent(right: number, asked: number): string {
   return asked ? `${((100 * right) / asked).toFixed(1)} %` : 'n/a';
 }
 
-function renderReport(r: { weights: string; seed: number; count: number; minutes: number; tallies: Map<string, Tally> }): string {
+function renderReport(r: { weights: string; seed: number; count: number; minutes: number; tallies: Map<string, Tally>; decoders?: DecoderSummary }): string {
   const row = (type: string, goal?: number) => {
     const t = r.tallies.get(type)!;
     const met = goal === undefined ? '' : t.asked && t.right / t.asked >= goal ? ' | met' : ' | **missed**';
@@ -110,6 +118,7 @@ function renderReport(r: { weights: string; seed: number; count: number; minutes
     ...TASK_TYPES.map((t) => row(t)),
     `| **all** | ${taskAsked} | ${taskRight} | ${percent(taskRight, taskAsked)} (${routingMet ? 'met' : '**missed**'}) |`,
     '',
+    ...(r.decoders ? decoderReport(r.decoders) : []),
     '## Misses (the first few of each type)',
     '',
   ];

@@ -4,7 +4,8 @@
  *
  * Records what the miniature answers about the committed ShapesWorld pictures
  * (test/fixtures/shapesworld/29-*.png): the first question of each type in each picture's
- * conversation (scripts/shapesworld/conversations.py), asked as the evaluation asks it.
+ * conversation (scripts/shapesworld/conversations.py), asked as the evaluation asks it, and, where
+ * the checkpoint has a detector, what detect(), segment() and ground() return about each picture.
  * test/miniature.test.ts checks that the checkpoint still gives exactly these answers, so run this
  * again after retraining (npm run train:tiny) and review the difference.
  */
@@ -14,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import { askAlone } from './eval/ask.js';
-import { recordedAnswersFile, weightsDigest, type RecordedAnswers } from './eval/recorded-answers.js';
+import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers } from './eval/recorded-answers.js';
 import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
 import { worldSet } from './eval/world-set.js';
 
@@ -45,7 +46,8 @@ async function main(): Promise<void> {
         const got = await askAlone(model, image, turn.question);
         turns.push({ ...turn, got, right: isRight(turn, got) });
       }
-      recorded.pictures.push({ file, turns });
+      const results = model.decoderNames.includes('gdino') ? await decoderResults(model, image, picture.turns) : undefined;
+      recorded.pictures.push({ file, turns, ...(results ? { results } : {}) });
     }
   } finally {
     model.dispose();

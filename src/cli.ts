@@ -1,17 +1,18 @@
 #!/usr/bin/env node
 /**
- * visionllm <command> [options]: chat (the default), detect, segment, ground, pose, generate, edit,
+ * visionllm <command> [options]: chat (the default), look, detect, segment, ground, pose, generate, edit,
  * serve, info; `visionllm --help` lists them (src/cli/usage.ts).
  * Exit status: 0 done, 1 failed, 2 a usage error (reported before anything loads).
  */
 import { chat } from './cli/chat.js';
 import { parseChatArgs } from './cli/chat-options.js';
 import { info } from './cli/info.js';
+import { look, parseLookArgs } from './cli/look.js';
 import { UsageError } from './cli/options.js';
 import { parseServeArgs } from './cli/serve-options.js';
 import { parseTaskArgs } from './cli/task-options.js';
 import { runTask } from './cli/tasks.js';
-import { CHAT_USAGE, SERVE_USAGE, TASK_COMMANDS, taskUsage, USAGE, type TaskCommand } from './cli/usage.js';
+import { CHAT_USAGE, LOOK_USAGE, SERVE_USAGE, TASK_COMMANDS, taskUsage, USAGE, type TaskCommand } from './cli/usage.js';
 
 /**
  * A reader that stops early (`visionllm chat | head`) closes the pipe, and the next write fails
@@ -39,6 +40,10 @@ async function main(argv: string[]): Promise<void> {
   if (chatArgs) {
     const args = parseChatArgs(chatArgs);
     return args === 'help' ? void console.log(CHAT_USAGE) : chat(args, stdoutClosed);
+  }
+  if (command === 'look') {
+    const args = parseLookArgs(rest);
+    return args === 'help' ? void console.log(LOOK_USAGE) : look(args, stdoutClosed);
   }
   if (TASK_COMMANDS.includes(command as TaskCommand)) {
     const args = parseTaskArgs(command as TaskCommand, rest);

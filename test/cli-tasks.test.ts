@@ -59,6 +59,8 @@ describe('visionllm task commands: usage errors before loading', () => {
     [['segment', '--mode', 'semantic', '--top-k', '5'], /^--threshold and --top-k apply to instances, not to --mode semantic$/m],
     [['generate', '--prompt', 'x', '--scheduler', 'lms'], /^--scheduler must be one of pndm, euler_ancestral, ddim, got 'lms'$/m],
     [['edit', '--prompt', 'x', '--width', '64'], /^unknown option --width$/m],
+    [['look', '--json'], /^look prints a summary; use chat or detect for --json$/m],
+    [['look', '--threshold', '-1'], /^--threshold must be a number in \[0, 1\], got '-1'$/m],
   ];
 
   it.each(cases)('%j: exit 2, nothing on stdout', (args, message) => {
@@ -78,7 +80,7 @@ describe('visionllm task commands: usage errors before loading', () => {
 
   it('lists the commands, and shows each one with examples', () => {
     const all = ok(cli(['--help']));
-    for (const command of ['chat', 'detect', 'segment', 'ground', 'pose', 'generate', 'edit', 'info']) expect(all.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
+    for (const command of ['chat', 'look', 'detect', 'segment', 'ground', 'pose', 'generate', 'edit', 'info']) expect(all.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
     const detect = ok(cli(['detect', '--help']));
     expect(detect.stdout).toMatch(/^usage: visionllm detect/);
     expect(detect.stdout).toMatch(/^examples:\n  visionllm detect /m);
@@ -124,6 +126,19 @@ describe('visionllm detect, segment, ground, pose', () => {
     const run = ok(tiny(['pose', '--threshold', '0', '--top-k', '3', '--out', out]));
     expect(run.stdout.trim().split('\n')).toHaveLength(3);
     expect(run.stdout).toMatch(/^person \d\.\d\d \[\d+, \d+, \d+, \d+\] 17 keypoints$/m);
+    expect(await picture(out)).toEqual({ format: 'png', width: 520, height: 260 });
+  });
+});
+
+describe('visionllm look', () => {
+  it('answers, then prints the detections and the path of the picture it drew them on', async () => {
+    const out = path.join(tmp, 'look.png');
+    const run = ok(tiny(['look', '--classes', 'person,dog', '--threshold', '0', '--out', out]));
+    const lines = run.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^ASSISTANT: \S/);
+    expect(lines[1]).toBe('detections (person, dog):');
+    expect(lines[2]).toMatch(/^  (person|dog) \d\.\d\d \[\d+, \d+, \d+, \d+\]$/);
+    expect(lines.at(-1)).toBe(`wrote ${out}`);
     expect(await picture(out)).toEqual({ format: 'png', width: 520, height: 260 });
   });
 });

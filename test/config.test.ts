@@ -63,6 +63,18 @@ describe('config.json', () => {
     for (const layer of [0, -1]) expect((parseConfig({ ...noLayers, vis_output_layer: layer }, FILE) as VisionLLMConfig).vision.layers).toBe(0);
   });
 
+  it('reads our keys class_names and gdino_config.image_scale / semantic_image_scale, with the release defaults', () => {
+    const plain = parseConfig(tiny, FILE) as VisionLLMConfig;
+    expect(plain.classNames).toBeUndefined();
+    expect(plain.decoders.get('gdino')).toMatchObject({ imageScale: [1333, 800], semanticImageScale: [2048, 512] });
+    const own = parseConfig(withValue('gdino_config.image_scale', [512, 320], withValue('class_names', ['star', 'circle'])), FILE) as VisionLLMConfig;
+    expect(own.classNames).toEqual(['star', 'circle']);
+    expect(own.decoders.get('gdino')).toMatchObject({ imageScale: [512, 320], semanticImageScale: [2048, 512] });
+    expect(thrownMessage(() => parseConfig(withValue('class_names', []), FILE))).toBe(`${FILE}: class_names is empty; leave it out to ask for COCO's classes by default`);
+    expect(thrownMessage(() => parseConfig(withValue('class_names', 'star'), FILE))).toBe(`${FILE}: class_names must be a list of strings, got "star"`);
+    expect(thrownMessage(() => parseConfig(withValue('gdino_config.semantic_image_scale', [512, 320, 1]), FILE))).toBe(`${FILE}: gdino_config.semantic_image_scale must be [long, short] edge limits, got 3 numbers`);
+  });
+
   it('names the file in consistency errors', () => {
     expect(thrownMessage(() => parseConfig(withValue('llm_config.num_key_value_heads', 3), FILE))).toBe(`${FILE}: llm_config.num_attention_heads 4 is not a multiple of num_key_value_heads 3`);
     expect(thrownMessage(() => parseConfig(withValue('vis_encoder_config.num_attention_heads', 3), FILE))).toBe(`${FILE}: vis_encoder_config.hidden_size 64 is not divisible by num_attention_heads 3`);

@@ -2,20 +2,37 @@
  * The embedded default, the miniature trained on ShapesWorld (weights/miniature, docs/miniature.md),
  * end to end through chat(): about the committed ShapesWorld pictures it gives exactly the answers
  * scripts/record-miniature-answers.ts recorded (greedy decoding, each question alone, as
- * `npm run eval:tiny` asks), right or wrong; which of them are right is in the recording.
+ * `npm run eval:tiny` asks), right or wrong; which of them are right is in the recording. Where it
+ * has a detector, detect(), segment() and ground() give the recorded boxes, scores and masks,
+ * within what another CPU's rounding may move them.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { askAlone } from '../scripts/eval/ask.js';
-import { recordedAnswersFile, weightsDigest, type RecordedAnswers } from '../scripts/eval/recorded-answers.js';
+import { maskIou } from '../scripts/eval/detection-metrics.js';
+import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers, type RecordedDetection } from '../scripts/eval/recorded-answers.js';
 import { isRight } from '../scripts/eval/scoring.js';
 import { TEST_DIR, testEngine } from './helpers.js';
 
 const ROOT = path.join(TEST_DIR, '..');
 const recorded = JSON.parse(fs.readFileSync(recordedAnswersFile(ROOT), 'utf8')) as RecordedAnswers;
 const WEIGHTS = path.join(ROOT, recorded.weights);
+const BOX_PIXELS = 0.5;
+const SCORE = 2e-3;
+const MASK_IOU = 0.98;
+
+function expectRecorded(got: RecordedDetection[], want: RecordedDetection[], what: string): void {
+  expect(got.map((d) => d.label), what).toEqual(want.map((d) => d.label));
+  got.forEach((d, i) => {
+    const w = want[i]!;
+    expect(Math.abs(d.score - w.score), `${what} ${i}: score ${d.score}, recorded ${w.score}`).toBeLessThanOrEqual(SCORE);
+    const off = Math.max(...d.box.map((v, k) => Math.abs(v - w.box[k]!)));
+    expect(off, `${what} ${i}: box [${d.box}], recorded [${w.box}]`).toBeLessThanOrEqual(BOX_PIXELS);
+    if (w.mask) expect(maskIou(d.mask!, w.mask), `${what} ${i}: mask`).toBeGreaterThanOrEqual(MASK_IOU);
+  });
+}
 
 describe(`the miniature (${recorded.weights}) on the committed ShapesWorld pictures`, () => {
   let model: VisionLLM;
@@ -40,5 +57,20 @@ describe(`the miniature (${recorded.weights}) on the committed ShapesWorld pictu
     const got: string[] = [];
     for (const turn of turns) got.push(await askAlone(model, image, turn.question));
     expect(got).toEqual(turns.map((t) => t.got));
+  }, 60_000);
+
+  const withResults = recorded.pictures.filter((p) => p.results);
+  it.runIf(withResults.length > 0)('has recorded detections and masks for every picture', () => {
+    expect(withResults).toHaveLength(recorded.pictures.length);
+    expect(withResults.some((p) => p.results!.detect.length && p.results!.ground)).toBe(true);
+  });
+
+  it.each(withResults.map((p) => [p.file, p.turns, p.results!] as const))('%s: detect, segment and ground give the recorded results', async (file, turns, results) => {
+    const image = await model.readImage(path.join(TEST_DIR, 'fixtures', 'shapesworld', file));
+    const got = await decoderResults(model, image, turns);
+    expectRecorded(got.detect, results.detect, 'detect');
+    expectRecorded(got.segment, results.segment, 'segment');
+    expect(got.ground?.phrase).toBe(results.ground?.phrase);
+    if (results.ground) expectRecorded(got.ground!.detections, results.ground.detections, 'ground');
   }, 60_000);
 });

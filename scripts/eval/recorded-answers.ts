@@ -6,14 +6,48 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Rle } from '../../src/image/mask.js';
+import type { RgbImage } from '../../src/image/gpu-image.js';
+import type { VisionLLM } from '../../src/model/vision-llm.js';
 import type { WorldTurn } from './scoring.js';
+
+/** A detection as recorded: boxes in original pixels, masks as RLE where the call gives them. */
+export interface RecordedDetection {
+  label: string;
+  score: number;
+  box: number[];
+  mask?: Rle;
+}
+
+/** What the decoders give for one picture, through the task API with its defaults. */
+export interface RecordedResults {
+  /** detect(image): the checkpoint's classes, threshold 0.3. */
+  detect: RecordedDetection[];
+  /** segment(image): the same, with masks. */
+  segment: RecordedDetection[];
+  /** ground(image, phrase) for the picture's first grounding expression, when it has one. */
+  ground?: { phrase: string; detections: RecordedDetection[] };
+}
 
 export interface RecordedAnswers {
   /** The checkpoint directory, relative to the project root. */
   weights: string;
   /** weightsDigest() of that checkpoint when the answers were recorded. */
   sha256: string;
-  pictures: { file: string; turns: (WorldTurn & { got: string; right: boolean })[] }[];
+  pictures: { file: string; turns: (WorldTurn & { got: string; right: boolean })[]; results?: RecordedResults }[];
+}
+
+/** The task API's results about one picture, as recorded and as the test compares them. */
+export async function decoderResults(model: VisionLLM, image: RgbImage, turns: readonly WorldTurn[]): Promise<RecordedResults> {
+  const plain = (detections: readonly { label: string; score: number; box: readonly number[]; mask?: Rle }[]) =>
+    detections.map(({ label, score, box, mask }) => ({ label, score, box: [...box], ...(mask ? { mask: { size: mask.size, counts: mask.counts } } : {}) }));
+  const results: RecordedResults = {
+    detect: plain((await model.detect(image)).detections),
+    segment: plain((await model.segment(image)).detections),
+  };
+  const phrase = turns.find((t) => t.type === 'grounding')?.phrases?.[0];
+  if (phrase) results.ground = { phrase, detections: plain((await model.ground(image, phrase)).detections) };
+  return results;
 }
 
 export function recordedAnswersFile(root: string): string {

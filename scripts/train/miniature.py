@@ -10,7 +10,10 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
   4. language    vl_bridge, the LLM and the super link's query tables learn the conversations
                  (packed single-turn answers, see miniature_data); the tower goes on learning,
                  more slowly, with its dense targets
-  5. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+  5. decoders    with --decoders only (work in progress: the committed weights have none yet): the
+                 task decoders learn through the super link (decoders.py), Grounding DINO with its
+                 mask head so far
+  6. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
 same command again to go on from the last one. The log (train.log) is copied next to the weights.
@@ -32,6 +35,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from miniature_data import (ROOT, Tokens, pack, picture_entry, pixels, render_picture, tokenizer_corpus,  # noqa: E402
                             train_tokenizer, training_turns)
 import miniature_model as mm  # noqa: E402
+import decoders  # noqa: E402
+import detector  # noqa: E402
+import reference_gdino as R  # noqa: E402
 from scripts.shapesworld.conversations import NUMBER_WORDS, PLURALS  # noqa: E402
 
 TRAIN_SEED = 1000
@@ -269,9 +275,16 @@ def export(run, params, out):
     official = run.path('official')
     shutil.rmtree(official, ignore_errors=True)
     os.makedirs(official)
-    torch.save({k: v.contiguous() for k, v in mm.exported(params).items()}, os.path.join(official, 'pytorch_model.bin'))
+    tensors, config = {**mm.exported(params)}, dict(mm.CONFIG)
+    if run.state.get('detector'):
+        model = detector.build(decoders.DETECTOR_SEED)
+        model.load_state_dict(run.state['detector']['model'])
+        tensors.update(R.named_state(model))
+        # class_names (our key): what the task helpers ask for by default instead of COCO's classes.
+        config.update(use_gdino=True, gdino_config=detector.CONFIG, class_names=list(mm.CLASSES))
+    torch.save({k: v.contiguous() for k, v in tensors.items()}, os.path.join(official, 'pytorch_model.bin'))
     with open(os.path.join(official, 'config.json'), 'w') as f:
-        json.dump(mm.CONFIG, f, indent=2)
+        json.dump(config, f, indent=2)
     shutil.copy(run.path('tokenizer.model'), os.path.join(official, 'tokenizer.model'))
     with open(os.path.join(official, 'added_tokens.json'), 'w') as f:
         json.dump({t: mm.SP_VOCAB + i for i, t in enumerate(mm.SPECIAL_TOKENS)}, f, indent=2)
@@ -293,16 +306,20 @@ def main():
     parser.add_argument('--run', default=os.path.join(ROOT, 'runs', 'miniature'), help='run folder (resumes from it)')
     parser.add_argument('--out', default=os.path.join(ROOT, 'weights', 'miniature'))
     parser.add_argument('--probe', action='store_true', help='a few steps of each stage on a small pool, timed')
+    parser.add_argument('--decoders', action='store_true', help='after the language stage, train the decoders (decoders.py)')
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    pool_size, vision_steps, language_steps = (64, 6, 6) if args.probe else (POOL, VISION_STEPS, LANGUAGE_STEPS)
+    pool_size, vision_steps, language_steps, detector_steps = \
+        (64, 6, 6, 4) if args.probe else (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.DETECTOR_STEPS)
     run = Run(args.run)
     run.log(f'run {args.run}: stage {run.state["stage"]}, step {run.state["step"]}')
     params = run.state.get('params') or mm.init_params(TRAIN_SEED)
-    if run.state['stage'] != 'export':
+    if run.state['stage'] in ('vision', 'language'):
         pool = build_pool(run, pool_size)
         tokens = build_tokenizer(run, pool)
+    else:
+        tokens = Tokens(run.path('tokenizer.model'))
     if run.state['stage'] == 'vision':
         t = time.time()
         train_vision(run, params, pool, vision_steps)
@@ -312,6 +329,11 @@ def main():
         t = time.time()
         train_language(run, params, pool, tokens, language_steps)
         run.log(f'language done ({(time.time() - t) / max(1, language_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='decoders' if args.decoders else 'export', step=0, opt=None, params=mm_params(params))
+    if run.state['stage'] == 'decoders':
+        t = time.time()
+        decoders.train_detector(run, params, tokens, TRAIN_SEED, detector_steps)
+        run.log(f'detector done ({(time.time() - t) / max(1, detector_steps) * 1000:.0f} ms/step this session)')
         run.checkpoint(stage='export', step=0, opt=None, params=mm_params(params))
     export(run, params, args.out)
     run.log(f'finished in {run.elapsed() / 60:.1f} min')

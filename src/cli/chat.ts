@@ -4,6 +4,7 @@
  * With --json stdout holds the JSON only, and the answer streams to stderr.
  */
 import type { RgbImage } from '../image/gpu-image.js';
+import type { SamplingSettings } from '../model/generate.js';
 import type { ChatResult, VisionLLM } from '../model/vision-llm.js';
 import type { ChatArgs } from './chat-options.js';
 import { loadModel } from './load-model.js';
@@ -27,30 +28,7 @@ export async function chat(args: ChatArgs, stdoutClosed: AbortSignal): Promise<v
     if (args.image) progress.note(`image: ${args.image}`);
     progress.note(`USER: ${args.prompt}`);
     const image = args.image === undefined ? undefined : await model.readImage(args.image);
-    // Written with the first token: until then the activity line has the terminal's line to itself.
-    let started = false;
-    const start = () => {
-      if (started) return;
-      started = true;
-      progress.clear();
-      answer('ASSISTANT: ');
-    };
-    progress.activity('running the model');
-    let result: ChatResult;
-    try {
-      result = await model.chat({
-        prompt: args.prompt,
-        image,
-        ...args.sampling,
-        signal: stdoutClosed,
-        onToken: (text) => (start(), answer(text)),
-        decoders: { sd: { onStep: progress.onStep }, ip2p: { onStep: progress.onStep } },
-      });
-    } finally {
-      progress.clear();
-    }
-    start();
-    answer('\n');
+    const result = await streamAnswer(model, { prompt: args.prompt, image, sampling: args.sampling, signal: stdoutClosed }, answer, progress);
     for (const u of result.unrouted) progress.note(`${u.token} went to no decoder: ${u.reason}`);
     try {
       if (args.out) await writeChatPicture(args.out, image, result, progress);
@@ -74,6 +52,38 @@ async function writeChatPicture(file: string, image: RgbImage | undefined, resul
   }
   await writePicture(file, picture);
   progress.note(`wrote ${file} (${picture.width}x${picture.height})`);
+}
+
+/**
+ * Runs the chat, streaming the answer through `write` after "ASSISTANT: " (written with the first
+ * token: until then the activity line has the terminal's line to itself), and a newline at the end.
+ */
+export async function streamAnswer(model: VisionLLM, ask: { prompt: string; image?: RgbImage; sampling: SamplingSettings; signal: AbortSignal },
+                                   write: (text: string) => void, progress: Progress): Promise<ChatResult> {
+  let started = false;
+  const start = () => {
+    if (started) return;
+    started = true;
+    progress.clear();
+    write('ASSISTANT: ');
+  };
+  progress.activity('running the model');
+  let result: ChatResult;
+  try {
+    result = await model.chat({
+      prompt: ask.prompt,
+      image: ask.image,
+      ...ask.sampling,
+      signal: ask.signal,
+      onToken: (text) => (start(), write(text)),
+      decoders: { sd: { onStep: progress.onStep }, ip2p: { onStep: progress.onStep } },
+    });
+  } finally {
+    progress.clear();
+  }
+  start();
+  write('\n');
+  return result;
 }
 
 function stats(model: VisionLLM, result: ChatResult): string {

@@ -17,6 +17,7 @@ export const USAGE = `usage: visionllm <command> [options]
 
 commands:
   chat       answer a prompt about an image, streaming the answer (the default command)
+  look       say what is in the picture, then detect and draw it (what npm start runs)
   detect     boxes of the classes asked for
   segment    instance masks, or a semantic map with --mode semantic
   ground     the box and mask of what a phrase names
@@ -52,6 +53,27 @@ stdout holds { text, finishReason, outputs }.
 examples:
   visionllm chat --image street.jpg --prompt "Please detect the cars in the image." --out cars.png
   visionllm chat --prompt "Describe the picture." --json > answer.json`;
+
+export const LOOK_USAGE = `usage: visionllm look [--weights DIR] [--image FILE] [--prompt TEXT] [options]
+
+What \`npm start\` runs: the model answers the prompt about the picture, then detects its classes
+in it, prints a line per detection and writes the picture with them drawn.
+
+look options:
+${IMAGE}
+  --prompt TEXT        the question (default: "What is in the picture?")
+  --classes a,b        the classes to detect (default: the checkpoint's class_names, else COCO's 80)
+  --threshold T        lowest score kept, in [0, 1] (default 0.3)
+  --out FILE           where the picture goes (default: visionllm-look-<image>.png in the system's temporary folder)
+  --weights DIR        a VisionLLM v2 checkpoint directory (default: weights/miniature)
+  --f32                keep weights in f32 (default: f16 matrices where the adapter can)
+  --quiet              no progress and no notes on stderr (errors only)
+
+A checkpoint without a detector only answers.
+
+examples:
+  visionllm look
+  visionllm look --image shapes.png --classes star,circle --out stars.png`;
 
 export const SERVE_USAGE = `usage: visionllm serve --weights DIR [options]
 

@@ -53,6 +53,11 @@ export interface VisionLLMConfig {
   decoders: ReadonlyMap<string, unknown>;
   /** use_region_encoder: `<region>` tokens take region embeddings (region_encoder_config, our key, for its pooling). */
   regionEncoder?: RegionEncoderConfig;
+  /**
+   * class_names (our key): the object classes a checkpoint was trained on, which the task helpers
+   * ask for by default instead of COCO's 80 (detect, segment) and ADE20K's 150 (semantic maps).
+   */
+  classNames?: string[];
 }
 
 export interface PlainLlamaConfig {
@@ -89,6 +94,10 @@ export function parseConfig(json: unknown, file = 'config.json', decoders: reado
       maxTiles: r.positive('image_max_tile', 4),
       decoders: parseDecoders(r, decoders),
     };
+    if (r.has('class_names')) {
+      config.classNames = r.strings('class_names');
+      if (config.classNames.length === 0) throw new Error(`${r.where('class_names')} is empty; leave it out to ask for COCO's classes by default`);
+    }
     if (r.bool('use_region_encoder', false)) {
       const section = r.has('region_encoder_config') ? r.sub('region_encoder_config') : new ConfigReader(file, {}, 'region_encoder_config');
       config.regionEncoder = parseRegionEncoderConfig(section, config.vision, config.llm.hiddenSize);

@@ -4,6 +4,7 @@
  * Defaults are the classes' own defaults, which are the release's values (decoders.md A.1).
  */
 import { ConfigReader } from '../../io/config-reader.js';
+import { ADE20K_SCALE, GDINO_SCALE } from './image.js';
 
 /** Hugging Face SwinConfig: what SwinBackbone reads. */
 export interface SwinConfig {
@@ -45,6 +46,14 @@ export interface GdinoConfig {
   maskDim: number;
   lHiddenSize: number;
   numEmbs: number;
+  /**
+   * (long, short) edge limits of the detector's copy of the image, for detection and grounding and
+   * for semantic segmentation: our keys `image_scale` and `semantic_image_scale`, defaulting to the
+   * release's mmdet scales (1333 x 800, and ADE20K's 2048 x 512). Small detectors trained on small
+   * pictures set them lower.
+   */
+  imageScale: readonly [number, number];
+  semanticImageScale: readonly [number, number];
 }
 
 export function parseSwinConfig(r: ConfigReader): SwinConfig {
@@ -100,6 +109,8 @@ export function parseGdinoConfig(r: ConfigReader): GdinoConfig {
     maskDim: r.positive('mask_dim', 256),
     lHiddenSize: r.positive('l_hidden_size', 4096),
     numEmbs: r.positive('num_embs', 4),
+    imageScale: scalePair(r, 'image_scale', GDINO_SCALE),
+    semanticImageScale: scalePair(r, 'semantic_image_scale', ADE20K_SCALE),
   };
   r.str('activation_function', ['relu'] as const, 'relu');
   r.str('position_embedding_type', ['sine'] as const, 'sine');
@@ -117,4 +128,10 @@ export function parseGdinoConfig(r: ConfigReader): GdinoConfig {
     if (c.dModel % heads) throw new Error(`${r.where(key)}: d_model ${c.dModel} is not divisible by ${heads} heads`);
   }
   return c;
+}
+
+function scalePair(r: ConfigReader, key: string, fallback: readonly [number, number]): readonly [number, number] {
+  const v = r.positives(key, [...fallback]);
+  if (v.length !== 2) throw new Error(`${r.where(key)} must be [long, short] edge limits, got ${v.length} numbers`);
+  return [v[0]!, v[1]!];
 }

@@ -10,7 +10,7 @@ import type { Tensor } from '../../engine/tensor.js';
 import type { ConfigReader } from '../../io/config-reader.js';
 import { disposer, optionsObject, type Decoder, type DecoderOutput } from '../decoder.js';
 import { parseGdinoConfig, type GdinoConfig } from './config.js';
-import { ADE20K_SCALE, GDINO_SCALE, gdinoImage } from './image.js';
+import { gdinoImage } from './image.js';
 import { GroundingDino, type GdinoTimings } from './model.js';
 import { detections, grounding, semanticMap, type Detection, type SemanticMap } from './postprocess.js';
 
@@ -83,7 +83,7 @@ export const gdino: Decoder<GdinoConfig, GdinoOptions, GdinoOutput> = {
         const output = { decoder: 'gdino' as const, task, tokens, phrases: classes, classes, classEmbeddings, dispose: disposer([classEmbeddings]) };
         if (!image) return { ...output, detections: [], timings: NO_TIMINGS };
         try {
-          const input = gdinoImage(engine, image, { scale: task === 'semantic' ? ADE20K_SCALE : GDINO_SCALE });
+          const input = gdinoImage(engine, image, { scale: task === 'semantic' ? config.semanticImageScale : config.imageScale });
           try {
             const result = await model.detect(input, classEmbeddings, { masks: task !== 'detection' });
             try {

@@ -10,6 +10,7 @@
  */
 import type { ConfigReader } from '../../io/config-reader.js';
 import type { GdinoConfig, SwinConfig } from '../gdino/config.js';
+import { ADE20K_SCALE, GDINO_SCALE } from '../gdino/image.js';
 import type { PoseQueryConfig } from './pose-queries.js';
 import { UNIPOSE_SWIN_PRESETS, uniposeSwinConfig, type UniposeSwinConfig } from './swin.js';
 
@@ -54,6 +55,9 @@ export function parseUniposeConfig(r: ConfigReader): UniposeConfig {
     maskDim: d,
     lHiddenSize: r.positive('l_hidden_size', 4096),
     numEmbs: r.positive('num_embs', 4),
+    // Unused: UniPose resizes its input by its own rule (image.ts).
+    imageScale: GDINO_SCALE,
+    semanticImageScale: ADE20K_SCALE,
   };
   const pose: PoseQueryConfig = {
     dModel: d,

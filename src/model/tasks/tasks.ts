@@ -25,7 +25,7 @@ export interface TaskOptions {
 }
 
 export interface DetectOptions extends TaskOptions {
-  /** The classes to look for (default COCO's 80). */
+  /** The classes to look for (default: the checkpoint's class_names, else COCO's 80). */
   classes?: readonly string[];
   /** Most detections kept, best first (default 100, as the COCO evaluation). */
   topK?: number;
@@ -34,7 +34,7 @@ export interface DetectOptions extends TaskOptions {
 }
 
 export interface SegmentOptions extends DetectOptions {
-  /** instance (default): COCO-style instances with masks; semantic: a class per pixel (default classes ADE20K's 150). */
+  /** instance (default): COCO-style instances with masks; semantic: a class per pixel (default classes: the checkpoint's class_names, else ADE20K's 150). */
   mode?: 'instance' | 'semantic';
   /** Interactive segmentation: the objects these regions mark (docs/regions.md); classes and mode do not apply. */
   regions?: Region[];
@@ -54,9 +54,14 @@ export type EditOptions = TaskOptions & Omit<DiffusionOptions, 'width' | 'height
 
 const DEFAULT_THRESHOLD = 0.3;
 
+/** The checkpoint's own classes (config class_names) where it names them, else the dataset's. */
+function defaultClasses(model: VisionLLM, dataset: readonly string[]): readonly string[] {
+  return (model.config.kind === 'visionllmv2' && model.config.classNames) || dataset;
+}
+
 export async function detect(model: VisionLLM, image: ImageInput, options: DetectOptions = {}): Promise<DetectResult> {
   const o = checkOptions('detect', options, ['classes', 'topK', 'threshold']);
-  const classes = classList('detect', o.classes, COCO_CLASSES);
+  const classes = classList('detect', o.classes, defaultClasses(model, COCO_CLASSES));
   const limits = { topK: checkTopK('detect', o.topK), threshold: checkThreshold('detect', o.threshold) };
   const found = await runGdino(model, 'detect', image, detectionConversation(classes), classes, { task: 'detection', topK: limits.topK }, o);
   return { task: 'detect', ...found.base, classes: found.classes, detections: above(found.detections, limits.threshold) };
@@ -77,11 +82,11 @@ export async function segment(model: VisionLLM, image: ImageInput, options: Segm
   if (mode !== 'instance' && mode !== 'semantic') throw new TypeError(`segment: options.mode must be 'instance' or 'semantic', got ${JSON.stringify(mode)}`);
   if (mode === 'semantic') {
     if (o.topK !== undefined || o.threshold !== undefined) throw new TypeError('segment: topK and threshold apply to instances, not to semantic maps');
-    const classes = classList('segment', o.classes, ADE20K_CLASSES);
+    const classes = classList('segment', o.classes, defaultClasses(model, ADE20K_CLASSES));
     const found = await runGdino(model, 'segment', image, semanticConversation(classes), classes, { task: 'semantic' }, o);
     return { task: 'segment', mode, ...found.base, classes: found.classes, detections: [], semantic: found.semantic };
   }
-  const classes = classList('segment', o.classes, COCO_CLASSES);
+  const classes = classList('segment', o.classes, defaultClasses(model, COCO_CLASSES));
   const limits = { topK: checkTopK('segment', o.topK), threshold: checkThreshold('segment', o.threshold) };
   const found = await runGdino(model, 'segment', image, detectionConversation(classes), classes, { task: 'segmentation', topK: limits.topK }, o);
   return { task: 'segment', mode, ...found.base, classes: found.classes, detections: above(found.detections, limits.threshold) };

@@ -1,0 +1,182 @@
+"""The miniature's decoders stage (miniature.py --decoders, after the language stage), trained on
+ShapesWorld end to end through the super link, as the official training does. Work in progress:
+docs/miniature.md#the-decoders-in-progress has what it reaches so far, and why.
+
+For each picture the MLLM reads the official task prompts (detection [DET], semantic [SEG],
+grounding [GRD]) with their answers teacher-forced and every routing token's [EMB] queries spliced
+after it; the final hidden states at those queries are the decoder's class embeddings (through
+gdino.patch2query). With LLM_LR 0 the LLM and the tower keep their weights, so every answer the
+language stage taught stays as it was, and the gradient runs back through the LLM into the super
+link's query table (emb_embeddings_det), which learns with the decoder; with LLM_LR the LLM learns
+too, its answers held by their language loss.
+
+  detector   Grounding DINO with the mask head (detector.py), DINO's matching losses
+"""
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
+
+from decoders_data import Example, task_turns, turn_labels
+from miniature_data import pack, ref, training_turns
+import detector
+import miniature_model as mm
+
+DETECTOR_STEPS, DETECTOR_BATCH, DETECTOR_LR, QUERY_LR = 600, 2, 4e-4, 1e-4
+DETECTOR_SEED = 23
+# The LLM learns with the detector at this rate (0: frozen), its own answers kept by the language
+# loss on each picture's VQA turns, weighted so it stays as large as the detector's.
+LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
+# Held-out pictures of the training seed (past the language stage's pool and its binding set).
+HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
+DECODER_TABLES = ('emb_embeddings_det',)
+
+
+def query_hidden(params, features, seq):
+    """The LLM's final hidden states [L, d] for a packed sequence, the query tables' rows spliced in."""
+    embeds = params['llm.model.embed_tokens.weight'][seq['ids']]
+    image = ref.vl_bridge(params, features).reshape(-1, embeds.shape[-1])
+    at = seq['image_at']
+    embeds = torch.cat([embeds[:at], image, embeds[at + image.shape[0]:]])
+    for start, table, count in seq['queries']:
+        embeds = torch.cat([embeds[:start], params[table + '.weight'][:count], embeds[start + count:]])
+    return ref.llama_hidden(params, mm.LLM, embeds[None], positions=seq['positions'], blocked=seq['blocked'])[0]
+
+
+def turn_queries(seq, turns):
+    """Per turn, its blocks' query positions [blocks, num_embs], in answer order."""
+    blocks = iter(seq['queries'])
+    out = []
+    for turn in turns:
+        count = 0 if 'phrases' not in turn else 1 if turn['type'] == 'grounding' else len(turn['phrases'])
+        out.append(torch.stack([torch.arange(start, start + n) for start, _, n in (next(blocks) for _ in range(count))])
+                   if count else None)
+    return out
+
+
+def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
+    """The detector's loss summed over a picture's turns (one backbone pass, one MLLM pass), plus the
+    language loss of the whole sequence when the LLM learns too (language_turns: its VQA turns)."""
+    with torch.no_grad():
+        features = mm.clip_features(params, example.tiles)
+    every = list(language_turns) + list(turns)
+    seq = pack(tokens, len(example.tiles), every, rng, splice_odds=1.0)
+    hidden = query_hidden(params, features, seq)
+    stages = detector.backbone(model, example.pixel_values)
+    total, parts = 0, {}
+    if LLM_LR:
+        scored = seq['targets'] >= 0
+        language = F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
+        total, parts['language'] = LANGUAGE_WEIGHT * language, float(language)
+    for turn, rows in zip(every, turn_queries(seq, every)):
+        if rows is None:
+            continue
+        objects, labels = turn_labels(turn, example.annotation)
+        boxes, masks = example.targets(objects)
+        out = detector.forward(model, stages, example.pixel_mask, model.text_queries(hidden[rows]))
+        value, turn_parts = detector.loss(model, out, torch.tensor(labels, dtype=torch.long), boxes, masks)
+        total = total + value
+        for k, v in turn_parts.items():
+            parts[k] = parts.get(k, 0.0) + v
+    return total, parts
+
+
+def class_similarity(model, hidden, rows):
+    """Mean cosine between a prompt's class embeddings (1: the detector cannot tell its classes apart)."""
+    e = F.normalize(model.text_queries(hidden[rows]), dim=-1)
+    k = e.shape[0]
+    return float(((e @ e.T).sum() - k) / max(1, k * (k - 1)))
+
+
+@torch.no_grad()
+def held_out(params, model, tokens, seed):
+    """Recall of the held-out pictures' objects among each detection prompt's top 10 (the right class, IoU
+    >= 0.5), and the grounding box's mean IoU: a quick view of learning, not the evaluation."""
+    found = total = 0
+    ious, similar = [], []
+    for index in range(HELD_OUT_FIRST, HELD_OUT_FIRST + HELD_OUT_COUNT):
+        example = Example(seed, index, detector.IMAGE_SCALE)
+        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 7]))
+        features = mm.clip_features(params, example.tiles)
+        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
+        hidden = query_hidden(params, features, seq)
+        stages = detector.backbone(model, example.pixel_values)
+        for turn, rows in zip(turns, turn_queries(seq, turns)):
+            if turn['type'] == 'semantic':
+                continue
+            objects, labels = turn_labels(turn, example.annotation)
+            boxes, _ = example.targets(objects)
+            if len(rows) > 1:
+                similar.append(class_similarity(model, hidden, rows))
+            out = detector.forward(model, stages, example.pixel_mask, model.text_queries(hidden[rows]))
+            logits, pred = out['logits'][-1], out['boxes'][-1]
+            K = logits.shape[1]
+            top = logits.sigmoid().reshape(-1).topk(min(10, logits.numel())).indices
+            chosen = detector.cxcywh_to_xyxy(pred[top // K])
+            if turn['type'] == 'grounding':
+                ious.append(float(box_iou(chosen[:1], detector.cxcywh_to_xyxy(boxes))[0, 0]))
+                continue
+            iou = box_iou(chosen, detector.cxcywh_to_xyxy(boxes)) if len(boxes) else torch.zeros(len(top), 0)
+            for t, label in enumerate(labels):
+                total += 1
+                found += bool(((iou[:, t] >= 0.5) & (top % K == label)).any())
+    return found / max(1, total), float(np.mean(ious)) if ious else float('nan'), float(np.mean(similar))
+
+
+def train_detector(run, params, tokens, seed, steps):
+    """Trains the detector and the det query table; the run's state keeps both (resumable)."""
+    model = detector.build(DETECTOR_SEED)
+    saved = run.state.get('detector')
+    if saved:
+        model.load_state_dict(saved['model'])
+        params['emb_embeddings_det.weight'] = saved['table'].clone()
+    if saved and saved.get('llm'):
+        params.update({k: v.clone() for k, v in saved['llm'].items()})
+    for k, v in params.items():
+        v.requires_grad_(False)
+    table = params['emb_embeddings_det.weight'].requires_grad_(True)
+    llm = [k for k in mm.language_names(params) if k != 'emb_embeddings_det.weight'] if LLM_LR else []
+    groups = [{'params': list(model.parameters()), 'lr': DETECTOR_LR}, {'params': [table], 'lr': QUERY_LR}]
+    if llm:
+        groups.append({'params': [params[k].requires_grad_(True) for k in llm], 'lr': LLM_LR, 'weight_decay': 0.0})
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    if saved:
+        opt.load_state_dict(saved['opt'])
+    base = [g['lr'] for g in opt.param_groups]
+    step, clock, recent, parts_sum = run.state['step'], time.time(), [], {}
+    while step < steps:
+        rng = np.random.default_rng([seed, 3, step])
+        scale = min(1.0, (step + 1) / 100) * (0.1 if step >= 0.8 * steps else 1.0)
+        for g, lr in zip(opt.param_groups, base):
+            g['lr'] = lr * scale
+        opt.zero_grad()
+        for index in rng.choice(6000, DETECTOR_BATCH, replace=False):
+            example = Example(seed, int(index), detector.IMAGE_SCALE)
+            turns = task_turns(example.annotation, rng)
+            language = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t] if LLM_LR else []
+            loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
+            (loss / DETECTOR_BATCH).backward()
+            recent.append(float(loss))
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [table] + [params[k] for k in llm], 0.1)
+        opt.step()
+        step += 1
+        if step % 20 == 0:
+            n = len(recent)
+            run.log(f'detector step {step}/{steps}: loss {np.mean(recent):.3f} (' +
+                    ', '.join(f'{k} {v / n:.3f}' for k, v in parts_sum.items()) + ')')
+            recent, parts_sum = [], {}
+        if step % HELD_OUT_EVERY == 0 or step == steps:
+            recall, grounding, similar = held_out(params, model, tokens, seed)
+            run.log(f'detector step {step}/{steps}: held-out recall in the top 10 {recall:.3f}, grounding box IoU {grounding:.3f}, '
+                    f'class embeddings mean cosine {similar:.3f}')
+        if time.time() - clock > 240 or step == steps:
+            run.checkpoint(step=step, detector={'model': model.state_dict(), 'table': table.detach().clone(), 'opt': opt.state_dict(),
+                                                'llm': {k: params[k].detach().clone() for k in llm}})
+            clock = time.time()
+    for v in params.values():
+        v.requires_grad_(False)
+    return model

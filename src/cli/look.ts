@@ -1,0 +1,77 @@
+/**
+ * `visionllm look` (what `npm start` runs): the model says what it sees in the picture, then
+ * detects the checkpoint's classes in it, prints a line per detection and writes the picture with
+ * them drawn, whose path it prints. A checkpoint without a detector only answers.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { gdino } from '../decoders/gdino/index.js';
+import { annotate } from '../image/annotate.js';
+import { streamAnswer } from './chat.js';
+import { loadModel } from './load-model.js';
+import { commonArgs, COMMON_OPTIONS, imageOption, namesOption, numberOption, parseCommandLine, textOption, UsageError, type CommonArgs } from './options.js';
+import { Progress } from './progress.js';
+import { summaryLines } from './summary.js';
+import { LOOK_USAGE } from './usage.js';
+import { writePicture } from './write-output.js';
+
+export interface LookArgs extends CommonArgs {
+  image: string;
+  prompt: string;
+  classes?: string[];
+  threshold?: number;
+  /** Absolute: --out, else a file in the system's temporary folder. */
+  out: string;
+}
+
+const OPTIONS = {
+  ...COMMON_OPTIONS,
+  image: { type: 'string' },
+  prompt: { type: 'string' },
+  classes: { type: 'string' },
+  threshold: { type: 'string' },
+} as const;
+
+export function parseLookArgs(argv: string[]): LookArgs | 'help' {
+  const values = parseCommandLine(argv, OPTIONS, LOOK_USAGE);
+  if (values === 'help') return 'help';
+  if (values.json) throw new UsageError('look prints a summary; use chat or detect for --json', LOOK_USAGE);
+  const common = commonArgs(values);
+  const image = imageOption(values, common.weights);
+  if (!image) throw new UsageError(`look needs --image: ${common.weights} has no example.png`);
+  return {
+    ...common,
+    image,
+    prompt: textOption(values, 'prompt') ?? 'What is in the picture?',
+    classes: namesOption(values, 'classes'),
+    threshold: numberOption(values, 'threshold', { integer: false, ok: (n) => n >= 0 && n <= 1, want: 'a number in [0, 1]' }),
+    out: common.out ?? path.join(os.tmpdir(), `visionllm-look-${path.parse(image).name}.png`),
+  };
+}
+
+export async function look(args: LookArgs, stdoutClosed: AbortSignal): Promise<void> {
+  const print = (text: string) => {
+    if (!stdoutClosed.aborted) process.stdout.write(text);
+  };
+  const progress = new Progress(args.quiet);
+  const model = await loadModel(args, progress);
+  try {
+    progress.note(`image: ${args.image}`);
+    progress.note(`USER: ${args.prompt}`);
+    const image = await model.readImage(args.image);
+    const answer = await streamAnswer(model, { prompt: args.prompt, image, sampling: { maxNewTokens: 64 }, signal: stdoutClosed }, print, progress);
+    answer.dispose();
+    if (!model.decoderNames.includes(gdino.name)) {
+      progress.note(`${args.weights} has no detector (use_gdino is false): nothing to draw`);
+      return;
+    }
+    progress.activity('detecting');
+    const found = await model.detect(image, { classes: args.classes, threshold: args.threshold, signal: stdoutClosed }).finally(() => progress.clear());
+    print(`detections (${found.classes.join(', ')}):\n`);
+    summaryLines(found).forEach((line) => print(`  ${line}\n`));
+    await writePicture(args.out, await annotate(image, found));
+    print(`wrote ${args.out}\n`);
+  } finally {
+    model.dispose();
+  }
+}
