@@ -29,6 +29,9 @@ DETECTOR_SEED = 23
 # The LLM learns with the detector at this rate (0: frozen), its own answers kept by the language
 # loss on each picture's VQA turns, weighted so it stays as large as the detector's.
 LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
+# A training-only linear probe must read each block's class from its class embedding (the object's
+# class for a grounding expression), so the embeddings of one prompt's classes cannot stay alike (0: off).
+CLASS_PROBE_WEIGHT = 0.0
 # Held-out pictures of the training seed (past the language stage's pool and its binding set).
 HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
 DECODER_TABLES = ('emb_embeddings_det',)
@@ -56,7 +59,14 @@ def turn_queries(seq, turns):
     return out
 
 
-def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
+def block_classes(turn, annotation):
+    """Each block's class index: the phrase's, or for a grounding expression its object's."""
+    if turn['type'] == 'grounding':
+        return [mm.CLASSES.index(next(o['class'] for o in annotation['objects'] if o['id'] == turn['objects'][0]))]
+    return [mm.CLASSES.index(p) for p in turn['phrases']]
+
+
+def picture_loss(params, model, tokens, example, turns, rng, language_turns=(), probe=None):
     """The detector's loss summed over a picture's turns (one backbone pass, one MLLM pass), plus the
     language loss of the whole sequence when the LLM learns too (language_turns: its VQA turns)."""
     with torch.no_grad():
@@ -75,8 +85,13 @@ def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
             continue
         objects, labels = turn_labels(turn, example.annotation)
         boxes, masks = example.targets(objects)
-        out = detector.forward(model, stages, example.pixel_mask, model.text_queries(hidden[rows]))
+        embeddings = model.text_queries(hidden[rows])
+        out = detector.forward(model, stages, example.pixel_mask, embeddings)
         value, turn_parts = detector.loss(model, out, torch.tensor(labels, dtype=torch.long), boxes, masks)
+        if probe is not None:
+            named = F.cross_entropy(probe(embeddings), torch.tensor(block_classes(turn, example.annotation)))
+            value = value + CLASS_PROBE_WEIGHT * named
+            turn_parts['probe'] = float(named)
         total = total + value
         for k, v in turn_parts.items():
             parts[k] = parts.get(k, 0.0) + v
@@ -138,7 +153,11 @@ def train_detector(run, params, tokens, seed, steps):
         v.requires_grad_(False)
     table = params['emb_embeddings_det.weight'].requires_grad_(True)
     llm = [k for k in mm.language_names(params) if k != 'emb_embeddings_det.weight'] if LLM_LR else []
-    groups = [{'params': list(model.parameters()), 'lr': DETECTOR_LR}, {'params': [table], 'lr': QUERY_LR}]
+    probe = torch.nn.Linear(model.config['d_model'], len(mm.CLASSES)) if CLASS_PROBE_WEIGHT else None
+    if probe is not None and saved and saved.get('probe'):
+        probe.load_state_dict(saved['probe'])
+    groups = [{'params': list(model.parameters()) + (list(probe.parameters()) if probe else []), 'lr': DETECTOR_LR},
+              {'params': [table], 'lr': QUERY_LR}]
     if llm:
         groups.append({'params': [params[k].requires_grad_(True) for k in llm], 'lr': LLM_LR, 'weight_decay': 0.0})
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
@@ -156,7 +175,7 @@ def train_detector(run, params, tokens, seed, steps):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
             turns = task_turns(example.annotation, rng)
             language = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t] if LLM_LR else []
-            loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
+            loss, parts = picture_loss(params, model, tokens, example, turns, rng, language, probe)
             (loss / DETECTOR_BATCH).backward()
             recent.append(float(loss))
             for k, v in parts.items():
@@ -175,7 +194,8 @@ def train_detector(run, params, tokens, seed, steps):
                     f'class embeddings mean cosine {similar:.3f}')
         if time.time() - clock > 240 or step == steps:
             run.checkpoint(step=step, detector={'model': model.state_dict(), 'table': table.detach().clone(), 'opt': opt.state_dict(),
-                                                'llm': {k: params[k].detach().clone() for k in llm}})
+                                                'llm': {k: params[k].detach().clone() for k in llm},
+                                                'probe': probe.state_dict() if probe else None})
             clock = time.time()
     for v in params.values():
         v.requires_grad_(False)
