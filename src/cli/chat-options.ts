@@ -11,6 +11,9 @@ export interface ChatArgs extends CommonArgs {
   stats: boolean;
 }
 
+/** What chat and look ask when given no --prompt. */
+export const DEFAULT_PROMPT = 'What is in the picture?';
+
 const OPTIONS = {
   ...COMMON_OPTIONS,
   image: { type: 'string' },
@@ -48,7 +51,7 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
   return {
     ...common,
     image: imageOption(values, common.weights),
-    prompt: (values.prompt as string | undefined) ?? 'What is in the picture?',
+    prompt: (values.prompt as string | undefined) ?? DEFAULT_PROMPT,
     sampling,
     stats: values.stats === true,
   };

@@ -8,8 +8,9 @@ import path from 'node:path';
 import { gdino } from '../decoders/gdino/index.js';
 import { annotate } from '../image/annotate.js';
 import { streamAnswer } from './chat.js';
+import { DEFAULT_PROMPT } from './chat-options.js';
 import { loadModel } from './load-model.js';
-import { commonArgs, COMMON_OPTIONS, imageOption, namesOption, numberOption, parseCommandLine, textOption, UsageError, type CommonArgs } from './options.js';
+import { commonArgs, COMMON_OPTIONS, FRACTION, imageOption, namesOption, numberOption, parseCommandLine, textOption, UsageError, type CommonArgs } from './options.js';
 import { Progress } from './progress.js';
 import { summaryLines } from './summary.js';
 import { LOOK_USAGE } from './usage.js';
@@ -42,9 +43,9 @@ export function parseLookArgs(argv: string[]): LookArgs | 'help' {
   return {
     ...common,
     image,
-    prompt: textOption(values, 'prompt') ?? 'What is in the picture?',
+    prompt: textOption(values, 'prompt') ?? DEFAULT_PROMPT,
     classes: namesOption(values, 'classes'),
-    threshold: numberOption(values, 'threshold', { integer: false, ok: (n) => n >= 0 && n <= 1, want: 'a number in [0, 1]' }),
+    threshold: numberOption(values, 'threshold', FRACTION),
     out: common.out ?? path.join(os.tmpdir(), `visionllm-look-${path.parse(image).name}.png`),
   };
 }

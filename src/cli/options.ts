@@ -73,6 +73,8 @@ const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
 export const SEED: NumberSpec = { integer: true, ok: (n) => n >= 0 && n < 2 ** 32, want: 'an integer in [0, 4294967295]' };
 export const POSITIVE_INTEGER: NumberSpec = { integer: true, ok: (n) => n >= 1, want: 'an integer >= 1' };
 export const FINITE: NumberSpec = { integer: false, ok: () => true, want: 'a finite number' };
+/** A score threshold. */
+export const FRACTION: NumberSpec = { integer: false, ok: (n) => n >= 0 && n <= 1, want: 'a number in [0, 1]' };
 
 /** The option's number, or undefined when it was not given. */
 export function numberOption(values: OptionValues, name: string, spec: NumberSpec): number | undefined {

@@ -2,7 +2,7 @@
  * The task commands' arguments (detect, segment, ground, pose, generate, edit): each command takes
  * the common options and a few of the ones below, checked by options.ts before anything loads.
  */
-import { choiceOption, commonArgs, COMMON_OPTIONS, FINITE, imageOption, namesOption, numberOption, parseCommandLine, POSITIVE_INTEGER, SEED, textOption, UsageError, type CommonArgs, type NumberSpec, type OptionTypes } from './options.js';
+import { choiceOption, commonArgs, COMMON_OPTIONS, FINITE, FRACTION, imageOption, namesOption, numberOption, parseCommandLine, POSITIVE_INTEGER, SEED, textOption, UsageError, type CommonArgs, type NumberSpec, type OptionTypes } from './options.js';
 import { taskUsage, type TaskCommand } from './usage.js';
 
 export interface TaskArgs extends CommonArgs {
@@ -20,7 +20,7 @@ export interface TaskArgs extends CommonArgs {
 }
 
 const NUMBERS: Record<string, NumberSpec> = {
-  threshold: { integer: false, ok: (n) => n >= 0 && n <= 1, want: 'a number in [0, 1]' },
+  threshold: FRACTION,
   'top-k': POSITIVE_INTEGER,
   steps: POSITIVE_INTEGER,
   seed: SEED,
