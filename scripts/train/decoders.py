@@ -10,6 +10,8 @@ language stage taught stays as it was, and the gradient runs back through the LL
 link's query table (emb_embeddings_det), which learns with the decoder; with LLM_LR the LLM learns
 too, its answers held by their language loss.
 
+  backbone   the detector's Swin learns what covers each cell of a picture (train_backbone)
+  link       the LLM learns to name each routing block's class in its query states (train_link)
   detector   Grounding DINO with the mask head (detector.py), DINO's matching losses
 """
 import time
@@ -29,11 +31,19 @@ DETECTOR_SEED = 23
 # The LLM learns with the detector at this rate (0: frozen), its own answers kept by the language
 # loss on each picture's VQA turns, weighted so it stays as large as the detector's.
 LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
-# A training-only linear probe must read each block's class from its class embedding (the object's
-# class for a grounding expression), so the embeddings of one prompt's classes cannot stay alike (0: off).
-CLASS_PROBE_WEIGHT = 0.0
+# The super link's query states must name what they route before a decoder can learn from them. After
+# the language stage they say where a block stands in its answer's list, not which class it names (a
+# linear probe on held-out prompts reads the position 99 % of the time, the class 36 %), and the
+# detector's loss alone did not change that. So first, for LINK_STEPS steps, the LLM and its query
+# tables learn to let a training-only linear probe read each block's class from its mean query state,
+# the language loss on the same sequences keeping the answers as they were.
+LINK_STEPS, LINK_BATCH, LINK_LR, PROBE_LR = 60, 4, 3e-4, 1e-2
+# The detector's Swin first learns ShapesWorld's dense labels on its own (detector.backbone_loss), as the
+# release's starts from ImageNet weights: DINO's matching losses barely train a backbone from scratch.
+BACKBONE_STEPS, BACKBONE_BATCH, BACKBONE_LR = 600, 4, 1e-3
 # Held-out pictures of the training seed (past the language stage's pool and its binding set).
 HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
+CENTRE_PICTURES = 32
 DECODER_TABLES = ('emb_embeddings_det',)
 
 
@@ -66,7 +76,7 @@ def block_classes(turn, annotation):
     return [mm.CLASSES.index(p) for p in turn['phrases']]
 
 
-def picture_loss(params, model, tokens, example, turns, rng, language_turns=(), probe=None):
+def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
     """The detector's loss summed over a picture's turns (one backbone pass, one MLLM pass), plus the
     language loss of the whole sequence when the LLM learns too (language_turns: its VQA turns)."""
     with torch.no_grad():
@@ -88,14 +98,122 @@ def picture_loss(params, model, tokens, example, turns, rng, language_turns=(), 
         embeddings = model.text_queries(hidden[rows])
         out = detector.forward(model, stages, example.pixel_mask, embeddings)
         value, turn_parts = detector.loss(model, out, torch.tensor(labels, dtype=torch.long), boxes, masks)
-        if probe is not None:
-            named = F.cross_entropy(probe(embeddings), torch.tensor(block_classes(turn, example.annotation)))
-            value = value + CLASS_PROBE_WEIGHT * named
-            turn_parts['probe'] = float(named)
         total = total + value
         for k, v in turn_parts.items():
             parts[k] = parts.get(k, 0.0) + v
     return total, parts
+
+
+def block_states(hidden, seq, turns, annotation):
+    """Each routing block's mean query state [blocks, d] and the class it names (block_classes)."""
+    states, classes = [], []
+    for turn, rows in zip(turns, turn_queries(seq, turns)):
+        if rows is not None:
+            states.append(hidden[rows].mean(1))
+            classes += block_classes(turn, annotation)
+    return torch.cat(states), torch.tensor(classes)
+
+
+def link_loss(params, tokens, probe, example, turns, rng):
+    """The probe's cross-entropy over a picture's blocks and the language loss of the same sequence."""
+    with torch.no_grad():
+        features = mm.clip_features(params, example.tiles)
+    seq = pack(tokens, len(example.tiles), turns, rng, splice_odds=1.0)
+    hidden = query_hidden(params, features, seq)
+    states, classes = block_states(hidden, seq, turns, example.annotation)
+    scored = seq['targets'] >= 0
+    language = F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
+    return F.cross_entropy(probe(states), classes), language
+
+
+@torch.no_grad()
+def link_held_out(params, tokens, probe, seed):
+    """How often the probe names a held-out block's class, and a prompt's blocks' mean cosine."""
+    right = total = 0
+    similar = []
+    for index in range(HELD_OUT_FIRST, HELD_OUT_FIRST + HELD_OUT_COUNT):
+        example = Example(seed, index, detector.IMAGE_SCALE)
+        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 7]))
+        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
+        hidden = query_hidden(params, mm.clip_features(params, example.tiles), seq)
+        states, classes = block_states(hidden, seq, turns, example.annotation)
+        right += int((probe(states).argmax(1) == classes).sum())
+        total += len(classes)
+        unit = F.normalize(states, dim=-1)
+        k = len(unit)
+        if k > 1:
+            similar.append(float(((unit @ unit.T).sum() - k) / (k * (k - 1))))
+    return right / max(1, total), float(np.mean(similar))
+
+
+def train_link(run, params, tokens, seed, steps):
+    """The LLM and its query tables learn to name each block's class in its query states (LINK_STEPS)."""
+    names = mm.language_names(params)
+    for k, v in params.items():
+        v.requires_grad_(k in names)
+    probe = torch.nn.Linear(mm.LLM['hidden_size'], len(mm.CLASSES))
+    opt = torch.optim.AdamW([{'params': [params[k] for k in names], 'lr': LINK_LR, 'weight_decay': 0.0},
+                             {'params': list(probe.parameters()), 'lr': PROBE_LR}])
+    saved = run.state.get('link')
+    if saved:
+        probe.load_state_dict(saved['probe'])
+        opt.load_state_dict(saved['opt'])
+    step, clock, named, language = run.state['step'], time.time(), [], []
+    while step < steps:
+        rng = np.random.default_rng([seed, 4, step])
+        opt.zero_grad()
+        for index in rng.choice(6000, LINK_BATCH, replace=False):
+            example = Example(seed, int(index), detector.IMAGE_SCALE)
+            vqa = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t]
+            probe_loss, language_loss = link_loss(params, tokens, probe, example, vqa + task_turns(example.annotation, rng), rng)
+            ((probe_loss + language_loss) / LINK_BATCH).backward()
+            named.append(float(probe_loss))
+            language.append(float(language_loss))
+        torch.nn.utils.clip_grad_norm_([params[k] for k in names], 1.0)
+        opt.step()
+        step += 1
+        if step % 10 == 0:
+            run.log(f'link step {step}/{steps}: probe {np.mean(named):.3f}, language {np.mean(language):.3f}')
+            named, language = [], []
+        if time.time() - clock > 240 and step < steps:
+            run.checkpoint(step=step, params={k: v.detach().clone() for k, v in params.items()}, link={'probe': probe.state_dict(), 'opt': opt.state_dict()})
+            clock = time.time()
+    right, similar = link_held_out(params, tokens, probe, seed)
+    run.log(f'link step {step}/{steps}: held-out blocks named right {right:.3f}, mean cosine of a prompt\'s blocks {similar:.3f}')
+    for v in params.values():
+        v.requires_grad_(False)
+
+
+def train_backbone(run, seed, steps):
+    """The detector's Swin and training-only heads learn what covers each cell (BACKBONE_STEPS)."""
+    model, heads = detector.build(DETECTOR_SEED), detector.backbone_heads()
+    swin = [p for n, p in model.named_parameters() if '.backbone.' in n]
+    opt = torch.optim.AdamW([{'params': swin + list(heads.parameters())}], lr=BACKBONE_LR, weight_decay=1e-4)
+    saved = run.state.get('backbone')
+    if saved:
+        model.load_state_dict(saved['model'])
+        heads.load_state_dict(saved['heads'])
+        opt.load_state_dict(saved['opt'])
+    step, clock, losses, right = run.state['step'], time.time(), [], []
+    while step < steps:
+        rng = np.random.default_rng([seed, 5, step])
+        for g in opt.param_groups:
+            g['lr'] = BACKBONE_LR * min(1.0, (step + 1) / 50) * (0.1 if step >= 0.8 * steps else 1.0)
+        opt.zero_grad()
+        for index in rng.choice(6000, BACKBONE_BATCH, replace=False):
+            example = Example(seed, int(index), detector.IMAGE_SCALE)
+            loss, named = detector.backbone_loss(heads, detector.backbone(model, example.pixel_values), *example.cover())
+            (loss / BACKBONE_BATCH).backward()
+            losses.append(float(loss))
+            right.append(named)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            run.log(f'backbone step {step}/{steps}: loss {np.mean(losses):.3f}, object cells named right at stride 8 {np.nanmean(right):.3f}')
+            losses, right = [], []
+        if time.time() - clock > 240 or step == steps:
+            run.checkpoint(step=step, backbone={'model': model.state_dict(), 'heads': heads.state_dict(), 'opt': opt.state_dict()})
+            clock = time.time()
 
 
 def class_similarity(model, hidden, rows):
@@ -140,23 +258,41 @@ def held_out(params, model, tokens, seed):
     return found / max(1, total), float(np.mean(ious)) if ious else float('nan'), float(np.mean(similar))
 
 
+@torch.no_grad()
+def centre_class_embeddings(model, params, tokens, seed):
+    """Moves patch2query's last bias so that the class embeddings of CENTRE_PICTURES training pictures'
+    prompts average to zero. The class logits are bare dot products (no bias): embeddings that share a
+    large common part (mean cosine 0.9 at the start) leave only their small differences to tell the
+    classes apart, and the focal loss first pushes every logit down along the common part instead.
+    The architecture is unchanged; only the starting bias differs (as vl_bridge's standardisation)."""
+    embeddings = []
+    for index in range(CENTRE_PICTURES):
+        example = Example(seed, index, detector.IMAGE_SCALE)
+        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 6]))
+        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
+        hidden = query_hidden(params, mm.clip_features(params, example.tiles), seq)
+        embeddings += [model.text_queries(hidden[rows]) for rows in turn_queries(seq, turns) if rows is not None]
+    model.patch2query.layers[-1].bias -= torch.cat(embeddings).mean(0)
+
+
 def train_detector(run, params, tokens, seed, steps):
     """Trains the detector and the det query table; the run's state keeps both (resumable)."""
     model = detector.build(DETECTOR_SEED)
     saved = run.state.get('detector')
+    if run.state.get('backbone'):
+        model.load_state_dict(run.state['backbone']['model'])
     if saved:
         model.load_state_dict(saved['model'])
         params['emb_embeddings_det.weight'] = saved['table'].clone()
+    else:
+        centre_class_embeddings(model, params, tokens, seed)
     if saved and saved.get('llm'):
         params.update({k: v.clone() for k, v in saved['llm'].items()})
     for k, v in params.items():
         v.requires_grad_(False)
     table = params['emb_embeddings_det.weight'].requires_grad_(True)
     llm = [k for k in mm.language_names(params) if k != 'emb_embeddings_det.weight'] if LLM_LR else []
-    probe = torch.nn.Linear(model.config['d_model'], len(mm.CLASSES)) if CLASS_PROBE_WEIGHT else None
-    if probe is not None and saved and saved.get('probe'):
-        probe.load_state_dict(saved['probe'])
-    groups = [{'params': list(model.parameters()) + (list(probe.parameters()) if probe else []), 'lr': DETECTOR_LR},
+    groups = [{'params': list(model.parameters()), 'lr': DETECTOR_LR},
               {'params': [table], 'lr': QUERY_LR}]
     if llm:
         groups.append({'params': [params[k].requires_grad_(True) for k in llm], 'lr': LLM_LR, 'weight_decay': 0.0})
@@ -175,7 +311,7 @@ def train_detector(run, params, tokens, seed, steps):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
             turns = task_turns(example.annotation, rng)
             language = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t] if LLM_LR else []
-            loss, parts = picture_loss(params, model, tokens, example, turns, rng, language, probe)
+            loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
             (loss / DETECTOR_BATCH).backward()
             recent.append(float(loss))
             for k, v in parts.items():
@@ -194,8 +330,7 @@ def train_detector(run, params, tokens, seed, steps):
                     f'class embeddings mean cosine {similar:.3f}')
         if time.time() - clock > 240 or step == steps:
             run.checkpoint(step=step, detector={'model': model.state_dict(), 'table': table.detach().clone(), 'opt': opt.state_dict(),
-                                                'llm': {k: params[k].detach().clone() for k in llm},
-                                                'probe': probe.state_dict() if probe else None})
+                                                'llm': {k: params[k].detach().clone() for k in llm}})
             clock = time.time()
     for v in params.values():
         v.requires_grad_(False)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from miniature_data import pixels, ref
-from miniature_model import MAX_TILES, TILE
+from miniature_model import KINDS, MAX_TILES, TILE, kind_index
 from scripts.shapesworld import conversations as talk
 from scripts.shapesworld.world import decode_rle, render_picture
 
@@ -67,3 +67,15 @@ class Example:
             canvas[:self.resized[0], :self.resized[1]] = cv2.resize(full, self.resized[::-1], interpolation=cv2.INTER_LINEAR)
             masks.append(torch.from_numpy(canvas))
         return boxes, F.avg_pool2d(torch.stack(masks)[:, None], MASK_STRIDE)[:, 0]
+
+    def cover(self):
+        """What covers each stride-4 cell of the padded input: [KINDS + 1, Hp/4, Wp/4], each object's share
+        in its (class, colour) kind's channel and the rest in the last (background); and the valid cells."""
+        objects = self.annotation['objects']
+        _, masks = self.targets(objects)
+        share = torch.zeros(KINDS + 1, *masks.shape[1:])
+        for obj, mask in zip(objects, masks):
+            share[kind_index(obj)] += mask
+        share[KINDS] = 1 - share[:KINDS].sum(0).clamp(max=1)
+        valid = F.avg_pool2d(self.pixel_mask[None].float(), MASK_STRIDE)[0, 0] > 0.5
+        return share, valid

@@ -29,6 +29,7 @@ from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'golden'))
 import reference_gdino as R  # noqa: E402
 import reference_gdino_swin as swin_ref  # noqa: E402
+from miniature_model import KINDS  # noqa: E402
 
 # (long, short) edge limits of the detector's own copy of the image (our config key `image_scale`;
 # the release's mmdet scale is 1333 x 800). ShapesWorld pictures are 192 to 640 pixels a side and
@@ -147,6 +148,37 @@ def forward(model, stages, pixel_mask, class_embeddings):
                 mask_features=mask_features, decoder_side=decoder_side,
                 dense=dict(centres=proposals[0][valid[0], :2].sigmoid(), logits=enc_class[0][valid[0]],
                            boxes=coord_logits[0][valid[0]].sigmoid()))
+
+
+# ----------------------------------------------------------------------------- backbone pretraining
+
+def backbone_heads():
+    """Training-only linear heads, one per Swin stage, reading which (class, colour) kind covers each cell."""
+    swin = CONFIG['backbone_config']
+    channels = [swin['embed_dim'] * 2 ** i for i in range(len(swin['depths']))]
+    return nn.ModuleList(nn.Linear(c, KINDS + 1) for c in channels)
+
+
+def backbone_loss(heads, stages, share, valid):
+    """The release's Swin starts from ImageNet weights; ours from ShapesWorld's dense labels: every stage's
+    cells must say what covers them (soft cross-entropy over the kinds and background, share [KINDS + 1,
+    h, w] at stride 4, pooled to each stage; background cells weigh a tenth, as in the tower's stage).
+    Returns the loss and the share of object cells whose kind the stride-8 stage names right."""
+    total, right = 0, float('nan')
+    for level, (head, features) in enumerate(zip(heads, stages)):
+        pool = 2 ** level
+        target = F.avg_pool2d(share[None], pool)[0] if pool > 1 else share
+        cells = (F.avg_pool2d(valid[None, None].float(), pool)[0, 0] > 0.5) if pool > 1 else valid
+        h, w = features.shape[-2:]
+        target, cells = target[:, :h, :w], cells[:h, :w]
+        logits = head(features[0].permute(1, 2, 0))[cells]                      # [cells, KINDS + 1]
+        target = target.permute(1, 2, 0)[cells]
+        weight = 0.1 + target[:, :KINDS].sum(-1).clamp(max=1)
+        total = total + ((-(target * F.log_softmax(logits, -1)).sum(-1) * weight).sum() / weight.sum())
+        if level == 1:
+            objects = target[:, :KINDS].sum(-1) > 0.5
+            right = float((logits[objects].argmax(-1) == target[objects].argmax(-1)).float().mean()) if objects.any() else float('nan')
+    return total, right
 
 
 # ----------------------------------------------------------------------------- matching and losses

@@ -10,13 +10,17 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
   4. language    vl_bridge, the LLM and the super link's query tables learn the conversations
                  (packed single-turn answers, see miniature_data); the tower goes on learning,
                  more slowly, with its dense targets
-  5. decoders    with --decoders only (work in progress: the committed weights have none yet): the
-                 task decoders learn through the super link (decoders.py), Grounding DINO with its
-                 mask head so far
-  6. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+  5. link        with --decoders only: the LLM learns to name each routing block's class in its
+                 super-link query states (decoders.train_link), the language loss keeping its answers
+  6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's dense labels first
+                 (decoders.train_backbone), as the release's starts from ImageNet weights
+  7. decoders    with --decoders only (work in progress): the task decoders learn through the super
+                 link (decoders.py), Grounding DINO with its mask head so far
+  8. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
-same command again to go on from the last one. The log (train.log) is copied next to the weights.
+same command again to go on from the last one. --start-from WEIGHTS begins a new run folder at the
+link stage from an exported miniature (its f16 weights and tokenizer) instead of training stages 1-4. The log (train.log) is copied next to the weights.
 """
 import argparse
 import json
@@ -38,6 +42,7 @@ import miniature_model as mm  # noqa: E402
 import decoders  # noqa: E402
 import detector  # noqa: E402
 import reference_gdino as R  # noqa: E402
+from common import read_safetensors  # noqa: E402
 from scripts.shapesworld.conversations import NUMBER_WORDS, PLURALS  # noqa: E402
 
 TRAIN_SEED = 1000
@@ -301,18 +306,35 @@ def export(run, params, out):
     shutil.copy(run.path('train.log'), os.path.join(out, 'TRAINING.log'))
 
 
+def start_from(run, weights):
+    """A new run at the link stage, from an exported miniature's weights (f16, widened) and tokenizer."""
+    tensors = read_safetensors(os.path.join(weights, 'model.safetensors'))
+    params = {k: v.float() for k, v in tensors.items() if not k.startswith('gdino.')}
+    missing = sorted(set(mm.exported(mm.init_params(TRAIN_SEED))) - set(params))
+    if missing:
+        sys.exit(f'--start-from {weights}: model.safetensors lacks {len(missing)} of the miniature\'s tensors, e.g. {missing[0]}')
+    shutil.copy(os.path.join(weights, 'tokenizer.model'), run.path('tokenizer.model'))
+    run.checkpoint(stage='link', step=0, params=params)
+    run.log(f'started from {weights} at the link stage')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--run', default=os.path.join(ROOT, 'runs', 'miniature'), help='run folder (resumes from it)')
     parser.add_argument('--out', default=os.path.join(ROOT, 'weights', 'miniature'))
     parser.add_argument('--probe', action='store_true', help='a few steps of each stage on a small pool, timed')
     parser.add_argument('--decoders', action='store_true', help='after the language stage, train the decoders (decoders.py)')
+    parser.add_argument('--start-from', metavar='WEIGHTS', help='a new run begins at the link stage from these exported weights')
     args = parser.parse_args()
+    if args.start_from and not args.decoders:
+        parser.error('--start-from begins at the decoders\' stages: give --decoders too')
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    pool_size, vision_steps, language_steps, detector_steps = \
-        (64, 6, 6, 4) if args.probe else (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.DETECTOR_STEPS)
+    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps = (64, 6, 6, 4, 4, 4) if args.probe else \
+        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS)
     run = Run(args.run)
+    if args.start_from and run.load('checkpoint.pt') is None:
+        start_from(run, args.start_from)
     run.log(f'run {args.run}: stage {run.state["stage"]}, step {run.state["step"]}')
     params = run.state.get('params') or mm.init_params(TRAIN_SEED)
     if run.state['stage'] in ('vision', 'language'):
@@ -329,7 +351,17 @@ def main():
         t = time.time()
         train_language(run, params, pool, tokens, language_steps)
         run.log(f'language done ({(time.time() - t) / max(1, language_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='decoders' if args.decoders else 'export', step=0, opt=None, params=mm_params(params))
+        run.checkpoint(stage='link' if args.decoders else 'export', step=0, opt=None, params=mm_params(params))
+    if run.state['stage'] == 'link':
+        t = time.time()
+        decoders.train_link(run, params, tokens, TRAIN_SEED, link_steps)
+        run.log(f'link done ({(time.time() - t) / max(1, link_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='backbone', step=0, link=None, params=mm_params(params))
+    if run.state['stage'] == 'backbone':
+        t = time.time()
+        decoders.train_backbone(run, TRAIN_SEED, backbone_steps)
+        run.log(f'backbone done ({(time.time() - t) / max(1, backbone_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='decoders', step=0)
     if run.state['stage'] == 'decoders':
         t = time.time()
         decoders.train_detector(run, params, tokens, TRAIN_SEED, detector_steps)
