@@ -10,8 +10,8 @@ language stage taught stays as it was, and the gradient runs back through the LL
 link's query table (emb_embeddings_det), which learns with the decoder; with LLM_LR the LLM learns
 too, its answers held by their language loss.
 
-  backbone   the detector's Swin learns what covers each cell of a picture (train_backbone)
   link       the LLM learns to name each routing block's class in its query states (train_link)
+  backbone   the detector's Swin learns what covers each cell of a picture (train_backbone)
   detector   Grounding DINO with the mask head (detector.py), DINO's matching losses
 """
 import time
@@ -33,16 +33,17 @@ DETECTOR_SEED = 23
 LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
 # The super link's query states must name what they route before a decoder can learn from them. After
 # the language stage they say where a block stands in its answer's list, not which class it names (a
-# linear probe on held-out prompts reads the position 99 % of the time, the class 36 %), and the
-# detector's loss alone did not change that. So first, for LINK_STEPS steps, the LLM and its query
+# linear probe fitted on 300 blocks reads the position of 153 others 97 % of the time, their class
+# 36 %), and the detector's loss alone did not change that. So first, for LINK_STEPS steps, the LLM and its query
 # tables learn to let a training-only linear probe read each block's class from its mean query state,
 # the language loss on the same sequences keeping the answers as they were.
 LINK_STEPS, LINK_BATCH, LINK_LR, PROBE_LR = 60, 4, 3e-4, 1e-2
 # The detector's Swin first learns ShapesWorld's dense labels on its own (detector.backbone_loss), as the
-# release's starts from ImageNet weights: DINO's matching losses barely train a backbone from scratch.
+# release's starts from ImageNet weights (held-out recall at detector step 200: 6.9 % with it, 2.3 % without).
 BACKBONE_STEPS, BACKBONE_BATCH, BACKBONE_LR = 600, 4, 1e-3
 # Held-out pictures of the training seed (past the language stage's pool and its binding set).
 HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
+# Training pictures whose prompts' class embeddings centre_class_embeddings averages.
 CENTRE_PICTURES = 32
 DECODER_TABLES = ('emb_embeddings_det',)
 
