@@ -1,6 +1,7 @@
 """Trains the miniature VisionLLM v2 on ShapesWorld (npm run train:tiny), PyTorch on CPU.
 
   python3 -P scripts/train/miniature.py [--run DIR] [--out weights/miniature] [--probe]
+                                        [--decoders [--start-from WEIGHTS]]
 
 Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses another seed):
   1. tokenizer   SentencePiece BPE on the conversations of the first pictures
@@ -19,8 +20,9 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
   8. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
-same command again to go on from the last one. --start-from WEIGHTS begins a new run folder at the
-link stage from an exported miniature (its f16 weights and tokenizer) instead of training stages 1-4. The log (train.log) is copied next to the weights.
+same command again to go on from the last one. The log (train.log) is copied next to the weights.
+--start-from WEIGHTS begins a new run folder at the link stage from an exported miniature (its f16
+weights and tokenizer) instead of training stages 1-4.
 """
 import argparse
 import json
