@@ -105,6 +105,16 @@ def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
     return total, parts
 
 
+def fixed_prompts(params, tokens, seed, first, count, draw):
+    """(example, turns, seq, hidden) for pictures first.. of the seed, their task prompts drawn with a
+    fixed generator (draw), for the measures and the centring, which must see the same prompts each time."""
+    for index in range(first, first + count):
+        example = Example(seed, index, detector.IMAGE_SCALE)
+        turns = task_turns(example.annotation, np.random.default_rng([seed, index, draw]))
+        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
+        yield example, turns, seq, query_hidden(params, mm.clip_features(params, example.tiles), seq)
+
+
 def block_states(hidden, seq, turns, annotation):
     """Each routing block's mean query state [blocks, d] and the class it names (block_classes)."""
     states, classes = [], []
@@ -132,11 +142,7 @@ def link_held_out(params, tokens, probe, seed):
     """How often the probe names a held-out block's class, and a prompt's blocks' mean cosine."""
     right = total = 0
     similar = []
-    for index in range(HELD_OUT_FIRST, HELD_OUT_FIRST + HELD_OUT_COUNT):
-        example = Example(seed, index, detector.IMAGE_SCALE)
-        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 7]))
-        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
-        hidden = query_hidden(params, mm.clip_features(params, example.tiles), seq)
+    for example, turns, seq, hidden in fixed_prompts(params, tokens, seed, HELD_OUT_FIRST, HELD_OUT_COUNT, 7):
         states, classes = block_states(hidden, seq, turns, example.annotation)
         right += int((probe(states).argmax(1) == classes).sum())
         total += len(classes)
@@ -230,12 +236,7 @@ def held_out(params, model, tokens, seed):
     >= 0.5), and the grounding box's mean IoU: a quick view of learning, not the evaluation."""
     found = total = 0
     ious, similar = [], []
-    for index in range(HELD_OUT_FIRST, HELD_OUT_FIRST + HELD_OUT_COUNT):
-        example = Example(seed, index, detector.IMAGE_SCALE)
-        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 7]))
-        features = mm.clip_features(params, example.tiles)
-        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
-        hidden = query_hidden(params, features, seq)
+    for example, turns, seq, hidden in fixed_prompts(params, tokens, seed, HELD_OUT_FIRST, HELD_OUT_COUNT, 7):
         stages = detector.backbone(model, example.pixel_values)
         for turn, rows in zip(turns, turn_queries(seq, turns)):
             if turn['type'] == 'semantic':
@@ -267,11 +268,7 @@ def centre_class_embeddings(model, params, tokens, seed):
     classes apart, and the focal loss first pushes every logit down along the common part instead.
     The architecture is unchanged; only the starting bias differs (as vl_bridge's standardisation)."""
     embeddings = []
-    for index in range(CENTRE_PICTURES):
-        example = Example(seed, index, detector.IMAGE_SCALE)
-        turns = task_turns(example.annotation, np.random.default_rng([seed, index, 6]))
-        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
-        hidden = query_hidden(params, mm.clip_features(params, example.tiles), seq)
+    for _, turns, seq, hidden in fixed_prompts(params, tokens, seed, 0, CENTRE_PICTURES, 6):
         embeddings += [model.text_queries(hidden[rows]) for rows in turn_queries(seq, turns) if rows is not None]
     model.patch2query.layers[-1].bias -= torch.cat(embeddings).mean(0)
 
