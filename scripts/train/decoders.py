@@ -45,7 +45,6 @@ BACKBONE_STEPS, BACKBONE_BATCH, BACKBONE_LR = 600, 4, 1e-3
 HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
 # Training pictures whose prompts' class embeddings centre_class_embeddings averages.
 CENTRE_PICTURES = 32
-DECODER_TABLES = ('emb_embeddings_det',)
 
 
 def query_hidden(params, features, seq):
@@ -57,6 +56,37 @@ def query_hidden(params, features, seq):
     for start, table, count in seq['queries']:
         embeds = torch.cat([embeds[:start], params[table + '.weight'][:count], embeds[start + count:]])
     return ref.llama_hidden(params, mm.LLM, embeds[None], positions=seq['positions'], blocked=seq['blocked'])[0]
+
+
+def prompt_hidden(params, tokens, example, turns, rng):
+    """The packed sequence of a picture's turns and its hidden states (the tower's features without gradients)."""
+    with torch.no_grad():
+        features = mm.clip_features(params, example.tiles)
+    seq = pack(tokens, len(example.tiles), turns, rng, splice_odds=1.0)
+    return seq, query_hidden(params, features, seq)
+
+
+def language_loss(params, hidden, seq):
+    """The next-token loss of a sequence's answers."""
+    scored = seq['targets'] >= 0
+    return F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
+
+
+def vqa_turns(annotation, seed, index, step):
+    """The picture's VQA turns of the language stage's draw for this step (what keeps the answers)."""
+    return [t for t in training_turns(annotation, seed, index, step)[0] if 'phrases' not in t]
+
+
+def mean_cosine(vectors):
+    """Mean cosine between distinct rows of [k, d] (1: they point the same way)."""
+    unit = F.normalize(vectors, dim=-1)
+    k = unit.shape[0]
+    return float(((unit @ unit.T).sum() - k) / max(1, k * (k - 1)))
+
+
+def warmup_then_drop(step, steps, warmup):
+    """The learning-rate factor: linear warm-up, then a tenth for the last fifth of the steps."""
+    return min(1.0, (step + 1) / warmup) * (0.1 if step >= 0.8 * steps else 1.0)
 
 
 def turn_queries(seq, turns):
@@ -80,16 +110,12 @@ def block_classes(turn, annotation):
 def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
     """The detector's loss summed over a picture's turns (one backbone pass, one MLLM pass), plus the
     language loss of the whole sequence when the LLM learns too (language_turns: its VQA turns)."""
-    with torch.no_grad():
-        features = mm.clip_features(params, example.tiles)
     every = list(language_turns) + list(turns)
-    seq = pack(tokens, len(example.tiles), every, rng, splice_odds=1.0)
-    hidden = query_hidden(params, features, seq)
+    seq, hidden = prompt_hidden(params, tokens, example, every, rng)
     stages = detector.backbone(model, example.pixel_values)
     total, parts = 0, {}
     if LLM_LR:
-        scored = seq['targets'] >= 0
-        language = F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
+        language = language_loss(params, hidden, seq)
         total, parts['language'] = LANGUAGE_WEIGHT * language, float(language)
     for turn, rows in zip(every, turn_queries(seq, every)):
         if rows is None:
@@ -111,8 +137,7 @@ def fixed_prompts(params, tokens, seed, first, count, draw):
     for index in range(first, first + count):
         example = Example(seed, index, detector.IMAGE_SCALE)
         turns = task_turns(example.annotation, np.random.default_rng([seed, index, draw]))
-        seq = pack(tokens, len(example.tiles), turns, np.random.default_rng(0), splice_odds=1.0)
-        yield example, turns, seq, query_hidden(params, mm.clip_features(params, example.tiles), seq)
+        yield (example, turns, *prompt_hidden(params, tokens, example, turns, np.random.default_rng(0)))
 
 
 def block_states(hidden, seq, turns, annotation):
@@ -127,14 +152,9 @@ def block_states(hidden, seq, turns, annotation):
 
 def link_loss(params, tokens, probe, example, turns, rng):
     """The probe's cross-entropy over a picture's blocks and the language loss of the same sequence."""
-    with torch.no_grad():
-        features = mm.clip_features(params, example.tiles)
-    seq = pack(tokens, len(example.tiles), turns, rng, splice_odds=1.0)
-    hidden = query_hidden(params, features, seq)
+    seq, hidden = prompt_hidden(params, tokens, example, turns, rng)
     states, classes = block_states(hidden, seq, turns, example.annotation)
-    scored = seq['targets'] >= 0
-    language = F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
-    return F.cross_entropy(probe(states), classes), language
+    return F.cross_entropy(probe(states), classes), language_loss(params, hidden, seq)
 
 
 @torch.no_grad()
@@ -146,10 +166,8 @@ def link_held_out(params, tokens, probe, seed):
         states, classes = block_states(hidden, seq, turns, example.annotation)
         right += int((probe(states).argmax(1) == classes).sum())
         total += len(classes)
-        unit = F.normalize(states, dim=-1)
-        k = len(unit)
-        if k > 1:
-            similar.append(float(((unit @ unit.T).sum() - k) / (k * (k - 1))))
+        if len(states) > 1:
+            similar.append(mean_cosine(states))
     return right / max(1, total), float(np.mean(similar))
 
 
@@ -171,11 +189,11 @@ def train_link(run, params, tokens, seed, steps):
         opt.zero_grad()
         for index in rng.choice(6000, LINK_BATCH, replace=False):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
-            vqa = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t]
-            probe_loss, language_loss = link_loss(params, tokens, probe, example, vqa + task_turns(example.annotation, rng), rng)
-            ((probe_loss + language_loss) / LINK_BATCH).backward()
+            turns = vqa_turns(example.annotation, seed, int(index), step) + task_turns(example.annotation, rng)
+            probe_loss, answers_loss = link_loss(params, tokens, probe, example, turns, rng)
+            ((probe_loss + answers_loss) / LINK_BATCH).backward()
             named.append(float(probe_loss))
-            language.append(float(language_loss))
+            language.append(float(answers_loss))
         torch.nn.utils.clip_grad_norm_([params[k] for k in names], 1.0)
         opt.step()
         step += 1
@@ -205,7 +223,7 @@ def train_backbone(run, seed, steps):
     while step < steps:
         rng = np.random.default_rng([seed, 5, step])
         for g in opt.param_groups:
-            g['lr'] = BACKBONE_LR * min(1.0, (step + 1) / 50) * (0.1 if step >= 0.8 * steps else 1.0)
+            g['lr'] = BACKBONE_LR * warmup_then_drop(step, steps, 50)
         opt.zero_grad()
         for index in rng.choice(6000, BACKBONE_BATCH, replace=False):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
@@ -223,13 +241,6 @@ def train_backbone(run, seed, steps):
             clock = time.time()
 
 
-def class_similarity(model, hidden, rows):
-    """Mean cosine between a prompt's class embeddings (1: the detector cannot tell its classes apart)."""
-    e = F.normalize(model.text_queries(hidden[rows]), dim=-1)
-    k = e.shape[0]
-    return float(((e @ e.T).sum() - k) / max(1, k * (k - 1)))
-
-
 @torch.no_grad()
 def held_out(params, model, tokens, seed):
     """Recall of the held-out pictures' objects among each detection prompt's top 10 (the right class, IoU
@@ -244,7 +255,7 @@ def held_out(params, model, tokens, seed):
             objects, labels = turn_labels(turn, example.annotation)
             boxes, _ = example.targets(objects)
             if len(rows) > 1:
-                similar.append(class_similarity(model, hidden, rows))
+                similar.append(mean_cosine(model.text_queries(hidden[rows])))
             out = detector.forward(model, stages, example.pixel_mask, model.text_queries(hidden[rows]))
             logits, pred = out['logits'][-1], out['boxes'][-1]
             K = logits.shape[1]
@@ -301,14 +312,14 @@ def train_detector(run, params, tokens, seed, steps):
     step, clock, recent, parts_sum = run.state['step'], time.time(), [], {}
     while step < steps:
         rng = np.random.default_rng([seed, 3, step])
-        scale = min(1.0, (step + 1) / 100) * (0.1 if step >= 0.8 * steps else 1.0)
+        scale = warmup_then_drop(step, steps, 100)
         for g, lr in zip(opt.param_groups, base):
             g['lr'] = lr * scale
         opt.zero_grad()
         for index in rng.choice(6000, DETECTOR_BATCH, replace=False):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
             turns = task_turns(example.annotation, rng)
-            language = [t for t in training_turns(example.annotation, seed, int(index), step)[0] if 'phrases' not in t] if LLM_LR else []
+            language = vqa_turns(example.annotation, seed, int(index), step) if LLM_LR else []
             loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
             (loss / DETECTOR_BATCH).backward()
             recent.append(float(loss))
