@@ -68,14 +68,39 @@ class Example:
             masks.append(torch.from_numpy(canvas))
         return boxes, F.avg_pool2d(torch.stack(masks)[:, None], MASK_STRIDE)[:, 0]
 
-    def cover(self):
-        """What covers each stride-4 cell of the padded input: [KINDS + 1, Hp/4, Wp/4], each object's share
-        in its (class, colour) kind's channel and the rest in the last (background); and the valid cells."""
-        objects = self.annotation['objects']
-        _, masks = self.targets(objects)
+    def cover(self, masks):
+        """What covers each stride-4 cell of the padded input, from the objects' masks (`targets`): [KINDS + 1,
+        Hp/4, Wp/4], each object's share in its (class, colour) kind's channel and the rest in the last
+        (background); and the valid cells."""
         share = torch.zeros(KINDS + 1, *masks.shape[1:])
-        for obj, mask in zip(objects, masks):
+        for obj, mask in zip(self.annotation['objects'], masks):
             share[kind_index(obj)] += mask
         share[KINDS] = 1 - share[:KINDS].sum(0).clamp(max=1)
         valid = F.avg_pool2d(self.pixel_mask[None].float(), MASK_STRIDE)[0, 0] > 0.5
         return share, valid
+
+    def object_crops(self, size, rng, jitter=16):
+        """A square of `size` pixels of the padded input around each object, its centre moved by up to
+        `jitter` pixels on the stride-4 grid (outside the input: padding). Returns the crops' pixels
+        [N, 3, size, size], their cover and valid cells as `cover` gives them ([N, KINDS + 1, size/4,
+        size/4] and [N, size/4, size/4]), each centred object's own mask [N, size/4, size/4] and its
+        kind [N]; None when the picture has no objects."""
+        objects = self.annotation['objects']
+        if not objects:
+            return None
+        _, masks = self.targets(objects)
+        share, valid = self.cover(masks)
+        cells = size // MASK_STRIDE
+        grid = lambda t: F.pad(t, (cells, cells, cells, cells))  # noqa: E731
+        pixels, share, valid, masks = F.pad(self.pixel_values[0], (size,) * 4), grid(share), grid(valid.float()) > 0.5, grid(masks)
+        scale = np.array([self.resized[1] / self.width, self.resized[0] / self.height]) / MASK_STRIDE
+        out = []
+        for k, obj in enumerate(objects):
+            x0, y0, x1, y1 = obj['box']
+            centre = np.array([x0 + x1, y0 + y1]) / 2 * scale + rng.uniform(-jitter, jitter, 2) / MASK_STRIDE
+            cx, cy = (np.round(centre - cells / 2).astype(int) + cells)
+            window = (slice(cy, cy + cells), slice(cx, cx + cells))
+            out.append((pixels[:, cy * MASK_STRIDE:(cy + cells) * MASK_STRIDE, cx * MASK_STRIDE:(cx + cells) * MASK_STRIDE],
+                        share[(slice(None),) + window], valid[window], masks[(k,) + window]))
+        kinds = torch.tensor([kind_index(o) for o in objects], dtype=torch.long)
+        return [torch.stack(part) for part in zip(*out)] + [kinds]

@@ -29,7 +29,7 @@ from torchvision.ops import generalized_box_iou, sigmoid_focal_loss
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'golden'))
 import reference_gdino as R  # noqa: E402
 import reference_gdino_swin as swin_ref  # noqa: E402
-from miniature_model import KINDS  # noqa: E402
+from miniature_model import BACKGROUND_WEIGHT, CLASSES, COLOURS, KINDS  # noqa: E402
 
 # (long, short) edge limits of the detector's own copy of the image (our config key `image_scale`;
 # the release's mmdet scale is 1333 x 800). ShapesWorld pictures are 192 to 640 pixels a side and
@@ -153,31 +153,38 @@ def forward(model, stages, pixel_mask, class_embeddings):
 # ----------------------------------------------------------------------------- backbone pretraining
 
 def backbone_heads():
-    """Training-only linear heads, one per Swin stage, reading which (class, colour) kind covers each cell."""
+    """Training-only linear heads, one per Swin stage the encoder reads (strides 8, 16, 32), reading which
+    class (or background) covers each cell."""
     swin = CONFIG['backbone_config']
     channels = [swin['embed_dim'] * 2 ** i for i in range(len(swin['depths']))]
-    return nn.ModuleList(nn.Linear(c, KINDS + 1) for c in channels)
+    return nn.ModuleList(nn.Linear(c, len(CLASSES) + 1) for c in channels[1:])
 
 
-def backbone_loss(heads, stages, share, valid):
-    """The release's Swin starts from ImageNet weights; ours from ShapesWorld's dense labels: every stage's
-    cells must say what covers them (soft cross-entropy over the kinds and background, share [KINDS + 1,
-    h, w] at stride 4, pooled to each stage; background cells weigh a tenth, as in the tower's stage).
-    Returns the loss and the share of object cells whose kind the stride-8 stage names right."""
-    total, right = 0, float('nan')
-    for level, (head, features) in enumerate(zip(heads, stages)):
+def backbone_loss(heads, stages, share, valid, own, kinds):
+    """The release's Swin starts from ImageNet weights; ours from crops of ShapesWorld objects (object_crops).
+    At strides 8, 16 and 32 every cell must say which class covers it (soft cross-entropy over the
+    classes and background, from share [B, KINDS + 1, h, w] at stride 4 pooled to each stage; background
+    cells weigh BACKGROUND_WEIGHT, as in the tower's stage), and the cells of the crop's own object (own
+    [B, h, w]), their logits averaged inside its mask, must say its class. The pooled term is what
+    teaches shape: an outline belongs to the whole object, which a lone interior cell cannot see. Colour
+    is left out: the Swin tells colours apart without being taught, and with it in the targets (one
+    soft-max over the 40 kinds) shape is learnt more slowly. Returns the loss and, per stage, the share
+    of crops whose object's class the pooled logits name right."""
+    classes = torch.cat([share[:, :KINDS].unflatten(1, (len(CLASSES), len(COLOURS))).sum(2), share[:, KINDS:]], 1)
+    labels = kinds // len(COLOURS)
+    total, right = 0, []
+    for level, (head, features) in enumerate(zip(heads, stages[1:]), start=1):
         pool = 2 ** level
-        target = F.avg_pool2d(share[None], pool)[0] if pool > 1 else share
-        cells = (F.avg_pool2d(valid[None, None].float(), pool)[0, 0] > 0.5) if pool > 1 else valid
         h, w = features.shape[-2:]
-        target, cells = target[:, :h, :w], cells[:h, :w]
-        logits = head(features[0].permute(1, 2, 0))[cells]                      # [cells, KINDS + 1]
-        target = target.permute(1, 2, 0)[cells]
-        weight = 0.1 + target[:, :KINDS].sum(-1).clamp(max=1)
-        total = total + ((-(target * F.log_softmax(logits, -1)).sum(-1) * weight).sum() / weight.sum())
-        if level == 1:
-            objects = target[:, :KINDS].sum(-1) > 0.5
-            right = float((logits[objects].argmax(-1) == target[objects].argmax(-1)).float().mean()) if objects.any() else float('nan')
+        target = F.avg_pool2d(classes, pool)[..., :h, :w].permute(0, 2, 3, 1)        # [B, h, w, classes + 1]
+        cells = (F.avg_pool2d(valid[:, None].float(), pool)[:, 0] > 0.5)[..., :h, :w]
+        inside = F.avg_pool2d(own[:, None], pool)[:, 0, :h, :w]
+        logits = head(features.permute(0, 2, 3, 1))
+        weight = (BACKGROUND_WEIGHT + target[..., :-1].sum(-1).clamp(max=1)) * cells
+        total = total + (-(target * F.log_softmax(logits, -1)).sum(-1) * weight).sum() / weight.sum()
+        pooled = (logits[..., :-1] * inside[..., None]).sum((1, 2)) / inside.sum((1, 2))[:, None].clamp(min=1e-6)
+        total = total + F.cross_entropy(pooled, labels)
+        right.append(float((pooled.argmax(-1) == labels).float().mean()))
     return total, right
 
 
