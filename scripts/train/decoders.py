@@ -218,12 +218,13 @@ def train_link(run, params, tokens, seed, steps):
 
 def crop_batch(seed, indices, count, rng):
     """`count` object crops (Example.object_crops) from pictures drawn in turn from `indices`."""
-    parts = []
+    parts, found = [], 0
     for index in indices:
         crops = Example(seed, int(index), detector.IMAGE_SCALE).object_crops(BACKBONE_CROP, rng)
         if crops is not None:
             parts.append(crops)
-        if sum(len(p[-1]) for p in parts) >= count:
+            found += len(crops[-1])
+        if found >= count:
             break
     return [torch.cat(part)[:count] for part in zip(*parts)]
 
@@ -231,8 +232,8 @@ def crop_batch(seed, indices, count, rng):
 def train_backbone(run, seed, steps):
     """The detector's Swin and training-only heads learn ShapesWorld's objects from crops (BACKBONE_STEPS)."""
     model, heads = detector.build(DETECTOR_SEED), detector.backbone_heads()
-    swin = [p for n, p in model.named_parameters() if '.backbone.' in n]
-    opt = torch.optim.AdamW([{'params': swin + list(heads.parameters())}], lr=BACKBONE_LR, weight_decay=0.05)
+    learning = [p for n, p in model.named_parameters() if '.backbone.' in n] + list(heads.parameters())
+    opt = torch.optim.AdamW(learning, lr=BACKBONE_LR, weight_decay=0.05)
     saved = run.state.get('backbone')
     if saved:
         model.load_state_dict(saved['model'])
@@ -248,7 +249,7 @@ def train_backbone(run, seed, steps):
         loss, named = detector.backbone_loss(heads, detector.backbone(model, crops[0]), *crops[1:])
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(swin + list(heads.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(learning, 1.0)
         opt.step()
         losses.append(float(loss))
         right.append(named)
@@ -268,10 +269,9 @@ def train_backbone(run, seed, steps):
 @torch.no_grad()
 def backbone_held_out(model, heads, held):
     """Per stage, the share of held-out crops whose object's class the pooled logits name right."""
-    parts = [detector.backbone_loss(heads, detector.backbone(model, held[0][i:i + 64]), *(t[i:i + 64] for t in held[1:]))[1]
-             for i in range(0, len(held[0]), 64)]
-    sizes = [min(64, len(held[0]) - i) for i in range(0, len(held[0]), 64)]
-    return np.average(parts, axis=0, weights=sizes)
+    chunks = list(zip(*(t.split(64) for t in held)))
+    parts = [detector.backbone_loss(heads, detector.backbone(model, chunk[0]), *chunk[1:])[1] for chunk in chunks]
+    return np.average(parts, axis=0, weights=[len(chunk[0]) for chunk in chunks])
 
 
 @torch.no_grad()
@@ -287,9 +287,10 @@ def held_out(params, model, tokens, seed):
                 continue
             objects, labels = turn_labels(turn, example.annotation)
             boxes, _ = example.targets(objects)
+            embeddings = model.text_queries(hidden[rows])
             if len(rows) > 1:
-                similar.append(mean_cosine(model.text_queries(hidden[rows])))
-            out = detector.forward(model, stages, example.pixel_mask, model.text_queries(hidden[rows]))
+                similar.append(mean_cosine(embeddings))
+            out = detector.forward(model, stages, example.pixel_mask, embeddings)
             logits, pred = out['logits'][-1], out['boxes'][-1]
             K = logits.shape[1]
             top = logits.sigmoid().reshape(-1).topk(min(10, logits.numel())).indices

@@ -13,8 +13,8 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  more slowly, with its dense targets
   5. link        with --decoders only: the LLM learns to name each routing block's class in its
                  super-link query states (decoders.train_link), the language loss keeping its answers
-  6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's dense labels first
-                 (decoders.train_backbone), as the release's starts from ImageNet weights
+  6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's objects first, from
+                 crops around them (decoders.train_backbone), as the release's starts from ImageNet weights
   7. decoders    with --decoders only (work in progress): the task decoders learn through the super
                  link (decoders.py), Grounding DINO with its mask head so far
   8. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
