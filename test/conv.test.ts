@@ -37,8 +37,8 @@ async function check(engine: Engine, name: string, dt: 'f32' | 'f16', kernel?: C
   [x, w, b, y].forEach((t) => t?.dispose());
 }
 
-// 'cpu' picks the subgroup-broadcast kernel (matmul for 1x1, direct for depthwise); 'gpu' the tiled
-// one. Pipelines compile slowly on lavapipe, so the gpu profile runs f16 on two cases only.
+// 'cpu' picks Winograd for 3x3 stride-1 convolutions and the subgroup-broadcast kernel for the
+// rest (matmul for 1x1, direct for depthwise); 'gpu' the tiled one. Pipelines compile slowly on lavapipe, so the gpu profile runs f16 on two cases only.
 const F16_ON_GPU = ['sd_3x3', 'depthwise'];
 describe.each(['cpu', 'gpu'] as const)('conv2d golden, %s profile', (profile) => {
   let engine: Engine;
@@ -64,9 +64,17 @@ describe('conv2d kernels forced where the automatic choice does not reach', () =
     ['depthwise', 'subgroup', 'f32'],
     ['sd_1x1', 'subgroup', 'f16'],
     ['sd_1x1_plain', 'tiled', 'f32'],
+    ['sd_3x3', 'subgroup', 'f16'],
+    ['sd_upsample', 'subgroup', 'f32'],
+    ['odd_3x3_pad2', 'subgroup', 'f32'],
   ];
   it.each(forced)('%s with %s (%s)', async (name, kernel, dt) => {
     await check(engine, name, dt, kernel);
+  });
+  it('refuses the winograd kernel outside 3x3, stride 1, no dilation, one group', () => {
+    const { x, w } = upload(engine, CASES.sd_downsample!, 'f32');
+    expect(() => conv2d(x, w, { padding: 1, stride: 2, kernel: 'winograd' })).toThrow(/winograd kernel takes only 3x3 convolutions with stride 1/);
+    [x, w].forEach((t) => t.dispose());
   });
   it('refuses the matmul kernel for a 3x3 convolution', () => {
     const { x, w } = upload(engine, CASES.sd_conv_in!, 'f32');
@@ -94,6 +102,17 @@ function convReference(x: Float32Array, xs: number[], w: Float32Array, ws: numbe
   }
   return out;
 }
+
+// The gpu profile's automatic choice is the tiled kernel; Winograd runs there when asked for.
+describe('conv2d winograd kernel on the gpu profile', () => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await testEngine({ profile: 'gpu' });
+  });
+  it.each([['sd_3x3', 'f32'], ['sd_upsample', 'f16'], ['odd_3x3_pad2', 'f32'], ['odd_3x3_up', 'f32']] as const)('%s %s', async (name, dt) => {
+    await check(engine, name, dt, 'winograd');
+  });
+});
 
 describe('conv2d limits and errors', () => {
   let engine: Engine;
@@ -134,6 +153,22 @@ describe('conv2d limits and errors', () => {
     expect(y16.dtype).toBe('f16');
     expectClose(await y16.toArray(), want, { rel: TOL.f16, label: `split image f16 ${kernel}` });
     [x, w, b, y, y16].forEach((t) => t.dispose());
+  });
+
+  it('runs Winograd over blocks of tiles when the transformed planes exceed the binding limit', async () => {
+    // 40 tiles of 2x2 pixels; 16 transformed values x 10 channels x 4 bytes per tile: blocks of 12.
+    const xs = [2, 6, 9, 7];
+    const ws = [10, 6, 3, 3];
+    const xd = hashed(2 * 6 * 63, 31);
+    const wd = hashed(10 * 54, 32, 0.125);
+    const bd = hashed(10, 33);
+    const x = engine.tensor(xd, xs);
+    const w = engine.tensor(wd, ws);
+    const b = engine.tensor(bd, [10]);
+    const y = conv2d(x, w, { padding: 1, bias: b, kernel: 'winograd' });
+    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => v + bd[Math.floor(i / 63) % 10]!);
+    expectClose(await y.toArray(), want, { rel: TOL.f32, label: 'winograd in blocks' });
+    [x, w, b, y].forEach((t) => t.dispose());
   });
 
   it('names what cannot be split, leaving nothing allocated', () => {

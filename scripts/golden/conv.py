@@ -26,6 +26,10 @@ CASES = {
     'dilated_odd': dict(n=1, cin=16, h=13, w=17, cout=40, k=(3, 3), stride=1, pad=2, dilation=2, bias=False, act='relu'),
     'rect': dict(n=2, cin=24, h=11, w=14, cout=36, k=(3, 5), stride=(2, 1), pad=(1, 2), bias=True),
     'patchify': dict(n=1, cin=4, h=28, w=21, cout=64, k=(7, 7), stride=7, pad=0, bias=True),
+    # Winograd F(2x2, 3x3) edges: odd channel counts, unequal padding, output planes of odd size
+    # (the last tile overhangs), upsampling folded into the input transform.
+    'odd_3x3_pad2': dict(n=1, cin=7, h=9, w=6, cout=10, k=(3, 3), stride=1, pad=(2, 0), bias=True, act='relu'),
+    'odd_3x3_up': dict(n=2, cin=5, h=5, w=3, cout=9, k=(3, 3), stride=1, pad=1, upsample=2, bias=False),
 }
 
 ACTS = {'none': lambda v: v, 'silu': F.silu, 'relu': F.relu}

@@ -16,6 +16,7 @@ import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { binary, unary } from './elementwise.js';
+import { convWinograd, winogradBindable, winogradFits } from './conv-winograd.js';
 import { matmul } from './matmul.js';
 import { activationCode, type Activation } from './support/activation.js';
 import { rowChunks } from './support/chunks.js';
@@ -41,7 +42,7 @@ export interface Conv2dOptions {
   kernel?: Conv2dKernel;
 }
 
-export type Conv2dKernel = 'subgroup' | 'tiled' | 'direct' | 'matmul';
+export type Conv2dKernel = 'winograd' | 'subgroup' | 'tiled' | 'direct' | 'matmul';
 
 export interface Conv2dGeometry {
   batch: number;
@@ -111,13 +112,18 @@ export function conv2dGeometry(x: Tensor, weight: Tensor, options: Conv2dOptions
 export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): Tensor {
   const g = conv2dGeometry(x, weight, options);
   const engine = x.engine;
-  const kernel = options.kernel ?? chooseKernel(engine, g, x.dtype, options.dtype ?? x.dtype);
-  if (kernel === 'matmul') return conv1x1(x, weight, g, options);
   const dtype = options.dtype ?? x.dtype;
+  const yBytes = g.batch * g.cout * g.oh * g.ow * DTYPE_BYTES[dtype];
+  const kernel = options.kernel ?? chooseKernel(engine, g, x, weight, yBytes, dtype);
+  if (kernel === 'matmul') return conv1x1(x, weight, g, options);
+  if (kernel === 'winograd' && !(winogradFits(g) && winogradBindable(engine, g, x, weight, yBytes))) {
+    throw new RangeError('conv2d: the winograd kernel takes only 3x3 convolutions with stride 1, no dilation, one group, and input, output and transformed filters that each fit one binding');
+  }
   const y = engine.empty([g.batch, g.cout, g.oh, g.ow], dtype);
   if (y.size === 0) return y;
   try {
-    runConv(engine, kernel, g, x, weight, y, options);
+    if (kernel === 'winograd') convWinograd(engine, g, x, weight, y, options);
+    else runConv(engine, kernel, g, x, weight, y, options);
   } catch (err) {
     y.dispose();
     throw err;
@@ -130,12 +136,14 @@ function isPointwise(g: Conv2dGeometry): boolean {
     g.stride[0] === 1 && g.stride[1] === 1 && g.padding[0] === 0 && g.padding[1] === 0;
 }
 
-function chooseKernel(engine: Engine, g: Conv2dGeometry, xType: DType, yType: DType): Conv2dKernel {
+function chooseKernel(engine: Engine, g: Conv2dGeometry, x: Tensor, weight: Tensor, yBytes: number, yType: DType): Conv2dKernel {
   // The matmul path splits along images only; bigger images go through the kernels that split channels.
-  const imagesFit = g.cin * g.h * g.w * DTYPE_BYTES[xType] <= engine.maxBindingBytes && g.cout * g.oh * g.ow * DTYPE_BYTES[yType] <= engine.maxBindingBytes;
+  const imagesFit = g.cin * g.h * g.w * DTYPE_BYTES[x.dtype] <= engine.maxBindingBytes && g.cout * g.oh * g.ow * DTYPE_BYTES[yType] <= engine.maxBindingBytes;
   if (isPointwise(g) && imagesFit) return 'matmul';
   if (g.cout / g.groups < DIRECT_BELOW) return 'direct';
-  return engine.profile === 'cpu' && subgroupsOf8(engine) ? 'subgroup' : 'tiled';
+  const cpu = engine.profile === 'cpu' && subgroupsOf8(engine);
+  if (cpu && winogradFits(g) && winogradBindable(engine, g, x, weight, yBytes)) return 'winograd';
+  return cpu ? 'subgroup' : 'tiled';
 }
 
 /** A 1x1 convolution is weight [Cout, Cin] times each image [Cin, H*W]: the matmul kernels, then bias and activation. */
