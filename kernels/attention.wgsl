@@ -16,8 +16,13 @@
 #include "lib/attention_common.wgsl"
 #include "lib/attention_kv_read.wgsl"
 
-// ceil(D / 32): column blocks of 4 per lane (attention_subgroup).
+// Whole column blocks of 32 (4 per lane) of attention_subgroup's output, and the columns per lane
+// of a last, narrower block when D % 32 is 8, 16 or 24 (TAIL: 1, 2, 3; lane l owns columns
+// 32 HB + TAIL l onwards). Other widths round up to whole blocks (TAIL 0) and ignore the columns past D.
+// A tail block spares the work of a whole block's 32 columns for 8 to 24 real ones (SD's heads of 40
+// and 80 columns).
 override HB: u32 = 2u;
+override TAIL: u32 = 0u;
 // Keys per workgroup-memory tile: 2048 / D (attention_tiled).
 override TK: u32 = 16u;
 
@@ -29,6 +34,7 @@ var<private> acc_0: Pair;
 var<private> acc_1: Pair;
 var<private> acc_2: Pair;
 var<private> acc_3: Pair;
+var<private> tail_acc: array<vec4<f32>, 8>;  // row r's tail columns, in the first TAIL components
 var<private> s: array<vec4<f32>, 8>;
 var<private> row_max: array<f32, 8>;
 var<private> row_sum: array<f32, 8>;
@@ -53,6 +59,27 @@ fn accumulate(acc: ptr<private, Pair>, n: u32, first_col: u32, hd: Head, j0: u32
                        subgroupShuffle(s[r].z, L), subgroupShuffle(s[r].w, L));
     for (var h = 0u; h < n; h++) {
       (*acc)[r * 2u + h] += pr.x * vrow[h] + pr.y * vrow[2u + h] + pr.z * vrow[4u + h] + pr.w * vrow[6u + h];
+    }
+  }
+}
+
+// V[key] at this lane's tail columns (first TAIL components).
+fn tail_of(vb: u32, lane: u32) -> vec4<f32> {
+  let col = vb + 32u * HB + TAIL * lane;
+  var t = vec4<f32>(0.0);
+  for (var c = 0u; c < TAIL; c++) { t[c] = values_ld(col + c); }
+  return t;
+}
+
+// The tail columns' share of accumulate(): O[r, tail] += P[r, keys of lane L] · V[those keys].
+fn accumulate_tail(hd: Head, j0: u32, L: u32, lane: u32) {
+  var vrow: array<vec4<f32>, 4>;
+  for (var c = 0u; c < 4u; c++) { vrow[c] = tail_of(v_at(hd, min(j0 + 4u * L + c, p.Lk - 1u)), lane); }
+  for (var r = 0u; r < 8u; r++) {
+    let pr = vec4<f32>(subgroupShuffle(s[r].x, L), subgroupShuffle(s[r].y, L),
+                       subgroupShuffle(s[r].z, L), subgroupShuffle(s[r].w, L));
+    for (var t = 0u; t < TAIL; t++) {
+      tail_acc[r][t] += dot(pr, vec4<f32>(vrow[0][t], vrow[1][t], vrow[2][t], vrow[3][t]));
     }
   }
 }
@@ -83,6 +110,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     row_max[r] = LOWEST;
     row_sum[r] = 0.0;
   }
+  for (var r = 0u; r < 8u; r++) { tail_acc[r] = vec4<f32>(0.0); }
   for (var i = 0u; i < 16u; i++) {
     acc_0[i] = vec4<f32>(0.0);
     acc_1[i] = vec4<f32>(0.0);
@@ -138,6 +166,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       if (HB > 2u) { rescale(&acc_1, blocks_in(1u), r, alpha); }
       if (HB > 4u) { rescale(&acc_2, blocks_in(2u), r, alpha); }
       if (HB > 6u) { rescale(&acc_3, blocks_in(3u), r, alpha); }
+      if (TAIL > 0u) { tail_acc[r] *= alpha; }
     }
 
     // O[r] += P[r, keys of lane L] · V[those keys], for each source lane L.
@@ -146,6 +175,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       if (HB > 2u) { accumulate(&acc_1, blocks_in(1u), 64u, hd, j0, L, lane); }
       if (HB > 4u) { accumulate(&acc_2, blocks_in(2u), 128u, hd, j0, L, lane); }
       if (HB > 6u) { accumulate(&acc_3, blocks_in(3u), 192u, hd, j0, L, lane); }
+      if (TAIL > 0u) { accumulate_tail(hd, j0, L, lane); }
     }
   }
 
@@ -160,6 +190,7 @@ fn attention_subgroup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
       if (HB > 2u) { store_pair(&acc_1, blocks_in(1u), 64u, ob, r, lane, inv); }
       if (HB > 4u) { store_pair(&acc_2, blocks_in(2u), 128u, ob, r, lane, inv); }
       if (HB > 6u) { store_pair(&acc_3, blocks_in(3u), 192u, ob, r, lane, inv); }
+      for (var t = 0u; t < TAIL; t++) { out_st(ob + 32u * HB + TAIL * lane + t, tail_acc[r][t] * inv); }
     }
   }
 }

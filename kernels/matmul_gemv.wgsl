@@ -12,6 +12,7 @@
 //   load is a weight; f16 weights come two per load (B_PAIRS). No barriers.
 // gemv_split (GPUs): a workgroup per output, lanes stride along k (coalesced), one reduction at the end.
 #include "lib/matmul_common.wgsl"
+#include "lib/matmul_operands_scalar.wgsl"
 #include "lib/reduce_{reduce}.wgsl"
 
 override WG: u32 = 256u;

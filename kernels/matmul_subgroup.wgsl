@@ -3,17 +3,28 @@
 // loads row l's A values and keeps vec4 accumulators for 8 rows x columns 4l..4l+3; A values reach
 // the other lanes through subgroupBroadcast, which lavapipe does in registers (a storage load is a
 // scalar, bounds-checked access there, so reuse per loaded value decides speed). 8 subgroups per
-// workgroup, arranged SG_ROWS x (8 / SG_ROWS).
+// workgroup, arranged SG_ROWS x (8 / SG_ROWS). With QUADS (operands bound as quads) each lane reads
+// four k of its A row and of each B column in one load.
 #include "lib/matmul_common.wgsl"
+#include "lib/matmul_operands_{operands}.wgsl"
 
 override SG_ROWS: u32 = 2u;
 // B is f16, contiguous along k, and K is even: read two k values per load.
 override B_PAIRS: bool = false;
+// a and b are bound as quads (lib/matmul_operands_quads.wgsl).
+override QUADS: bool = false;
 
 #include "lib/subgroup_rank1.wgsl"
 
-// Four consecutive k of B for one column: two paired loads when B_PAIRS, else four.
+// Four consecutive k (k a multiple of 4) of A for one row, and of B for one column: one load as
+// quads; else four, or two paired loads of B when B_PAIRS.
+fn a_k4(batch: u32, m: u32, k: u32) -> vec4<f32> {
+  if (QUADS) { return a_ld4((batch * p.a_batch_stride + m * p.a_row_stride + k) / 4u); }
+  return vec4<f32>(a_at(batch, m, k), a_at(batch, m, k + 1u), a_at(batch, m, k + 2u), a_at(batch, m, k + 3u));
+}
+
 fn b_k4(batch: u32, k: u32, n: u32) -> vec4<f32> {
+  if (QUADS) { return b_ld4((batch * p.b_batch_stride + n * p.b_n_stride + k) / 4u); }
   if (B_PAIRS) {
     let base = batch * p.b_batch_stride + n * p.b_n_stride + k;
     return vec4<f32>(b_ld2(base), b_ld2(base + 2u));
@@ -38,7 +49,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
 
   let k4 = p.K & ~3u;
   for (var k = 0u; k < k4; k += 4u) {
-    let av = vec4<f32>(a_at(batch, my_row, k), a_at(batch, my_row, k + 1u), a_at(batch, my_row, k + 2u), a_at(batch, my_row, k + 3u));
+    let av = a_k4(batch, my_row, k);
     let w0 = b_k4(batch, k, n0);
     let w1 = b_k4(batch, k, n1);
     let w2 = b_k4(batch, k, n2);

@@ -2,6 +2,7 @@
 // C, each thread a 4x4 block; tiles of A (64x16) and B (16x64) are staged in workgroup memory.
 // (On lavapipe its barriers make it slower than matmul_subgroup.wgsl, which src/ops/matmul.ts picks there.)
 #include "lib/matmul_common.wgsl"
+#include "lib/matmul_operands_scalar.wgsl"
 
 // B is contiguous along k (Linear weights): stage it k-fastest so neighbouring threads read neighbouring words.
 override B_K_CONTIGUOUS: bool = false;

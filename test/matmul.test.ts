@@ -51,6 +51,15 @@ describe.each(['subgroup', 'tiled'] as MatmulKernel[])('matmul, %s kernel', (ker
     [a, w, bias, c].forEach((t) => t.dispose());
   });
 
+  it.each(['f32', 'f16'] as const)('batched %s with K a multiple of 4 and b transposed (both read as quads): [2,19,36] @ [2,23,36]ᵀ', async (dt) => {
+    const a = golden.upload(engine, `quads.a.${dt}`);
+    const w = golden.upload(engine, `quads.w.${dt}`);
+    const c = matmul(a, w, { transposeB: true, kernel });
+    expect(c.shape).toEqual([2, 19, 23]);
+    expectClose(await c.toArray(), golden.values(`quads.awT.${dt}`), { rel: TOL[dt], label: 'quads' });
+    [a, w, c].forEach((t) => t.dispose());
+  });
+
   it.each(['f32', 'f16'] as const)('batched %s: [2,3,17,33] @ [2,3,33,29], transposed b, and a shared a', async (dt) => {
     const a = golden.upload(engine, `batched.a.${dt}`);
     const b = golden.upload(engine, `batched.b.${dt}`);

@@ -105,6 +105,10 @@ CASES = [
     dict(name='decode_4096_d64_mask', B=1, Hq=4, Hkv=2, Lq=1, Lk=4096, D=64, causal=False, mask=[1, 1, 1, 4096], mask_kind='padding', q_amp=2.0),
     # A few new tokens at once (the super-link splices query embeddings after a routing token).
     dict(name='decode_5of300_causal', B=1, Hq=4, Hkv=4, Lq=4, Lk=300, D=64, causal=True, q_amp=2.0),
+    # Head dims whose last columns make a partial block of 32: 24 (the tail block alone, 3 columns
+    # per lane) and 56 (a whole block and the same tail).
+    dict(name='d24_19of23_tail', B=1, Hq=2, Hkv=2, Lq=19, Lk=23, D=24, causal=False, q_amp=2.0),
+    dict(name='d56_41_causal_tail', B=1, Hq=2, Hkv=1, Lq=41, Lk=41, D=56, causal=True, q_amp=2.0),
 ]
 
 

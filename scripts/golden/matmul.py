@@ -74,4 +74,10 @@ def generate():
             out[f'fused.{tag}.prenorm_gated_residual.{dt}'] = F.silu(full[:, :h]) * full[:, h:] + exact(r, 'f32')
             plain = xs @ W.T
             out[f'fused.{tag}.gated.{dt}'] = F.gelu(plain[:, :h]) * plain[:, h:]
+    # K a multiple of 4 with b transposed: both operands read as quads. Batched, odd M and N.
+    qa, qw = randn(g, 2, 19, 36), randn(g, 2, 23, 36) * 0.2
+    for dt in ('f32', 'f16'):
+        out[f'quads.a.{dt}'] = stored(qa, dt)
+        out[f'quads.w.{dt}'] = stored(qw, dt)
+        out[f'quads.awT.{dt}'] = exact(qa, dt) @ exact(qw, dt).transpose(-1, -2)
     return {'matmul': (out, {'fused_eps': 1e-5})}

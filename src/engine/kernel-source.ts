@@ -3,7 +3,8 @@
  *
  * WGSL has no generics, so a kernel names the element type of each tensor binding `<name>_t`
  * (`var<storage, read> x: array<x_t>;`) and reads and writes through `x_ld(i) -> f32`,
- * `x_ld2(i) -> vec2<f32>` (i even) and `y_st(i, v: f32)`. This module prepends, per binding, the
+ * `x_ld2(i) -> vec2<f32>` (i even), `x_ld4(i) -> vec4<f32>` (elements 4i..4i+3, as a vec4 binding
+ * below reads them) and `y_st(i, v: f32)`. This module prepends, per binding, the
  * alias and accessors for the dtype the caller binds: f32 directly; f16 read-only as packed u32
  * pairs (half the loads, and no shader-f16 needed to read weights); f16 read-write as array<f16>;
  * i32/u32 converted. Arithmetic therefore always happens in f32.
@@ -160,6 +161,8 @@ function accessors(name: string, dtype: DType, access: 'read' | 'read_write'): s
       st(`${dtype}(v)`);
       break;
   }
+  // Elements 4i..4i+3: what x_ld4 reads from a vec4 binding, so one kernel source compiles for both.
+  fns.push(`fn ${name}_ld4(i: u32) -> vec4<f32> { return vec4<f32>(${name}_ld(4u * i), ${name}_ld(4u * i + 1u), ${name}_ld(4u * i + 2u), ${name}_ld(4u * i + 3u)); }`);
   return fns;
 }
 

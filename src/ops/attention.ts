@@ -241,6 +241,16 @@ function headChunks(c: Call): [number, number][] {
     `does not fit the ${limit}-byte binding limit; heads are the smallest unit attention splits`);
 }
 
+/**
+ * Output columns of attention_subgroup: HB whole blocks of 32, and a tail block of TAIL columns
+ * per lane when the rest is 8, 16 or 24 (D = 40: one block and a tail of 1); other widths round
+ * up to whole blocks.
+ */
+function subgroupBlocks(D: number): { HB: number; TAIL: number } {
+  const rest = D % 32;
+  return rest % 8 === 0 ? { HB: Math.floor(D / 32), TAIL: rest / 8 } : { HB: Math.ceil(D / 32), TAIL: 0 };
+}
+
 function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
   const { engine, g } = c;
   const count = bh1 - bh0;
@@ -270,11 +280,10 @@ function dispatch(c: Call, out: Tensor, bh0: number, bh1: number): void {
     ...keyCountParams(c, g.Lk, c.chunk, rotary?.row ?? 0, tw?.base ?? 0),
   });
   const tensors = { query: qw.view, keys: kw.view, values: vw.view, bias, mask, out: ow.view };
-  const HB = Math.ceil(g.D / 32);
   switch (c.kernel) {
     case 'subgroup': {
       const items = Math.ceil(g.Lq / 8);
-      engine.run({ file: 'attention.wgsl', entry: 'attention_subgroup', dtypes, overrides: { ...flags, HB } }, tensors, params(items), items * count);
+      engine.run({ file: 'attention.wgsl', entry: 'attention_subgroup', dtypes, overrides: { ...flags, ...subgroupBlocks(g.D) } }, tensors, params(items), items * count);
       break;
     }
     case 'tiled': {

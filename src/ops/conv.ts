@@ -6,8 +6,9 @@
  *
  * Kernel choice (see kernels/conv_*.wgsl): 1x1 convolutions with stride 1 and no padding are a
  * plain GEMM and take the matmul path; grouped convolutions with few channels per group (depthwise)
- * compute one output per invocation; everything else is an implicit GEMM: the subgroup-broadcast
- * kernel on CPU adapters with 8-wide subgroups, the shared-memory tiled kernel elsewhere.
+ * compute one output per invocation; on CPU adapters with 8-wide subgroups, 3x3 convolutions with
+ * stride 1 take Winograd's F(2x2, 3x3) around the matmul kernels (support/conv-winograd.ts) and the
+ * rest an implicit GEMM with the subgroup-broadcast kernel; elsewhere the shared-memory tiled kernel.
  * Work too big for one storage binding is split: batches into groups of whole images, weights into
  * blocks of output channels, and a single image too big for a binding into blocks of output and
  * input channels (partial sums carried in f32).
@@ -16,10 +17,10 @@ import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { binary, unary } from './elementwise.js';
-import { convWinograd, winogradBindable, winogradFits } from './conv-winograd.js';
 import { matmul } from './matmul.js';
 import { activationCode, type Activation } from './support/activation.js';
 import { rowChunks } from './support/chunks.js';
+import { convWinograd, winogradBindable, winogradFits } from './support/conv-winograd.js';
 import { placeholder } from './support/placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 import { subgroupsOf8 } from './support/variants.js';

@@ -9,8 +9,8 @@
  *
  * support/ is the plumbing the families share: binding-sized chunks and windows, kernel variants
  * per adapter, shape checks, placeholders, work counters, activation codes, attention and pyramid
- * geometry, resampling plans. Code outside ops takes the few pieces it needs from here, never from
- * support/ directly.
+ * geometry, resampling plans; and conv2d's Winograd path. Code outside ops takes the few pieces it
+ * needs from here, never from support/ directly.
  */
 export * from './attention.js';
 export * from './conv.js';

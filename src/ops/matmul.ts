@@ -175,11 +175,19 @@ function spec(engine: Engine, kernel: MatmulKernel, a: Tensor, b: Tensor, bias: 
     HAS_BIAS: options.bias !== undefined,
     HAS_RESIDUAL: options.residual !== undefined,
   };
-  // Two f16 weights per 32-bit load needs every pair to start at an even element.
+  // Two f16 weights per 32-bit load needs every pair to start at an even element; four k per load
+  // of both operands needs k contiguous in both and every row to start at a multiple of 4.
   const pairs = b.dtype === 'f16' && options.transposeB === true && K % 2 === 0;
+  const quads = options.transposeB === true && K % 4 === 0;
   switch (kernel) {
     case 'subgroup':
-      return { file: 'matmul_subgroup.wgsl', entry: 'matmul', dtypes, overrides: { ...overrides, SG_ROWS, B_PAIRS: pairs } };
+      return {
+        file: 'matmul_subgroup.wgsl',
+        entry: 'matmul',
+        dtypes,
+        includes: { operands: quads ? 'quads' : 'scalar' },
+        overrides: { ...overrides, SG_ROWS, B_PAIRS: pairs, QUADS: quads },
+      };
     case 'tiled':
       return { file: 'matmul_tiled.wgsl', entry: 'matmul', dtypes, overrides: { ...overrides, B_K_CONTIGUOUS: options.transposeB === true } };
     case 'gemv_rows':

@@ -11,13 +11,13 @@
  * Transformed filters in f16 add a rounding of about 3e-4 of the output's scale (f32 filters stay
  * within 1e-6).
  */
-import { DTYPE_BYTES } from '../engine/dtype.js';
-import type { Engine } from '../engine/engine.js';
-import type { Tensor } from '../engine/tensor.js';
-import type { Conv2dGeometry, Conv2dOptions } from './conv.js';
-import { matmul } from './matmul.js';
-import { activationCode } from './support/activation.js';
-import { placeholder } from './support/placeholder.js';
+import { DTYPE_BYTES } from '../../engine/dtype.js';
+import type { Engine } from '../../engine/engine.js';
+import type { Tensor } from '../../engine/tensor.js';
+import type { Conv2dGeometry, Conv2dOptions } from '../conv.js';
+import { matmul } from '../matmul.js';
+import { activationCode } from './activation.js';
+import { placeholder } from './placeholder.js';
 
 /** Transformed inputs and products of one block of tiles stay under this size (and the binding limit). */
 const BLOCK_BYTES = 64 * 1024 * 1024;
