@@ -6,13 +6,19 @@
 
 struct Params {
   n: u32,
-  rank: u32,
   src_offset: u32,
   dst_offset: u32,
   shape: array<vec4<u32>, 2>,
   src_strides: array<vec4<u32>, 2>,
   dst_strides: array<vec4<u32>, 2>,
+  divisors: array<vec4<u32>, 4>,   // each extent's (multiplier, shifts): lib/divide.wgsl
 }
+
+#include "lib/divide.wgsl"
+
+// Dimensions of the iteration shape: a pipeline constant, so the index loop unrolls and reads the
+// parameter arrays at constant offsets (lavapipe loads a uniform at a varying offset lane by lane).
+override RANK: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<src_t>;
@@ -24,12 +30,12 @@ struct Params {
 fn locate(i: u32) -> vec2<u32> {
   var rest = i;
   var at = vec2<u32>(p.src_offset, p.dst_offset);
-  for (var d = i32(p.rank) - 1; d >= 0; d--) {
+  for (var d = i32(RANK) - 1; d >= 0; d--) {
     let k = u32(d);
     let extent = p.shape[k / 4u][k % 4u];
-    let coord = rest % extent;
-    rest = rest / extent;
-    at += coord * vec2<u32>(p.src_strides[k / 4u][k % 4u], p.dst_strides[k / 4u][k % 4u]);
+    let next = divide(rest, vec2<u32>(p.divisors[k / 2u][2u * (k % 2u)], p.divisors[k / 2u][2u * (k % 2u) + 1u]));
+    at += (rest - next * extent) * vec2<u32>(p.src_strides[k / 4u][k % 4u], p.dst_strides[k / 4u][k % 4u]);
+    rest = next;
   }
   return at;
 }

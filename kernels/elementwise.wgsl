@@ -7,17 +7,24 @@ const MAX_RANK: u32 = 8u;
 
 struct Params {
   n: u32,          // output elements
-  rank: u32,       // broadcast path: dimensions used in out_shape / strides; gated: the half width
+  rank: u32,       // gated: the half width
   alpha: f32,
   beta: f32,
   out_shape: array<vec4<u32>, 2>,
   a_strides: array<vec4<u32>, 2>,
   b_strides: array<vec4<u32>, 2>,
+  divisors: array<vec4<u32>, 4>,   // broadcast path: each extent's (multiplier, shifts), lib/divide.wgsl
 }
+
+#include "lib/divide.wgsl"
 
 override OP: u32 = 0u;              // 0 add, 1 sub, 2 mul, 3 div
 override ACT: u32 = 0u;             // activation code, see lib/activation.wgsl
 override BROADCAST: bool = false;   // false: a, b and y share one contiguous shape
+// Broadcast path: dimensions in out_shape / strides. A pipeline constant, so the index loop unrolls
+// and reads the parameter arrays at constant offsets (lavapipe loads a uniform at a varying offset
+// lane by lane).
+override RANK: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<a_t>;
@@ -58,11 +65,12 @@ fn binary_one(i: u32) {
     ia = 0u;
     ib = 0u;
     var rest = i;
-    for (var d = i32(p.rank) - 1; d >= 0; d--) {
+    for (var d = i32(RANK) - 1; d >= 0; d--) {
       let k = u32(d);
       let extent = p.out_shape[k / 4u][k % 4u];
-      let coord = rest % extent;
-      rest = rest / extent;
+      let next = divide(rest, vec2<u32>(p.divisors[k / 2u][2u * (k % 2u)], p.divisors[k / 2u][2u * (k % 2u) + 1u]));
+      let coord = rest - next * extent;
+      rest = next;
       ia += coord * p.a_strides[k / 4u][k % 4u];
       ib += coord * p.b_strides[k / 4u][k % 4u];
     }

@@ -92,6 +92,20 @@ describe('copy edge cases', () => {
     [x, y].forEach((t) => t.dispose());
   });
 
+  it('indexes exactly with extents past 2^16 (the kernels divide by multiplying, lib/divide.wgsl)', async () => {
+    // Extents whose multipliers use every bit: 3 x 70001 x 5 elements (1.05 M), transposed twice.
+    const shape = [3, 70001, 5];
+    const data = hashed(3 * 70001 * 5, 11);
+    const x = engine.tensor(data, shape);
+    const t = permute(x, [2, 0, 1]);
+    const want = new Float32Array(data.length);
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 70001; j++) for (let k = 0; k < 5; k++) want[(k * 3 + i) * 70001 + j] = data[(i * 70001 + j) * 5 + k]!;
+    await expectExact(t, want, 'permute [3, 70001, 5] -> [5, 3, 70001]');
+    const back = permute(t, [1, 2, 0]);
+    await expectExact(back, data, 'and back');
+    [x, t, back].forEach((v) => v.dispose());
+  });
+
   it('concatenates NCHW tensors along channels (the U-Net skip connections)', async () => {
     const a = engine.tensor(hashed(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
     const b = engine.tensor(hashed(2 * 2 * 4 * 5, 2), [2, 2, 4, 5]);

@@ -7,6 +7,7 @@
 import { DTYPE_BYTES, type DType } from '../engine/dtype.js';
 import type { KernelSpec } from '../engine/pipeline.js';
 import { formatShape, numel, type Tensor } from '../engine/tensor.js';
+import { shapeDivisors } from './support/divisor.js';
 import { broadcastShapes, broadcastStrides, contiguousStrides, normaliseDim } from './support/shape.js';
 
 const MAX_RANK = 8;
@@ -104,11 +105,12 @@ function copyBox(c: StridedCopy, spec: KernelSpec, [srcName, dstName]: [string, 
     const d = window(c.dst, box.dstOffset, box.dstOffset + last(c.dstStrides));
     const count = len * inner;
     engine.run(
-      spec,
+      { ...spec, overrides: { RANK: c.shape.length } },
       { [srcName]: s.view, [dstName]: d.view },
       {
-        n: count, rank: c.shape.length, src_offset: s.lead, dst_offset: d.lead,
+        n: count, src_offset: s.lead, dst_offset: d.lead,
         shape: [len, ...c.shape.slice(1)], src_strides: c.srcStrides, dst_strides: c.dstStrides,
+        divisors: shapeDivisors([len, ...c.shape.slice(1)]),
       },
       Math.ceil(count / WG),
     );

@@ -7,13 +7,14 @@ import { DTYPE_BYTES } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { activationCode, type Activation } from './support/activation.js';
 import { rowChunks } from './support/chunks.js';
+import { shapeDivisors } from './support/divisor.js';
 import { broadcastShapes, broadcastStrides, expectDType, FLOAT_DTYPES } from './support/shape.js';
 
 const KERNEL = 'elementwise.wgsl';
 /** Elements per workgroup (kernels/elementwise.wgsl PER_GROUP). */
 const PER_GROUP = 1024;
 const MAX_RANK = 8;
-const NO_SHAPE = { rank: 0, out_shape: [], a_strides: [], b_strides: [] };
+const NO_SHAPE = { rank: 0, out_shape: [], a_strides: [], b_strides: [], divisors: [] };
 
 export interface UnaryOptions {
   /** y = act(alpha * x + beta) */
@@ -110,7 +111,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOption
     file: KERNEL,
     entry: 'binary',
     dtypes: { a: a.dtype, b: b.dtype, y: dtype },
-    overrides: { OP: BINARY_OPS[op], ACT: activationCode(op, options.act), BROADCAST: !sameShape },
+    overrides: { OP: BINARY_OPS[op], ACT: activationCode(op, options.act), BROADCAST: !sameShape, RANK: sameShape ? 1 : shape.length },
   };
 
   if (sameShape) {
@@ -148,7 +149,7 @@ export function binary(op: BinaryOp, a: Tensor, b: Tensor, options: BinaryOption
     engine.run(
       spec,
       views,
-      { n: (r1 - r0) * inner, rank: shape.length, alpha: 1, beta: 0, out_shape: chunkShape, a_strides: as, b_strides: bs },
+      { n: (r1 - r0) * inner, rank: 0, alpha: 1, beta: 0, out_shape: chunkShape, a_strides: as, b_strides: bs, divisors: shapeDivisors(chunkShape) },
       Math.ceil(((r1 - r0) * inner) / PER_GROUP),
     );
     Object.values(views).forEach((v) => v.dispose());
