@@ -32,10 +32,19 @@ export async function benchConv(h: Harness): Promise<void> {
   const ratio = (m: Awaited<ReturnType<Harness['gpu']>>) => {
     if (m?.gflops && mm?.gflops) h.annotate(m, { ratio_to_matmul: Math.round((m.gflops / mm.gflops) * 1000) / 1000 });
   };
-  ratio(await h.gpu({ name: 'conv3x3_f32', shape, flops, run: () => conv2d(x, w, { padding: 1, bias }) }));
+  // FLOPs are the direct convolution's throughout, so Winograd's rows give an effective rate.
+  const f32 = await h.gpu({ name: 'conv3x3_f32', shape, flops, run: () => conv2d(x, w, { padding: 1, bias }) });
+  ratio(f32);
   const x16 = cast(x, 'f16');
   const w16 = cast(w, 'f16');
-  ratio(await h.gpu({ name: 'conv3x3_f16', shape, flops, run: () => conv2d(x16, w16, { padding: 1, bias }) }));
+  const f16 = await h.gpu({ name: 'conv3x3_f16', shape, flops, run: () => conv2d(x16, w16, { padding: 1, bias }) });
+  ratio(f16);
+  if (e.profile === 'cpu' && e.has('subgroups') && e.gpu.summary.subgroupMinSize === 8) {
+    // The implicit GEMM that 3x3 convolutions took before Winograd (and other shapes still take).
+    const gemm = await h.gpu({ name: 'conv3x3_f16_subgroup', shape, flops, run: () => conv2d(x16, w16, { padding: 1, bias, kernel: 'subgroup' }), iterations: 3, time: 0 });
+    ratio(gemm);
+    if (gemm && f16) h.annotate(f16, { speedup_vs_implicit_gemm: Math.round((gemm.median_ms / f16.median_ms) * 100) / 100 });
+  }
   const other: Conv2dKernel = e.profile === 'cpu' ? 'tiled' : 'subgroup';
   if (other === 'tiled' || (e.has('subgroups') && e.gpu.summary.subgroupMinSize === 8)) {
     ratio(await h.gpu({ name: `conv3x3_f32_${other}`, shape, flops, run: () => conv2d(x, w, { padding: 1, bias, kernel: other }), iterations: 3, time: 0 }));

@@ -42,7 +42,7 @@ describe('kernels', () => {
     const x = engine.tensor([1, 2, 3], [3]);
     const y = engine.empty([3]);
     const spec = { file: 'elementwise.wgsl', entry: 'unary', dtypes: { x: 'f32' as const, y: 'f32' as const } };
-    const good = { n: 3, rank: 0, alpha: 1, beta: 0, out_shape: [], a_strides: [], b_strides: [] };
+    const good = { n: 3, rank: 0, alpha: 1, beta: 0, out_shape: [], a_strides: [], b_strides: [], divisors: [] };
     expect(() => engine.run(spec, { x, y }, { ...good, alpha: undefined as unknown as number }, 1)).toThrow(/missing parameter 'alpha'/);
     expect(() => engine.run(spec, { x, y }, { ...good, gamma: 2 }, 1)).toThrow(/unknown parameter\(s\) gamma/);
     expect(() => engine.run(spec, { x, y }, { ...good, n: -1 }, 1)).toThrow(/'n' must be a u32, got -1/);
@@ -155,7 +155,7 @@ describe('command recording', () => {
 
 describe('step capture and replay', () => {
   const spec = { file: 'elementwise.wgsl', entry: 'unary', dtypes: { x: 'f32' as const, y: 'f32' as const } };
-  const params = (alpha: number) => ({ n: 3, rank: 0, alpha, beta: 0, out_shape: [], a_strides: [], b_strides: [] });
+  const params = (alpha: number) => ({ n: 3, rank: 0, alpha, beta: 0, out_shape: [], a_strides: [], b_strides: [], divisors: [] });
 
   it('re-issues the commands with the parameters hooks give, and keeps their buffers from the pool', async () => {
     const x = engine.tensor([1, 2, 3], [3]);
