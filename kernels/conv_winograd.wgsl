@@ -50,6 +50,13 @@ fn flat(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
   return (wg.x + wg.y * nwg.x) * 64u + lid;
 }
 
+// A tile's image and the output pixel at its top-left corner: (image, row, column).
+fn tile_origin(tile: u32) -> vec3<u32> {
+  let per_image = p.tiles_y * p.tiles_x;
+  let at = tile % per_image;
+  return vec3<u32>(tile / per_image, 2u * (at / p.tiles_x), 2u * (at % p.tiles_x));
+}
+
 // (Bᵀ r) for one row or column r of the patch: the same four sums apply in both directions.
 fn bt4(r: vec4<f32>) -> vec4<f32> {
   return vec4<f32>(r.x - r.z, r.y + r.z, r.z - r.y, r.y - r.w);
@@ -102,14 +109,10 @@ fn transform_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
   let i = flat(wg, nwg, lid);  // local tile * cin + ci
   if (i >= p.tiles * p.cin) { return; }
   let ci = i % p.cin;
-  let tile = p.tile0 + i / p.cin;
-  let per_image = p.tiles_y * p.tiles_x;
-  let b = tile / per_image;
-  let ty = (tile % per_image) / p.tiles_x;
-  let tx = tile % p.tiles_x;
-  let plane = (b * p.cin + ci) * p.h * p.w;
-  let iy = i32(2u * ty) - p.pad_y;
-  let ix = i32(2u * tx) - p.pad_x;
+  let o = tile_origin(p.tile0 + i / p.cin);
+  let plane = (o.x * p.cin + ci) * p.h * p.w;
+  let iy = i32(o.y) - p.pad_y;
+  let ix = i32(o.z) - p.pad_x;
   // Bᵀ d: combinations of the patch's rows; then B on the right: the same combinations of columns.
   let r = bt4x4(patch_row(plane, iy, ix), patch_row(plane, iy + 1, ix), patch_row(plane, iy + 2, ix), patch_row(plane, iy + 3, ix));
   let stride = p.tiles * p.cin;
@@ -143,17 +146,14 @@ fn transform_output(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroup
   let top = at2(rows[0] + rows[1] + rows[2]);
   let bottom = at2(rows[1] - rows[2] - rows[3]);
 
-  let per_image = p.tiles_y * p.tiles_x;
-  let b = tile / per_image;
-  let oy = 2u * ((tile % per_image) / p.tiles_x);
-  let ox = 2u * (tile % p.tiles_x);
+  let o = tile_origin(tile);
   var add = 0.0;
   if (HAS_BIAS) { add = bias_ld(co); }
-  let plane = (b * p.cout + co) * p.oh * p.ow;
-  store(plane, oy, ox, top.x + add);
-  store(plane, oy, ox + 1u, top.y + add);
-  store(plane, oy + 1u, ox, bottom.x + add);
-  store(plane, oy + 1u, ox + 1u, bottom.y + add);
+  let plane = (o.x * p.cout + co) * p.oh * p.ow;
+  store(plane, o.y, o.z, top.x + add);
+  store(plane, o.y, o.z + 1u, top.y + add);
+  store(plane, o.y + 1u, o.z, bottom.x + add);
+  store(plane, o.y + 1u, o.z + 1u, bottom.y + add);
 }
 
 // Stores one output pixel if it lies inside the plane (the last tile row or column may overhang).

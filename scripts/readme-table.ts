@@ -85,7 +85,7 @@ const ROWS: Row[] = [
   {
     what: 'conv 3×3, 2 × 320 × 64² → 320, f16 weights',
     uses: ['conv3x3_f16'],
-    cells: ([m]) => [`${num(m!.gflops)} GFLOP/s (direct conv's FLOPs)`, m!.speedup_vs_implicit_gemm === undefined ? `${times(m!.ratio_to_matmul)} the matmul rate` : `${times(m!.speedup_vs_implicit_gemm)} the implicit GEMM`],
+    cells: ([m]) => [`${num(m!.gflops)} GFLOP/s (direct FLOPs)`, m!.speedup_vs_implicit_gemm === undefined ? `${times(m!.ratio_to_matmul)} the matmul rate` : `${times(m!.speedup_vs_implicit_gemm)} the implicit GEMM`],
   },
   {
     what: 'deformable attention, encoder (Lq = S = 22k), f16 value',
@@ -107,7 +107,7 @@ const ROWS: Row[] = [
     uses: ['gdino_total'],
     cells: ([m]) => [
       `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} the speed of PyTorch CPU (2 threads)`,
+      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
     ],
   },
   {
@@ -115,7 +115,7 @@ const ROWS: Row[] = [
     uses: ['unipose_total'],
     cells: ([m]) => [
       `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} the speed of PyTorch CPU (2 threads)`,
+      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
     ],
   },
   {
@@ -123,16 +123,16 @@ const ROWS: Row[] = [
     uses: ['unet_cfg_64'],
     cells: ([m]) => [
       `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} the speed of PyTorch CPU (2 threads)`,
+      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
     ],
   },
   {
-    what: 'serving over HTTP, tiny checkpoint, 4 clients, one process',
+    what: 'serving, tiny checkpoint, 4 clients, one process',
     uses: ['serving_single@4 clients, 24 tokens'],
     cells: ([m]) => [`${num(m!.requests_per_s)} requests/s, p50 ${num(m!.median_ms)} ms, p99 ${num(m!.p99_ms)} ms`, `${pct(m!.ratio_to_direct)} of direct chat() calls`],
   },
   {
-    what: 'serving over HTTP and Redis, 2 workers, 4 clients',
+    what: 'serving through Redis, 2 workers, 4 clients',
     uses: ['serving_redis_2_workers@4 clients, 24 tokens'],
     cells: ([m]) => [`${num(m!.requests_per_s)} requests/s, p50 ${num(m!.median_ms)} ms, p99 ${num(m!.p99_ms)} ms`, `${pct(m!.ratio_to_direct)} of direct chat() calls`],
   },

@@ -120,20 +120,25 @@ describe('conv2d limits and errors', () => {
     engine = await testEngine({ maxBindingBytes: 8192 });
   });
 
-  it.each(['subgroup', 'tiled', 'direct'] as const)('splits batches and weights over an 8 KiB binding limit (%s)', async (kernel) => {
-    // Output 5 x 3072 bytes: batches of 2; weight 48 x 216 bytes: blocks of 32 output channels, the bias read at their offset.
-    const xs = [5, 6, 4, 4];
-    const ws = [48, 6, 3, 3];
-    const xd = hashed(5 * 6 * 16, 7);
-    const wd = hashed(48 * 54, 8, 0.125);
-    const bd = hashed(48, 9);
+  /** A padded 3x3 convolution with bias of hashed inputs (seeds from `seed`) against the float64 reference. */
+  async function checkBiased(xs: number[], cout: number, seed: number, kernel: Conv2dKernel, label: string) {
+    const ws = [cout, xs[1]!, 3, 3];
+    const plane = xs[2]! * xs[3]!;
+    const xd = hashed(xs.reduce((a, b) => a * b), seed);
+    const wd = hashed(ws.reduce((a, b) => a * b), seed + 1, 0.125);
+    const bd = hashed(cout, seed + 2);
     const x = engine.tensor(xd, xs);
     const w = engine.tensor(wd, ws);
-    const b = engine.tensor(bd, [48]);
+    const b = engine.tensor(bd, [cout]);
     const y = conv2d(x, w, { padding: 1, bias: b, kernel });
-    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => v + bd[Math.floor(i / 16) % 48]!);
-    expectClose(await y.toArray(), want, { rel: TOL.f32, label: `chunked conv ${kernel}` });
+    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => v + bd[Math.floor(i / plane) % cout]!);
+    expectClose(await y.toArray(), want, { rel: TOL.f32, label });
     [x, w, b, y].forEach((t) => t.dispose());
+  }
+
+  it.each(['subgroup', 'tiled', 'direct'] as const)('splits batches and weights over an 8 KiB binding limit (%s)', async (kernel) => {
+    // Output 5 x 3072 bytes: batches of 2; weight 48 x 216 bytes: blocks of 32 output channels, the bias read at their offset.
+    await checkBiased([5, 6, 4, 4], 48, 7, kernel, `chunked conv ${kernel}`);
   });
 
   it.each(['subgroup', 'tiled', 'direct'] as const)('splits one image over the limit by channel blocks, f32 partial sums between them (%s)', async (kernel) => {
@@ -157,18 +162,7 @@ describe('conv2d limits and errors', () => {
 
   it('runs Winograd over blocks of tiles when the transformed planes exceed the binding limit', async () => {
     // 40 tiles of 2x2 pixels; 16 transformed values x 10 channels x 4 bytes per tile: blocks of 12.
-    const xs = [2, 6, 9, 7];
-    const ws = [10, 6, 3, 3];
-    const xd = hashed(2 * 6 * 63, 31);
-    const wd = hashed(10 * 54, 32, 0.125);
-    const bd = hashed(10, 33);
-    const x = engine.tensor(xd, xs);
-    const w = engine.tensor(wd, ws);
-    const b = engine.tensor(bd, [10]);
-    const y = conv2d(x, w, { padding: 1, bias: b, kernel: 'winograd' });
-    const want = convReference(xd, xs, wd, ws, 1).map((v, i) => v + bd[Math.floor(i / 63) % 10]!);
-    expectClose(await y.toArray(), want, { rel: TOL.f32, label: 'winograd in blocks' });
-    [x, w, b, y].forEach((t) => t.dispose());
+    await checkBiased([2, 6, 9, 7], 10, 31, 'winograd', 'winograd in blocks');
   });
 
   it('names what cannot be split, leaving nothing allocated', () => {

@@ -1,5 +1,5 @@
 // What every matmul variant shares: the parameter block, the bindings but a and b (each kernel
-// includes lib/matmul_operands_scalar.wgsl or _quads.wgsl, which also give strided element access) and
+// includes lib/matmul_operands_scalar.wgsl or _quads.wgsl), strided element access and
 // the epilogue (bias, activation, residual, store):
 //   C[b, m, n] = act(sum_k A[b, m, k] * B[b, k, n] + bias[n]) + residual[b, m, n].
 // B is addressed by strides, so PyTorch Linear weights [N, K] (B = W^T) need no transpose:
@@ -30,6 +30,15 @@ override HAS_RESIDUAL: bool = false;   // the residual is laid out like C (same 
 @group(0) @binding(3) var<storage, read> bias: array<bias_t>;
 @group(0) @binding(4) var<storage, read_write> c: array<c_t>;
 @group(0) @binding(5) var<storage, read> residual: array<residual_t>;
+
+// a and b by (batch, row, k) and (batch, k, column): element accessors, whichever way a kernel binds them.
+fn a_at(batch: u32, m: u32, k: u32) -> f32 {
+  return a_ld(batch * p.a_batch_stride + m * p.a_row_stride + k);
+}
+
+fn b_at(batch: u32, k: u32, n: u32) -> f32 {
+  return b_ld(batch * p.b_batch_stride + k * p.b_k_stride + n * p.b_n_stride);
+}
 
 // Stores one output element if (m, n) is inside the matrix.
 fn store_c(batch: u32, m: u32, n: u32, acc: f32) {

@@ -4,11 +4,3 @@
 // lavapipe a storage load costs a per-lane loop whatever its width, so wider loads mean fewer loops.
 @group(0) @binding(1) var<storage, read> a: array<a_t4>;
 @group(0) @binding(2) var<storage, read> b: array<b_t4>;
-
-fn a_at(batch: u32, m: u32, k: u32) -> f32 {
-  return a_ld(batch * p.a_batch_stride + m * p.a_row_stride + k);
-}
-
-fn b_at(batch: u32, k: u32, n: u32) -> f32 {
-  return b_ld(batch * p.b_batch_stride + k * p.b_k_stride + n * p.b_n_stride);
-}
