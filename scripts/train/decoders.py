@@ -36,7 +36,9 @@ LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
 # linear probe fitted on 300 blocks reads the position of 153 others 97 % of the time, their class
 # 36 %), and the detector's loss alone did not change that. So first, for LINK_STEPS steps, the LLM and its query
 # tables learn to let a training-only linear probe read each block's class from its mean query state,
-# the language loss on the same sequences keeping the answers as they were.
+# the language loss on the same sequences keeping the answers: each holds the language stage's whole
+# draw of its picture (a part that rehearsed only the detector's prompts and VQA lost routing answers
+# it never saw: docs/miniature.md) and the detector's prompts.
 LINK_STEPS, LINK_BATCH, LINK_LR, PROBE_LR = 60, 4, 3e-4, 1e-2
 # The detector's Swin first learns ShapesWorld's objects on its own (detector.backbone_loss), as the
 # release's starts from ImageNet weights: steps of BACKBONE_BATCH crops of BACKBONE_CROP pixels, each
@@ -96,12 +98,17 @@ def warmup_then_cosine(step, steps, warmup):
     return min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / steps))
 
 
+# The turns whose routing blocks name a class (the detector's prompts): what the link's probe reads.
+CLASS_TURNS = ('detection', 'semantic', 'grounding')
+
+
 def turn_queries(seq, turns):
-    """Per turn, its blocks' query positions [blocks, num_embs], in answer order."""
+    """Per turn, its blocks' query positions [blocks, num_embs], in answer order: one block per routing
+    token of its answer (pack splices one after each), None for a turn without any."""
     blocks = iter(seq['queries'])
     out = []
     for turn in turns:
-        count = 0 if 'phrases' not in turn else 1 if turn['type'] == 'grounding' else len(turn['phrases'])
+        count = sum(turn['answer'].count(route) for route in mm.ROUTES) if 'phrases' in turn else 0
         out.append(torch.stack([torch.arange(start, start + n) for start, _, n in (next(blocks) for _ in range(count))])
                    if count else None)
     return out
@@ -125,7 +132,7 @@ def picture_loss(params, model, tokens, example, turns, rng, language_turns=()):
         language = language_loss(params, hidden, seq)
         total, parts['language'] = LANGUAGE_WEIGHT * language, float(language)
     for turn, rows in zip(every, turn_queries(seq, every)):
-        if rows is None:
+        if rows is None or turn['type'] not in CLASS_TURNS:
             continue
         objects, labels = turn_labels(turn, example.annotation)
         boxes, masks = example.targets(objects)
@@ -151,7 +158,7 @@ def block_states(hidden, seq, turns, annotation):
     """Each routing block's mean query state [blocks, d] and the class it names (block_classes)."""
     states, classes = [], []
     for turn, rows in zip(turns, turn_queries(seq, turns)):
-        if rows is not None:
+        if rows is not None and turn['type'] in CLASS_TURNS:
             states.append(hidden[rows].mean(1))
             classes += block_classes(turn, annotation)
     return torch.cat(states), torch.tensor(classes)
@@ -196,7 +203,9 @@ def train_link(run, params, tokens, seed, steps):
         opt.zero_grad()
         for index in rng.choice(6000, LINK_BATCH, replace=False):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
-            turns = vqa_turns(example.annotation, seed, int(index), step) + task_turns(example.annotation, rng)
+            # The language stage's whole draw (VQA, generation, editing, pose turns...), so that every
+            # answer it taught is rehearsed, then the detector's prompts the probe reads.
+            turns = training_turns(example.annotation, seed, int(index), step)[0] + task_turns(example.annotation, rng)
             probe_loss, answers_loss = link_loss(params, tokens, probe, example, turns, rng)
             ((probe_loss + answers_loss) / LINK_BATCH).backward()
             named.append(float(probe_loss))
