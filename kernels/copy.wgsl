@@ -33,7 +33,7 @@ fn locate(i: u32) -> vec2<u32> {
   for (var d = i32(RANK) - 1; d >= 0; d--) {
     let k = u32(d);
     let extent = p.shape[k / 4u][k % 4u];
-    let next = divide(rest, vec2<u32>(p.divisors[k / 2u][2u * (k % 2u)], p.divisors[k / 2u][2u * (k % 2u) + 1u]));
+    let next = divide(rest, divisor_of(p.divisors[k / 2u], k));
     at += (rest - next * extent) * vec2<u32>(p.src_strides[k / 4u][k % 4u], p.dst_strides[k / 4u][k % 4u]);
     rest = next;
   }

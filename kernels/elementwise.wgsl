@@ -68,7 +68,7 @@ fn binary_one(i: u32) {
     for (var d = i32(RANK) - 1; d >= 0; d--) {
       let k = u32(d);
       let extent = p.out_shape[k / 4u][k % 4u];
-      let next = divide(rest, vec2<u32>(p.divisors[k / 2u][2u * (k % 2u)], p.divisors[k / 2u][2u * (k % 2u) + 1u]));
+      let next = divide(rest, divisor_of(p.divisors[k / 2u], k));
       let coord = rest - next * extent;
       rest = next;
       ia += coord * p.a_strides[k / 4u][k % 4u];

@@ -105,26 +105,17 @@ const ROWS: Row[] = [
   {
     what: 'Grounding DINO, 800 × 1333, 80 classes, f16 weights',
     uses: ['gdino_total'],
-    cells: ([m]) => [
-      `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
-    ],
+    cells: ([m]) => againstPytorch(m!),
   },
   {
     what: 'UniPose, 800 × 1333, 1 object, 17 keypoints, f16 weights',
     uses: ['unipose_total'],
-    cells: ([m]) => [
-      `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
-    ],
+    cells: ([m]) => againstPytorch(m!),
   },
   {
     what: 'SD-1.5 U-Net call, batch 2, 64² latents, f16 weights',
     uses: ['unet_cfg_64'],
-    cells: ([m]) => [
-      `${num(finite(m!.median_ms) / 1000)} s, ${num(m!.peak_gpu_mb)} MB peak`,
-      m!.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m!.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
-    ],
+    cells: ([m]) => againstPytorch(m!),
   },
   {
     what: 'serving, tiny checkpoint, 4 clients, one process',
@@ -230,6 +221,14 @@ function pct(v: unknown): string {
 
 function times(v: unknown): string {
   return `${num(v)}×`;
+}
+
+/** A release-size model's row: its time and peak memory, and its speed against PyTorch CPU timed in the same run. */
+function againstPytorch(m: Measurement): [string, string] {
+  return [
+    `${num(finite(m.median_ms) / 1000)} s, ${num(m.peak_gpu_mb)} MB peak`,
+    m.ratio_vs_pytorch === undefined ? 'PyTorch not measured in this run' : `${times(m.ratio_vs_pytorch)} PyTorch CPU's speed (2 threads)`,
+  ];
 }
 
 function main(): number {

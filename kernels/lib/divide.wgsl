@@ -19,6 +19,11 @@ fn mulhi(a: u32, b: u32) -> u32 {
   return ah * bh + (mid1 >> 16u) + (mid2 >> 16u) + carry;
 }
 
+// Dimension k's (multiplier, shifts) in a parameter array of two divisors per vec4.
+fn divisor_of(pairs: vec4<u32>, k: u32) -> vec2<u32> {
+  return select(pairs.xy, pairs.zw, (k & 1u) == 1u);
+}
+
 fn divide(n: u32, magic: vec2<u32>) -> u32 {
   let t = mulhi(magic.x, n);
   return (t + ((n - t) >> (magic.y & 0xffu))) >> (magic.y >> 8u);

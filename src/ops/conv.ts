@@ -20,7 +20,7 @@ import { binary, unary } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { activationCode, type Activation } from './support/activation.js';
 import { rowChunks } from './support/chunks.js';
-import { convWinograd, winogradBindable, winogradFits } from './support/conv-winograd.js';
+import { convWinograd, winogradApplies } from './support/conv-winograd.js';
 import { placeholder } from './support/placeholder.js';
 import { expectDType, FLOAT_DTYPES } from './support/shape.js';
 import { subgroupsOf8 } from './support/variants.js';
@@ -117,7 +117,7 @@ export function conv2d(x: Tensor, weight: Tensor, options: Conv2dOptions = {}): 
   const yBytes = g.batch * g.cout * g.oh * g.ow * DTYPE_BYTES[dtype];
   const kernel = options.kernel ?? chooseKernel(engine, g, x, weight, yBytes, dtype);
   if (kernel === 'matmul') return conv1x1(x, weight, g, options);
-  if (kernel === 'winograd' && !(winogradFits(g) && winogradBindable(engine, g, x, weight, yBytes))) {
+  if (kernel === 'winograd' && !winogradApplies(engine, g, x, weight, yBytes)) {
     throw new RangeError('conv2d: the winograd kernel takes only 3x3 convolutions with stride 1, no dilation, one group, and input, output and transformed filters that each fit one binding');
   }
   const y = engine.empty([g.batch, g.cout, g.oh, g.ow], dtype);
@@ -143,7 +143,7 @@ function chooseKernel(engine: Engine, g: Conv2dGeometry, x: Tensor, weight: Tens
   if (isPointwise(g) && imagesFit) return 'matmul';
   if (g.cout / g.groups < DIRECT_BELOW) return 'direct';
   const cpu = engine.profile === 'cpu' && subgroupsOf8(engine);
-  if (cpu && winogradFits(g) && winogradBindable(engine, g, x, weight, yBytes)) return 'winograd';
+  if (cpu && winogradApplies(engine, g, x, weight, yBytes)) return 'winograd';
   return cpu ? 'subgroup' : 'tiled';
 }
 

@@ -8,7 +8,8 @@
  *      transform adds bias and activation and writes the NCHW output.
  * 4 multiplications per output pixel and channel pair instead of 9, through the fastest kernel we
  * have (the matmul), for memory traffic that grows with pixels x channels, not with their product.
- * Transformed filters in f16 add a rounding of about 3e-4 of the output's scale (f32 filters stay
+ * Dispatches are 64-invocation workgroups over a flat index (the engine folds a long grid into
+ * two dimensions). Transformed filters in f16 add a rounding of about 3e-4 of the output's scale (f32 filters stay
  * within 1e-6).
  */
 import { DTYPE_BYTES } from '../../engine/dtype.js';
@@ -22,17 +23,24 @@ import { placeholder } from './placeholder.js';
 /** Transformed inputs and products of one block of tiles stay under this size (and the binding limit). */
 const BLOCK_BYTES = 64 * 1024 * 1024;
 
-/** Whether the geometry is one the Winograd path computes (3x3, stride 1, no dilation, one group). */
-export function winogradFits(g: Conv2dGeometry): boolean {
-  return g.kh === 3 && g.kw === 3 && g.groups === 1 &&
-    g.stride[0] === 1 && g.stride[1] === 1 && g.dilation[0] === 1 && g.dilation[1] === 1;
+/** Bytes one tile takes in the larger of its transformed input and its products (f32). */
+function tileBytes(g: Conv2dGeometry): number {
+  return 16 * Math.max(g.cin, g.cout) * 4;
 }
 
-/** Whether the tensors involved fit the bindings the Winograd path makes (whole input and output, whole transformed filters). */
-export function winogradBindable(engine: Engine, g: Conv2dGeometry, x: Tensor, weight: Tensor, yBytes: number): boolean {
+function blockBytes(engine: Engine): number {
+  return Math.min(engine.maxBindingBytes, BLOCK_BYTES);
+}
+
+/**
+ * Whether the Winograd path computes this convolution: 3x3, stride 1, no dilation, one group, and
+ * every binding it makes fits (the whole input and output, the whole transformed filters, one tile).
+ */
+export function winogradApplies(engine: Engine, g: Conv2dGeometry, x: Tensor, weight: Tensor, yBytes: number): boolean {
   const limit = engine.maxBindingBytes;
-  const perTile = 16 * Math.max(g.cin, g.cout) * 4;
-  return x.byteLength <= limit && yBytes <= limit && 16 * g.cout * g.cin * DTYPE_BYTES[weight.dtype] <= limit && perTile <= Math.min(limit, BLOCK_BYTES);
+  return g.kh === 3 && g.kw === 3 && g.groups === 1 &&
+    g.stride[0] === 1 && g.stride[1] === 1 && g.dilation[0] === 1 && g.dilation[1] === 1 &&
+    x.byteLength <= limit && yBytes <= limit && 16 * g.cout * g.cin * DTYPE_BYTES[weight.dtype] <= limit && tileBytes(g) <= blockBytes(engine);
 }
 
 export function convWinograd(engine: Engine, g: Conv2dGeometry, x: Tensor, weight: Tensor, y: Tensor, options: Conv2dOptions): void {
@@ -45,14 +53,14 @@ export function convWinograd(engine: Engine, g: Conv2dGeometry, x: Tensor, weigh
   };
   const file = 'conv_winograd.wgsl';
   const none = placeholder(engine);
-  const perBlock = Math.max(1, Math.floor(Math.min(engine.maxBindingBytes, BLOCK_BYTES) / (16 * Math.max(g.cin, g.cout) * 4)));
+  const perBlock = Math.floor(blockBytes(engine) / tileBytes(g));
   engine.scope(() => {
     const u = engine.empty([16, g.cout, g.cin], weight.dtype);
     engine.run(
       { file, entry: 'transform_weights', dtypes: { weight: weight.dtype, wt: u.dtype } },
       { weight, wt: u },
       { ...base, tile0: 0, tiles: 0 },
-      grid(engine, g.cout * g.cin),
+      Math.ceil((g.cout * g.cin) / 64),
     );
     for (let tile0 = 0; tile0 < tiles; tile0 += perBlock) {
       const count = Math.min(perBlock, tiles - tile0);
@@ -62,7 +70,7 @@ export function convWinograd(engine: Engine, g: Conv2dGeometry, x: Tensor, weigh
         { file, entry: 'transform_input', dtypes: { x: x.dtype }, overrides: { UP: g.upsample } },
         { x, xt: v },
         params,
-        grid(engine, count * g.cin),
+        Math.ceil((count * g.cin) / 64),
       );
       const m = matmul(v, u, { transposeB: true, dtype: 'f32' });
       v.dispose();
@@ -75,16 +83,9 @@ export function convWinograd(engine: Engine, g: Conv2dGeometry, x: Tensor, weigh
         },
         { yt: m, bias: options.bias ?? none, y },
         params,
-        grid(engine, count * g.cout),
+        Math.ceil((count * g.cout) / 64),
       );
       m.dispose();
     }
   });
-}
-
-/** 64-invocation workgroups covering n invocations, folded into x and y past the grid limit. */
-function grid(engine: Engine, n: number): [number, number] {
-  const groups = Math.ceil(n / 64);
-  const max = engine.gpu.limits.maxComputeWorkgroupsPerDimension;
-  return [Math.min(groups, max), Math.ceil(groups / max)];
 }
