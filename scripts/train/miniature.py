@@ -11,8 +11,8 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
   4. language    vl_bridge, the LLM and the super link's query tables learn the conversations
                  (packed single-turn answers, see miniature_data); the tower goes on learning,
                  more slowly, with its dense targets
-  5. link        with --decoders only: the LLM learns to name each routing block's class in its
-                 super-link query states (decoders.train_link), the language loss keeping its answers
+  5. link        with --decoders only: the super link's det query table learns to make each routing
+                 block's query states name its class (decoders.train_link); the LLM keeps its weights
   6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's objects first, from
                  crops around them (decoders.train_backbone), as the release's starts from ImageNet weights
   7. decoders    with --decoders only (work in progress): the task decoders learn through the super
