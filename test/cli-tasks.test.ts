@@ -141,6 +141,13 @@ describe('visionllm look', () => {
     expect(lines.at(-1)).toBe(`wrote ${out}`);
     expect(await picture(out)).toEqual({ format: 'png', width: 520, height: 260 });
   });
+
+  it('with nothing above the threshold, says how near the best detection came', () => {
+    const run = ok(tiny(['look', '--classes', 'person,dog', '--threshold', '1', '--out', path.join(tmp, 'look-none.png')]));
+    const lines = run.stdout.trim().split('\n');
+    expect(lines[2]).toBe('  no detection above the threshold');
+    expect(lines[3]).toMatch(/^  \(the best: (person|dog) \d\.\d\d; --threshold 1 is the bar\)$/);
+  });
 });
 
 describe('visionllm generate and edit', () => {

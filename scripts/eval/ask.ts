@@ -1,13 +1,20 @@
 /** A question put to a model as the miniature's evaluation puts it: alone, greedy, the answer as spoken. */
 import type { RgbImage } from '../../src/image/gpu-image.js';
+import type { Region } from '../../src/model/regions.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
 import { spokenAnswer } from './scoring.js';
 
-export async function askAlone(model: VisionLLM, image: RgbImage, question: string): Promise<string> {
-  const result = await model.chat({ image, prompt: question, temperature: 0, maxNewTokens: 200 });
+/** `regions`: what the question's `<region>` tokens point at, in order (chat's option). */
+export async function askAlone(model: VisionLLM, image: RgbImage, question: string, regions?: Region[]): Promise<string> {
+  const result = await model.chat({ image, prompt: question, temperature: 0, maxNewTokens: 200, ...(regions && { regions }) });
   try {
     return spokenAnswer(model.tokenizer, result.tokenIds);
   } finally {
     result.dispose();
   }
+}
+
+/** A turn's `<region>`s as chat() takes them: a region-captioning turn's box (world-set's RegionTurn). */
+export function turnRegions(turn: { box?: readonly number[] }): Region[] | undefined {
+  return turn.box && [{ box: [turn.box[0]!, turn.box[1]!, turn.box[2]!, turn.box[3]!] }];
 }

@@ -7,11 +7,20 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { WorldTurn } from './scoring.js';
 
+/** A region-captioning turn: its `<region>` is the box of the object it names. */
+export interface RegionTurn extends WorldTurn {
+  box: [number, number, number, number];
+}
+
 export interface WorldPicture {
   index: number;
   file: string;
   turns: WorldTurn[];
+  regions: RegionTurn[];
 }
+
+/** Bumped when conversations.py's output changes, so a cached set is drawn again. */
+const FORMAT = 2;
 
 /** A python3 that imports numpy and PIL: the one on PATH, else the system one. */
 function python(): string {
@@ -29,7 +38,7 @@ function python(): string {
 export function worldSet(root: string, folder: string, seed: number, count: number): WorldPicture[] {
   const conversations = path.join(folder, 'conversations.jsonl');
   const done = path.join(folder, 'done.json');
-  const wanted = JSON.stringify({ seed, count });
+  const wanted = JSON.stringify({ seed, count, format: FORMAT });
   if (!fs.existsSync(done) || fs.readFileSync(done, 'utf8') !== wanted) {
     fs.rmSync(folder, { recursive: true, force: true });
     fs.mkdirSync(folder, { recursive: true });
@@ -41,7 +50,7 @@ export function worldSet(root: string, folder: string, seed: number, count: numb
     fs.writeFileSync(done, wanted);
   }
   return fs.readFileSync(conversations, 'utf8').trim().split('\n').map((line) => {
-    const { index, turns } = JSON.parse(line) as { index: number; turns: WorldTurn[] };
-    return { index, file: path.join(folder, `${seed}-${index}.png`), turns };
+    const { index, turns, regions } = JSON.parse(line) as { index: number; turns: WorldTurn[]; regions: RegionTurn[] };
+    return { index, file: path.join(folder, `${seed}-${index}.png`), turns, regions };
   });
 }

@@ -2,10 +2,12 @@
 
   python3 -P scripts/shapesworld/conversations.py --seed S --count N --out FILE.jsonl [--first I]
 
-Each JSON line is one picture (seed, index, turns); the picture itself is world.render_picture(seed,
-index). A turn is {type, question, answer} plus what an evaluation needs to score it without parsing
-the sentence: `subject` (the colour and class asked about), `objects` (annotation ids it refers to),
-`phrases` (task turns: the names the answer must route, in order) and, for editing, `colour`.
+Each JSON line is one picture (seed, index, turns, regions); the picture itself is
+world.render_picture(seed, index). `regions` are region-captioning turns (region_captions), each with
+the `box` its `<region>` token stands for, drawn from their own stream. A turn is {type, question,
+answer} plus what an evaluation needs to score it without parsing the sentence: `subject` (the colour
+and class asked about), `objects` (annotation ids it refers to), `phrases` (task turns: the names the
+answer must route, in order) and, for editing, `colour`.
 
 Two kinds of turn (docs/shapesworld.md, Conversations):
 - VQA: one natural sentence in a canonical form, so exact-match accuracy is measurable; the question
@@ -43,6 +45,9 @@ POSITION_MARGIN = 0.05
 VISIBLE_LARGEST_MARGIN = 1.2
 MAX_REGIONS = 3
 CONVERSATION_STREAM = 1  # third seed word: the conversation's rng never shares the picture's stream
+REGION_STREAM = 2  # region captions draw from their own stream, so adding them changed no conversation
+# A region caption is asked of an object at least this much of which shows: its box is then its own.
+REGION_VISIBLE = 0.6
 
 VQA_TYPES = ('describe', 'count', 'colour', 'exists', 'where', 'largest')
 TASK_TYPES = ('detection', 'semantic', 'grounding', 'pose', 'generation', 'editing', 'regions')
@@ -69,6 +74,10 @@ PARAPHRASES = {
     'largest': (
         'Which object is the largest?', 'What is the biggest object in the picture?', 'Which object is largest?',
         'Which is the largest object in the image?', 'Which object takes up the most space?'),
+    # Region captioning: the `<region>` token takes the region encoder's embedding of a box. Worded
+    # as the describe questions, whose answer form the region's takes.
+    'region': ('What is in <region>?', 'What do you see in <region>?', 'Describe the object in <region>.',
+               'Tell me what <region> shows.'),
     'caption': ('{objects}', 'a picture of {objects}', '{objects} on a plain background', 'an image showing {objects}',
                 'a simple drawing of {objects}'),
     'edit': ('make the {thing} {colour}', 'turn the {thing} {colour}', 'change the colour of the {thing} to {colour}',
@@ -360,6 +369,20 @@ def conversation(annotation, rng):
     return [turns[int(k)] for k in rng.permutation(len(turns))]
 
 
+def region_captions(annotation, rng, count=MAX_REGIONS):
+    """Up to `count` region-captioning turns: a mostly visible object's box (`box`, the `<region>`) and
+    its colour and class, in the describe answer's form ("I see a red circle."), which the LLM already
+    gives: the region encoder learns with the LLM frozen (scripts/train/regions.py)."""
+    shown = [o for o in annotation['objects'] if o['visible_area'] >= REGION_VISIBLE * o['area']]
+    picked = [shown[int(k)] for k in rng.permutation(len(shown))[:count]]
+    return [_turn('region', _ask(rng, 'region'), f'I see {with_article(thing(o))}.', box=o['box'], subject=_subject(o),
+                  objects=[o['id']]) for o in picked]
+
+
+def region_rng(seed, index):
+    return np.random.default_rng([seed, index, REGION_STREAM])
+
+
 def conversation_rng(seed, index):
     return np.random.default_rng([seed, index, CONVERSATION_STREAM])
 
@@ -388,7 +411,8 @@ def main():
         for index in range(args.first, args.first + args.count):
             _, annotation = render_picture(args.seed, index)
             turns = conversation(annotation, conversation_rng(args.seed, index))
-            f.write(json.dumps({'seed': args.seed, 'index': index, 'turns': turns}, separators=(',', ':')) + '\n')
+            regions = region_captions(annotation, region_rng(args.seed, index))
+            f.write(json.dumps({'seed': args.seed, 'index': index, 'turns': turns, 'regions': regions}, separators=(',', ':')) + '\n')
     print(f'{args.count} conversations -> {args.out}')
 
 

@@ -30,6 +30,8 @@ LARGEST_MARGIN = 1.2         # by area and by visible area
 MIN_PARAPHRASES = 5
 MIN_SHARE = {'describe': 0.99, 'count': 0.99, 'exists': 0.99, 'colour': 0.5, 'where': 0.4, 'largest': 0.25}
 YES_SHARE = (0.40, 0.60)
+REGION_VISIBLE = 0.6         # a region caption's object shows at least this share of its area
+MAX_REGION_CAPTIONS = 3
 TOKENS = {'detection': '[DET]', 'semantic': '[SEG]', 'grounding': '[GRD]', 'pose': '[POSE]',
           'generation': '[GEN]', 'editing': '[EDIT]', 'regions': '[DET]'}
 DIST_TEMPLATES = ROOT / 'dist' / 'src' / 'model' / 'tasks' / 'templates.js'
@@ -192,6 +194,20 @@ def check_task(turn, ann, expect):
         expect(turn['answer'].count(other) == want.get(other, 0), f'{kind} has {turn["answer"].count(other)} {other}')
 
 
+def check_regions(turns, ann, expect):
+    """Region captions: distinct, mostly visible objects, each its own box, named in the describe form."""
+    by_id = {o['id']: o for o in ann['objects']}
+    shown = [o for o in ann['objects'] if o['visible_area'] >= REGION_VISIBLE * o['area']]
+    expect(len(turns) == min(MAX_REGION_CAPTIONS, len(shown)), f'{len(turns)} region captions for {len(shown)} shown objects')
+    expect(len({t['objects'][0] for t in turns}) == len(turns), 'an object captioned twice')
+    for t in turns:
+        o = by_id[t['objects'][0]]
+        expect(o['visible_area'] >= REGION_VISIBLE * o['area'], f'region caption of a hidden object: {t}')
+        expect(t['box'] == o['box'], f'region box {t["box"]} is not the object\'s {o["box"]}')
+        expect(t['answer'] == f'I see {article(name(o))}.', f'region answer {t["answer"]!r} for {name(o)}')
+        expect(t['question'].count('<region>') == 1 and t['question'] in C.PARAPHRASES['region'], f'region question {t["question"]!r}')
+
+
 def check_paraphrases(questions, expect):
     for kind in C.VQA_TYPES:
         pool = C.PARAPHRASES[kind]
@@ -220,6 +236,8 @@ def check_determinism(ann, expect):
         expect([(d['seed'], d['index']) for d in lines] == [(SEED, 5), (SEED, 6), (SEED, 7)], 'CLI seeds and indices')
         expect(lines[0]['turns'] == C.conversation(render_picture(SEED, 5)[1], C.conversation_rng(SEED, 5)),
                'CLI turns differ from conversation()')
+        expect(lines[0]['regions'] == C.region_captions(render_picture(SEED, 5)[1], C.region_rng(SEED, 5)),
+               'CLI regions differ from region_captions()')
 
 
 # Inputs for the cross-language check: punctuation, case and dots exercise the caption and
@@ -283,6 +301,10 @@ def main():
                 answers_yes[turn['answer'].startswith('Yes')] += 1
         for kind in {t['type'] for t in turns}:
             pictures_with[kind] += 1
+        captions = C.region_captions(ann, C.region_rng(SEED, index))
+        types['region'] += len(captions)
+        pictures_with['region'] += bool(captions)
+        check_regions(captions, ann, lambda ok, message, where=where: expect(ok, f'{where}: {message}'))
         expect(len(turns) == len({t['type'] for t in turns}), f'{where}: a type asked twice')
         expect('person' not in {o['class'] for o in ann['objects']} or 'pose' in {t['type'] for t in turns},
                f'{where}: a person but no pose turn')
@@ -296,7 +318,7 @@ def main():
 
     total = sum(types.values())
     print(f'{PICTURES} pictures of seed {SEED}, {total} turns; turns by type (share of all turns, pictures with one):')
-    for kind in C.VQA_TYPES + C.TASK_TYPES:
+    for kind in C.VQA_TYPES + C.TASK_TYPES + ('region',):
         print(f'  {kind:<10} {types[kind]:>4}  {types[kind] / total:5.1%}  {pictures_with[kind] / PICTURES:6.1%}')
     print(f'exists answers yes {yes:.1%}; {compared} template cases equal in TypeScript; {time.perf_counter() - start:.1f} s')
     for e in errors[:50]:

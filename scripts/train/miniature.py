@@ -17,7 +17,9 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  crops around them (decoders.train_backbone), as the release's starts from ImageNet weights
   7. decoders    with --decoders only (work in progress): the task decoders learn through the super
                  link (decoders.py), Grounding DINO with its mask head so far
-  8. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+  8. regions     with --decoders only: the region encoder learns region captions through the frozen
+                 MLLM (regions.py)
+  9. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
 same command again to go on from the last one. The log (train.log) is copied next to the weights.
@@ -42,6 +44,7 @@ from miniature_data import (ROOT, Tokens, pack, picture_entry, pixels, render_pi
                             train_tokenizer, training_turns)
 import miniature_model as mm  # noqa: E402
 import decoders  # noqa: E402
+import regions  # noqa: E402
 import detector  # noqa: E402
 import reference_gdino as R  # noqa: E402
 from common import read_safetensors  # noqa: E402
@@ -289,6 +292,12 @@ def export(run, params, out):
         tensors.update(R.named_state(model))
         # class_names (our key): what the task helpers ask for by default instead of COCO's classes.
         config.update(use_gdino=True, gdino_config=detector.CONFIG, class_names=list(mm.CLASSES))
+    if run.state.get('regions'):
+        encoder = regions.build()
+        encoder.load_state_dict(run.state['regions']['model'])
+        tensors.update(regions.named_state(encoder))
+        # region_encoder_config (our key): the pooling the release hard-codes, so the reader need not guess.
+        config.update(use_region_encoder=True, region_encoder_config=regions.CONFIG)
     torch.save({k: v.contiguous() for k, v in tensors.items()}, os.path.join(official, 'pytorch_model.bin'))
     with open(os.path.join(official, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2)
@@ -311,7 +320,7 @@ def export(run, params, out):
 def start_from(run, weights):
     """A new run at the link stage, from an exported miniature's weights (f16, widened) and tokenizer."""
     tensors = read_safetensors(os.path.join(weights, 'model.safetensors'))
-    params = {k: v.float() for k, v in tensors.items() if not k.startswith('gdino.')}
+    params = {k: v.float() for k, v in tensors.items() if not k.startswith(('gdino.', 'region_encoder.'))}
     missing = sorted(set(mm.exported(mm.init_params(TRAIN_SEED))) - set(params))
     if missing:
         sys.exit(f'--start-from {weights}: model.safetensors lacks {len(missing)} of the miniature\'s tensors, e.g. {missing[0]}')
@@ -332,8 +341,9 @@ def main():
         parser.error('--start-from begins at the decoders\' stages: give --decoders too')
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps = (64, 6, 6, 4, 4, 4) if args.probe else \
-        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS)
+    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, region_steps = \
+        (64, 6, 6, 4, 4, 4, 4) if args.probe else \
+        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS)
     run = Run(args.run)
     if args.start_from and run.load('checkpoint.pt') is None:
         start_from(run, args.start_from)
@@ -368,7 +378,12 @@ def main():
         t = time.time()
         decoders.train_detector(run, params, tokens, TRAIN_SEED, detector_steps)
         run.log(f'detector done ({(time.time() - t) / max(1, detector_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='export', step=0, opt=None, params=mm_params(params))
+        run.checkpoint(stage='regions', step=0, opt=None, params=mm_params(params))
+    if run.state['stage'] == 'regions':
+        t = time.time()
+        regions.train_regions(run, params, tokens, TRAIN_SEED, region_steps)
+        run.log(f'regions done ({(time.time() - t) / max(1, region_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='export', step=0)
     export(run, params, args.out)
     run.log(f'finished in {run.elapsed() / 60:.1f} min')
 

@@ -6,6 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { gdino } from '../decoders/gdino/index.js';
+import { DEFAULT_THRESHOLD } from '../model/tasks/tasks.js';
 import { annotate } from '../image/annotate.js';
 import { streamAnswer } from './chat.js';
 import { DEFAULT_PROMPT } from './chat-options.js';
@@ -67,9 +68,14 @@ export async function look(args: LookArgs, stdoutClosed: AbortSignal): Promise<v
       return;
     }
     progress.activity('detecting');
-    const found = await model.detect(image, { classes: args.classes, threshold: args.threshold, signal: stdoutClosed }).finally(() => progress.clear());
+    // Every score, so that a picture with nothing above the threshold can say how near the best came.
+    const scored = await model.detect(image, { classes: args.classes, threshold: 0, signal: stdoutClosed }).finally(() => progress.clear());
+    const threshold = args.threshold ?? DEFAULT_THRESHOLD;
+    const found = { ...scored, detections: scored.detections.filter((d) => d.score >= threshold) };
     print(`detections (${found.classes.join(', ')}):\n`);
     summaryLines(found).forEach((line) => print(`  ${line}\n`));
+    const best = scored.detections[0];
+    if (!found.detections.length && best) print(`  (the best: ${best.label} ${best.score.toFixed(2)}; --threshold ${threshold} is the bar)\n`);
     await writePicture(args.out, await annotate(image, found));
     print(`wrote ${args.out}\n`);
   } finally {

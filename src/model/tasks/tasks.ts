@@ -52,7 +52,8 @@ export interface PoseOptions extends TaskOptions {
 export type GenerateOptions = TaskOptions & Omit<DiffusionOptions, 'imageGuidance' | 'latents' | 'noise'>;
 export type EditOptions = TaskOptions & Omit<DiffusionOptions, 'width' | 'height' | 'latents' | 'noise'>;
 
-const DEFAULT_THRESHOLD = 0.3;
+/** The score a detection needs by default (options.threshold). */
+export const DEFAULT_THRESHOLD = 0.3;
 
 /** The checkpoint's own classes (config class_names) where it names them, else the dataset's. */
 function defaultClasses(model: VisionLLM, dataset: readonly string[]): readonly string[] {
