@@ -9,7 +9,7 @@
  * and, where the checkpoint has Grounding DINO, its detection and mask measures through the task
  * API (scripts/eval/decoder-eval.ts). Where it has a region encoder, region captioning: a mostly
  * visible object's box as the `<region>` of "What is in <region>?" and its paraphrases, right when
- * the answer names the object's colour and class ("a red circle"; goal 90 %). Interactive
+ * the answer names the object's colour and class ("I see a red circle."; goal 90 %). Interactive
  * segmentation's region prompts are left out.
  */
 import fs from 'node:fs';

@@ -6,7 +6,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { gdino } from '../decoders/gdino/index.js';
-import { DEFAULT_THRESHOLD } from '../model/tasks/tasks.js';
+import { DEFAULT_THRESHOLD, keptAbove } from '../model/tasks/tasks.js';
 import { annotate } from '../image/annotate.js';
 import { streamAnswer } from './chat.js';
 import { DEFAULT_PROMPT } from './chat-options.js';
@@ -71,7 +71,7 @@ export async function look(args: LookArgs, stdoutClosed: AbortSignal): Promise<v
     // Every score, so that a picture with nothing above the threshold can say how near the best came.
     const scored = await model.detect(image, { classes: args.classes, threshold: 0, signal: stdoutClosed }).finally(() => progress.clear());
     const threshold = args.threshold ?? DEFAULT_THRESHOLD;
-    const found = { ...scored, detections: scored.detections.filter((d) => d.score >= threshold) };
+    const found = keptAbove(scored, threshold);
     print(`detections (${found.classes.join(', ')}):\n`);
     summaryLines(found).forEach((line) => print(`  ${line}\n`));
     const best = scored.detections[0];

@@ -199,6 +199,11 @@ function above(detections: readonly Detection[], threshold: number): Detection[]
   return detections.filter((d) => d.score >= threshold);
 }
 
+/** A result asked with threshold 0 as if asked with `threshold`: for callers that also want the best score below it. */
+export function keptAbove<R extends { detections: readonly Detection[] }>(result: R, threshold = DEFAULT_THRESHOLD): R {
+  return { ...result, detections: above(result.detections, threshold) };
+}
+
 async function runChat(
   model: VisionLLM,
   image: RgbImage | undefined,
