@@ -17,10 +17,10 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
-import { askAlone, turnRegions } from './eval/ask.js';
+import { askAlone, takesRegions, turnRegions } from './eval/ask.js';
 import { decoderReport, emptyTally, readAnnotation, scorePicture, summarise, type DecoderSummary } from './eval/decoder-eval.js';
 import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
-import { worldSet, type WorldPicture } from './eval/world-set.js';
+import { worldSet } from './eval/world-set.js';
 
 const EVAL_SEED = 4100;
 const VQA_GOAL = 0.9;
@@ -57,26 +57,17 @@ async function main(): Promise<void> {
   const started = performance.now();
   let asked = 0;
   const decoders = model.decoderNames.includes('gdino') ? emptyTally() : undefined;
-  const regions = 'regionEncoder' in model.config && model.config.regionEncoder !== undefined;
-  const regionTurns = (picture: WorldPicture) => (regions ? picture.regions : []);
+  const regions = takesRegions(model);
   try {
     for (const picture of pictures) {
       const image = await model.readImage(picture.file);
-      for (const turn of picture.turns) {
+      for (const turn of [...picture.turns, ...(regions ? picture.regions : [])]) {
         const tally = tallies.get(turn.type);
-        if (!tally) continue; // regions
-        const got = await askAlone(model, image, turn.question);
-        tally.asked++;
-        if (isRight(turn, got)) tally.right++;
-        else tally.misses.push({ picture: path.basename(picture.file), question: turn.question, expected: turn.answer, got });
-        asked++;
-      }
-      for (const turn of regionTurns(picture)) {
-        const tally = tallies.get('region')!;
+        if (!tally) continue; // interactive segmentation's regions
         const got = await askAlone(model, image, turn.question, turnRegions(turn));
         tally.asked++;
         if (isRight(turn, got)) tally.right++;
-        else tally.misses.push({ picture: path.basename(picture.file), question: `${turn.question} (box ${turn.box.join(', ')})`, expected: turn.answer, got });
+        else tally.misses.push({ picture: path.basename(picture.file), question: `${turn.question}${turn.box ? ` (box ${turn.box.join(', ')})` : ''}`, expected: turn.answer, got });
         asked++;
       }
       if (decoders) {

@@ -4,8 +4,9 @@
  *
  * Records what the miniature answers about the committed ShapesWorld pictures
  * (test/fixtures/shapesworld/29-*.png): the first question of each type in each picture's
- * conversation (scripts/shapesworld/conversations.py), asked as the evaluation asks it, with its first
- * region caption where the checkpoint has a region encoder, and, where the checkpoint has a detector, what detect(), segment() and ground() return about each picture.
+ * conversation (scripts/shapesworld/conversations.py), asked as the evaluation asks it, with its
+ * first region caption where the checkpoint has a region encoder, and, where the checkpoint has a
+ * detector, what detect(), segment() and ground() return about each picture.
  * test/miniature.test.ts checks that the checkpoint still gives exactly these answers, so run this
  * again after retraining (npm run train:tiny) and review the difference.
  */
@@ -14,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
-import { askAlone, turnRegions } from './eval/ask.js';
+import { askAlone, takesRegions, turnRegions } from './eval/ask.js';
 import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers } from './eval/recorded-answers.js';
 import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
 import { worldSet } from './eval/world-set.js';
@@ -30,7 +31,7 @@ async function main(): Promise<void> {
   const fixtures = path.join(root, 'test', 'fixtures', 'shapesworld');
   const pictures = worldSet(root, path.join(root, 'runs', `world-${SEED}-${COUNT}`), SEED, COUNT);
   const model = await VisionLLM.load(weights);
-  const regions = 'regionEncoder' in model.config && model.config.regionEncoder !== undefined;
+  const regions = takesRegions(model);
   const recorded: RecordedAnswers = { weights: path.relative(root, weights), sha256: weightsDigest(weights), pictures: [] };
   try {
     for (const picture of pictures) {

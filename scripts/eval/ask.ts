@@ -2,7 +2,7 @@
 import type { RgbImage } from '../../src/image/gpu-image.js';
 import type { Region } from '../../src/model/regions.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
-import { spokenAnswer } from './scoring.js';
+import { spokenAnswer, type WorldTurn } from './scoring.js';
 
 /** `regions`: what the question's `<region>` tokens point at, in order (chat's option). */
 export async function askAlone(model: VisionLLM, image: RgbImage, question: string, regions?: Region[]): Promise<string> {
@@ -14,7 +14,12 @@ export async function askAlone(model: VisionLLM, image: RgbImage, question: stri
   }
 }
 
-/** A turn's `<region>`s as chat() takes them: a region-captioning turn's box (world-set's RegionTurn). */
-export function turnRegions(turn: { box?: readonly number[] }): Region[] | undefined {
-  return turn.box && [{ box: [turn.box[0]!, turn.box[1]!, turn.box[2]!, turn.box[3]!] }];
+/** Whether the checkpoint has a region encoder, so that `<region>` tokens take regions. */
+export function takesRegions(model: VisionLLM): boolean {
+  return 'regionEncoder' in model.config && model.config.regionEncoder !== undefined;
+}
+
+/** A turn's `<region>`s as chat() takes them: a region-captioning turn's box. */
+export function turnRegions(turn: WorldTurn): Region[] | undefined {
+  return turn.box && [{ box: turn.box }];
 }

@@ -34,8 +34,7 @@ export interface RecordedAnswers {
   weights: string;
   /** weightsDigest() of that checkpoint when the answers were recorded. */
   sha256: string;
-  /** A region-captioning turn has the `box` its `<region>` stands for. */
-  pictures: { file: string; turns: (WorldTurn & { box?: number[]; got: string; right: boolean })[]; results?: RecordedResults }[];
+  pictures: { file: string; turns: (WorldTurn & { got: string; right: boolean })[]; results?: RecordedResults }[];
 }
 
 /** The task API's results about one picture, as recorded and as the test compares them. */

@@ -16,6 +16,8 @@ export interface WorldTurn {
   question: string;
   answer: string;
   phrases?: string[];
+  /** Region captioning: the box its question's `<region>` stands for. */
+  box?: [number, number, number, number];
 }
 
 export const VQA_TYPES = ['describe', 'count', 'colour', 'exists', 'where', 'largest'] as const;

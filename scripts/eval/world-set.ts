@@ -8,9 +8,7 @@ import path from 'node:path';
 import type { WorldTurn } from './scoring.js';
 
 /** A region-captioning turn: its `<region>` is the box of the object it names. */
-export interface RegionTurn extends WorldTurn {
-  box: [number, number, number, number];
-}
+export type RegionTurn = WorldTurn & Required<Pick<WorldTurn, 'box'>>;
 
 export interface WorldPicture {
   index: number;

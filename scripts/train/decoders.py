@@ -53,14 +53,17 @@ HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
 CENTRE_PICTURES = 32
 
 
-def query_hidden(params, features, seq):
-    """The LLM's final hidden states [L, d] for a packed sequence, the query tables' rows spliced in."""
+def query_hidden(params, features, seq, replaced=None):
+    """The LLM's final hidden states [L, d] for a packed sequence, the query tables' rows spliced in;
+    `replaced`: (positions, rows) whose embeddings take those positions' (the `<region>` tokens')."""
     embeds = params['llm.model.embed_tokens.weight'][seq['ids']]
     image = ref.vl_bridge(params, features).reshape(-1, embeds.shape[-1])
     at = seq['image_at']
     embeds = torch.cat([embeds[:at], image, embeds[at + image.shape[0]:]])
     for start, table, count in seq['queries']:
         embeds = torch.cat([embeds[:start], params[table + '.weight'][:count], embeds[start + count:]])
+    if replaced is not None:
+        embeds = embeds.index_put((replaced[0],), replaced[1])
     return ref.llama_hidden(params, mm.LLM, embeds[None], positions=seq['positions'], blocked=seq['blocked'])[0]
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from miniature_data import pixels, ref
-from miniature_model import KINDS, MAX_TILES, TILE, kind_index
+from miniature_data import pixels, tile_array
+from miniature_model import KINDS, kind_index
 from scripts.shapesworld import conversations as talk
 from scripts.shapesworld.world import decode_rle, render_picture
 
@@ -44,7 +44,7 @@ class Example:
     def __init__(self, seed, index, scale):
         image, self.annotation = render_picture(seed, index)
         pil = Image.fromarray(image)
-        self.tiles = pixels(np.stack([np.asarray(t.convert('RGB')) for t in ref.anyres_tiles(pil, TILE, MAX_TILES)]))
+        self.tiles = pixels(tile_array(pil))
         _, padded, mask = R.mmdet_input(cv2, np.ascontiguousarray(image[:, :, ::-1]), scale)
         self.pixel_values = torch.from_numpy(padded)[None]
         self.pixel_mask = torch.from_numpy(mask)[None].long()

@@ -34,16 +34,21 @@ VQA_DRAWS = 2
 TASK_TURNS = 2
 
 
+def tile_array(image):
+    """A PIL picture's anyres tiles as the model sees them, uint8 [n, T, T, 3] (pixels() normalises them)."""
+    return np.stack([np.asarray(t.convert('RGB')) for t in ref.anyres_tiles(image, TILE, MAX_TILES)])
+
+
 def picture_entry(seed, index):
     """One picture: uint8 tiles [n, T, T, 3] as the model sees them, and stage 1's targets."""
     image, annotation = render_picture(seed, index)
     pil = Image.fromarray(image)
-    tiles = ref.anyres_tiles(pil, TILE, MAX_TILES)
+    tiles = tile_array(pil)
     cols, rows = ref.tile_grid(pil.width, pil.height, TILE, MAX_TILES)
     cover, centre, size = dense_targets(annotation, cols, rows, len(tiles))
     for obj in annotation['objects']:
         del obj['mask']   # the targets hold what training needs of it; the pool stays a few GB
-    return {'tiles': np.stack([np.asarray(t.convert('RGB')) for t in tiles]), 'annotation': annotation,
+    return {'tiles': tiles, 'annotation': annotation,
             'cover': cover.astype(np.float16), 'centre': centre.astype(bool), 'size': size.astype(np.float16)}
 
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from miniature_data import pack, pixels, ref
+from decoders import language_loss, query_hidden
+from miniature_data import pack, pixels, ref, tile_array
 import miniature_model as mm
 from scripts.shapesworld.conversations import region_captions
 from scripts.shapesworld.world import render_picture
@@ -70,7 +71,7 @@ class RegionExample:
     def __init__(self, seed, index, rng):
         image, annotation = render_picture(seed, index)
         pil = Image.fromarray(image)
-        self.tiles = pixels(np.stack([np.asarray(t.convert('RGB')) for t in ref.anyres_tiles(pil, mm.TILE, mm.MAX_TILES)]))
+        self.tiles = pixels(tile_array(pil))
         self.turns = region_captions(annotation, rng)
         self.masks = torch.stack([box_mask(t['box'], pil.width, pil.height) for t in self.turns])[:, None] if self.turns else None
 
@@ -91,14 +92,9 @@ def region_hidden(params, tokens, example, features, regions, rng):
     """The packed sequence of a picture's region turns and the LLM's final hidden states, each `<region>`
     token's embedding replaced by its turn's region embedding."""
     seq = pack(tokens, len(example.tiles), example.turns, rng, splice_odds=0.0)
-    embeds = params['llm.model.embed_tokens.weight'][seq['ids']]
-    image = ref.vl_bridge(params, features).reshape(-1, embeds.shape[-1])
-    at = seq['image_at']
-    embeds = torch.cat([embeds[:at], image, embeds[at + image.shape[0]:]])
     where = (seq['ids'] == tokens.added['<region>']).nonzero()[:, 0]
     assert len(where) == len(example.turns), 'one <region> per region turn'
-    embeds = embeds.index_put((where,), regions)
-    return seq, ref.llama_hidden(params, mm.LLM, embeds[None], positions=seq['positions'], blocked=seq['blocked'])[0]
+    return seq, query_hidden(params, features, seq, replaced=(where, regions))
 
 
 def kind_targets(example):
@@ -114,11 +110,6 @@ def heads_loss(heads, pooled, kinds):
     classes, colours = out[:, :len(mm.CLASSES)], out[:, len(mm.CLASSES):]
     loss = F.cross_entropy(classes, kinds[:, 0]) + F.cross_entropy(colours, kinds[:, 1])
     return loss, (classes.argmax(1) == kinds[:, 0]).float(), (colours.argmax(1) == kinds[:, 1]).float()
-
-
-def answer_loss(params, hidden, seq):
-    scored = seq['targets'] >= 0
-    return F.cross_entropy(F.linear(hidden[scored], params['llm.lm_head.weight']), seq['targets'][scored])
 
 
 @torch.no_grad()
@@ -167,7 +158,7 @@ def train_regions(run, params, tokens, seed, steps):
                 continue
             features, regions, pooled = encode(params, encoder, example)
             seq, hidden = region_hidden(params, tokens, example, features, regions, rng)
-            answers = answer_loss(params, hidden, seq)
+            answers = language_loss(params, hidden, seq)
             kinds, class_right, colour_right = heads_loss(heads, pooled, kind_targets(example))
             ((answers + HEADS_WEIGHT * kinds) / REGION_BATCH).backward()
             losses.append((float(answers), float(kinds)))
