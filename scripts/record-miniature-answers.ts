@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import { askAlone, takesRegions, turnRegions } from './eval/ask.js';
-import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers } from './eval/recorded-answers.js';
+import { decoderResults, recordedAnswersFile, recordsResults, weightsDigest, type RecordedAnswers } from './eval/recorded-answers.js';
 import { TASK_TYPES, VQA_TYPES, isRight } from './eval/scoring.js';
 import { worldSet } from './eval/world-set.js';
 
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
         const got = await askAlone(model, image, region.question, turnRegions(region));
         turns.push({ ...region, got, right: isRight(region, got) });
       }
-      const results = model.decoderNames.includes('gdino') ? await decoderResults(model, image, picture.turns) : undefined;
+      const results = recordsResults(model) ? await decoderResults(model, image, picture.turns) : undefined;
       recorded.pictures.push({ file, turns, ...(results ? { results } : {}) });
     }
   } finally {

@@ -131,13 +131,16 @@ describe('visionllm detect, segment, ground, pose', () => {
 });
 
 describe('visionllm look', () => {
-  it('answers, then prints the detections and the path of the picture it drew them on', async () => {
+  it('answers, then prints the detections, the people\'s keypoints and the path of the picture it drew them on', async () => {
     const out = path.join(tmp, 'look.png');
     const run = ok(tiny(['look', '--classes', 'person,dog', '--threshold', '0', '--out', out]));
     const lines = run.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^ASSISTANT: \S/);
     expect(lines[1]).toBe('detections (person, dog):');
     expect(lines[2]).toMatch(/^  (person|dog) \d\.\d\d \[\d+, \d+, \d+, \d+\]$/);
+    const posed = lines.indexOf('keypoints (person):');
+    expect(posed).toBeGreaterThan(2);
+    expect(lines[posed + 1]).toMatch(/^  person \d\.\d\d \[\d+, \d+, \d+, \d+\] 17 keypoints$/);
     expect(lines.at(-1)).toBe(`wrote ${out}`);
     expect(await picture(out)).toEqual({ format: 'png', width: 520, height: 260 });
   });

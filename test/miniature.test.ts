@@ -3,8 +3,9 @@
  * end to end through chat(): about the committed ShapesWorld pictures it gives exactly the answers
  * scripts/record-miniature-answers.ts recorded (greedy decoding, each question alone, as
  * `npm run eval:tiny` asks), right or wrong; which of them are right is in the recording. Where it
- * has a detector, detect(), segment() and ground() give the recorded boxes, scores and masks,
- * within what another CPU's rounding may move them.
+ * has a detector, detect(), segment() and ground() give the recorded boxes, scores and masks; where
+ * it has UniPose, pose() gives the recorded boxes, scores and keypoints; all within what another
+ * CPU's rounding may move them.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { askAlone, turnRegions } from '../scripts/eval/ask.js';
 import { maskIou } from '../scripts/eval/detection-metrics.js';
-import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers, type RecordedDetection } from '../scripts/eval/recorded-answers.js';
+import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers, type RecordedDetection, type RecordedPose } from '../scripts/eval/recorded-answers.js';
 import { isRight } from '../scripts/eval/scoring.js';
 import { TEST_DIR, testEngine } from './helpers.js';
 
@@ -23,14 +24,20 @@ const BOX_PIXELS = 0.5;
 const SCORE = 2e-3;
 const MASK_IOU = 0.98;
 
-function expectRecorded(got: RecordedDetection[], want: RecordedDetection[], what: string): void {
+function expectRecorded(got: (RecordedDetection | RecordedPose)[] = [], want: (RecordedDetection | RecordedPose)[] = [], what: string): void {
   expect(got.map((d) => d.label), what).toEqual(want.map((d) => d.label));
   got.forEach((d, i) => {
     const w = want[i]!;
     expect(Math.abs(d.score - w.score), `${what} ${i}: score ${d.score}, recorded ${w.score}`).toBeLessThanOrEqual(SCORE);
     const off = Math.max(...d.box.map((v, k) => Math.abs(v - w.box[k]!)));
     expect(off, `${what} ${i}: box [${d.box}], recorded [${w.box}]`).toBeLessThanOrEqual(BOX_PIXELS);
-    if (w.mask) expect(maskIou(d.mask!, w.mask), `${what} ${i}: mask`).toBeGreaterThanOrEqual(MASK_IOU);
+    if ('mask' in w && w.mask) expect(maskIou((d as RecordedDetection).mask!, w.mask), `${what} ${i}: mask`).toBeGreaterThanOrEqual(MASK_IOU);
+    if ('keypoints' in w) {
+      const points = (d as RecordedPose).keypoints;
+      expect(points, `${what} ${i}: keypoints`).toHaveLength(w.keypoints.length);
+      const moved = Math.max(...points.flatMap((p, k) => p.map((v, j) => Math.abs(v - w.keypoints[k]![j]!))));
+      expect(moved, `${what} ${i}: keypoints moved by up to ${moved} pixels`).toBeLessThanOrEqual(BOX_PIXELS);
+    }
   });
 }
 
@@ -62,18 +69,20 @@ describe(`the miniature (${recorded.weights}) on the committed ShapesWorld pictu
   const withResults = recorded.pictures.filter((p) => p.results);
   // detect() and segment() keep what scores 0.3 or more, which may be nothing (the committed detector's
   // best scores are about 0.2); ground() always gives its best box and mask.
-  it.runIf(withResults.length > 0)('has recorded decoder results for every picture, boxes and masks among them', () => {
+  it.runIf(withResults.length > 0)('has recorded decoder results for every picture, masks and keypoints among them', () => {
     expect(withResults).toHaveLength(recorded.pictures.length);
-    const detections = withResults.flatMap((p) => [...p.results!.detect, ...p.results!.segment, ...(p.results!.ground?.detections ?? [])]);
-    expect(detections.some((d) => d.mask)).toBe(true);
+    const detections = withResults.flatMap((p) => [...(p.results!.detect ?? []), ...(p.results!.segment ?? []), ...(p.results!.ground?.detections ?? [])]);
+    if (model.decoderNames.includes('gdino')) expect(detections.some((d) => d.mask)).toBe(true);
+    if (model.decoderNames.includes('unipose')) expect(withResults.every((p) => p.results!.pose?.[0]?.keypoints.length === 17)).toBe(true);
   });
 
-  it.each(withResults.map((p) => [p.file, p.turns, p.results!] as const))('%s: detect, segment and ground give the recorded results', async (file, turns, results) => {
+  it.each(withResults.map((p) => [p.file, p.turns, p.results!] as const))('%s: the task calls give the recorded results', async (file, turns, results) => {
     const image = await model.readImage(path.join(TEST_DIR, 'fixtures', 'shapesworld', file));
     const got = await decoderResults(model, image, turns);
     expectRecorded(got.detect, results.detect, 'detect');
     expectRecorded(got.segment, results.segment, 'segment');
     expect(got.ground?.phrase).toBe(results.ground?.phrase);
     if (results.ground) expectRecorded(got.ground!.detections, results.ground.detections, 'ground');
+    expectRecorded(got.pose, results.pose, 'pose');
   }, 60_000);
 });

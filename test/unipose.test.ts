@@ -143,3 +143,12 @@ describe.each(['cpu', 'gpu'] as const)('UniPose against the PyTorch reference, %
     tooMany.dispose();
   });
 });
+
+describe('UniPose config', () => {
+  it('reads the resize limits from image_scale ([max_size, size]), the release\'s by default', () => {
+    expect(config.detector.imageScale).toEqual([1333, 800]);
+    const small = parseUniposeConfig(new ConfigReader('unipose_config', { ...raw, image_scale: [512, 320] }));
+    expect(small.detector.imageScale).toEqual([512, 320]);
+    expect(() => parseUniposeConfig(new ConfigReader('unipose_config', { ...raw, image_scale: [512] }))).toThrow(/image_scale.*\[long, short\] edge limits, got 1 numbers/);
+  });
+});

@@ -7,18 +7,23 @@
  *     ground truth of their class at box IoU >= 0.5, and how many objects were matched;
  *   - referring segmentation: the mean IoU of ground()'s mask with the named object's mask (0 when it
  *     finds nothing), for each picture's grounding expression.
- * Masks are the objects' visible pixels, as ShapesWorld annotates them.
+ *   - pose: PCK@0.1 of the person's height of pose()'s instances (scripts/eval/pose-metrics.ts),
+ *     where the checkpoint has UniPose.
+ * Masks are the objects' visible pixels, as ShapesWorld annotates them. Each part runs where the
+ * checkpoint has its decoder.
  */
 import fs from 'node:fs';
 import type { RgbImage } from '../../src/image/gpu-image.js';
 import type { Rle } from '../../src/image/mask.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
 import { boxIou, classAps, maskIou, type Box, type ClassAp, type ScoredBox, type TruthBox } from './detection-metrics.js';
+import { emptyPck, PCK_FRACTION, scorePose, type PckTally, type Person } from './pose-metrics.js';
 import type { WorldTurn } from './scoring.js';
 
 export const WORLD_CLASSES = ['circle', 'square', 'triangle', 'star', 'person'];
 export const AP50_GOAL = 0.8;
 export const REFERRING_GOAL = 0.75;
+export const PCK_GOAL = 0.7;
 const MASK_SCORE = 0.3;
 const MATCH_IOU = 0.5;
 const MASKED_AT_MOST = 20;
@@ -28,6 +33,9 @@ export interface WorldObject {
   class: string;
   box: Box;
   mask: Rle;
+  /** People only. */
+  keypoints?: Person['keypoints'];
+  figure_height?: number;
 }
 
 /** A grounding turn's expression and the object it names (conversations.py's grounding turns). */
@@ -36,6 +44,8 @@ export interface GroundingTurn extends WorldTurn {
 }
 
 export interface DecoderTally {
+  detector: boolean;
+  pose?: PckTally;
   detections: ScoredBox[];
   truths: TruthBox[];
   maskIous: number[];
@@ -48,13 +58,27 @@ export function readAnnotation(file: string): WorldObject[] {
   return a.objects;
 }
 
-export function emptyTally(): DecoderTally {
-  return { detections: [], truths: [], maskIous: [], instances: 0, referringIous: [] };
+/** A tally for the decoders the model has (Grounding DINO, UniPose), undefined when it has neither. */
+export function emptyTally(model: VisionLLM): DecoderTally | undefined {
+  const detector = model.decoderNames.includes('gdino');
+  const pose = model.decoderNames.includes('unipose') ? emptyPck() : undefined;
+  if (!detector && !pose) return undefined;
+  return { detector, pose, detections: [], truths: [], maskIous: [], instances: 0, referringIous: [] };
 }
 
-/** Adds one picture's detection, instance-mask and referring results to the tally. */
+/** Adds one picture's detection, instance-mask, referring and pose results to the tally. */
 export async function scorePicture(model: VisionLLM, image: RgbImage, picture: number, objects: WorldObject[],
                                    turns: readonly WorldTurn[], tally: DecoderTally): Promise<void> {
+  if (tally.pose) {
+    const people = objects.filter((o) => o.class === 'person') as (WorldObject & Person)[];
+    const posed = await model.pose(image, { classes: ['person'], threshold: 0 });
+    scorePose(posed.instances, people, posed.keypointNames, tally.pose);
+  }
+  if (tally.detector) await scoreDetector(model, image, picture, objects, turns, tally);
+}
+
+async function scoreDetector(model: VisionLLM, image: RgbImage, picture: number, objects: WorldObject[],
+                             turns: readonly WorldTurn[], tally: DecoderTally): Promise<void> {
   for (const o of objects) tally.truths.push({ image: picture, classIndex: WORLD_CLASSES.indexOf(o.class), box: o.box });
   tally.instances += objects.length;
 
@@ -99,6 +123,8 @@ export interface DecoderSummary {
   instances: number;
   referringIou: number;
   referrings: number;
+  detector: boolean;
+  pose?: PckTally;
 }
 
 export function summarise(t: DecoderTally): DecoderSummary {
@@ -112,12 +138,35 @@ export function summarise(t: DecoderTally): DecoderSummary {
     instances: t.instances,
     referringIou: mean(t.referringIous),
     referrings: t.referringIous.length,
+    detector: t.detector,
+    pose: t.pose,
   };
 }
 
 /** The report's decoder section (markdown lines). */
 export function decoderReport(s: DecoderSummary): string[] {
-  const met = (ok: boolean) => (ok ? 'met' : '**missed**');
+  return [...(s.detector ? detectorReport(s) : []), ...(s.pose ? poseReport(s.pose) : [])];
+}
+
+const met = (ok: boolean) => (ok ? 'met' : '**missed**');
+
+function poseReport(p: PckTally): string[] {
+  const pck = p.keypoints ? p.right / p.keypoints : NaN;
+  return [
+    `## Pose (goal: PCK@${PCK_FRACTION} >= ${PCK_GOAL})`,
+    '',
+    '`pose()` asks for the person\'s 17 COCO keypoints in every picture (no threshold); its instances are matched one to one',
+    'to the people at box IoU >= 0.5, and a keypoint is right within a tenth of the person\'s height (scripts/eval/pose-metrics.ts).',
+    '',
+    '| measure | value | goal |',
+    '|---|---:|---|',
+    `| PCK@${PCK_FRACTION} over the ${p.keypoints} keypoints of ${p.people} people | ${fixed(pck)} | ${PCK_GOAL}: ${met(pck >= PCK_GOAL)} |`,
+    `| people matched by an instance | ${p.matched} of ${p.people} | |`,
+    '',
+  ];
+}
+
+function detectorReport(s: DecoderSummary): string[] {
   return [
     `## Detection (goal: AP50 >= ${AP50_GOAL} per class)`,
     '',

@@ -19,15 +19,27 @@ export interface RecordedDetection {
   mask?: Rle;
 }
 
-/** What the decoders give for one picture, through the task API with its defaults. */
+/** A pose instance as recorded: its box and its keypoints' [x, y], in original pixels. */
+export interface RecordedPose {
+  label: string;
+  score: number;
+  box: number[];
+  keypoints: number[][];
+}
+
+/** What the decoders give for one picture, through the task API, where the checkpoint has them. */
 export interface RecordedResults {
   /** detect(image): the checkpoint's classes, threshold 0.3. */
-  detect: RecordedDetection[];
+  detect?: RecordedDetection[];
   /** segment(image): the same, with masks. */
-  segment: RecordedDetection[];
+  segment?: RecordedDetection[];
   /** ground(image, phrase) for the picture's first grounding expression, when it has one. */
   ground?: { phrase: string; detections: RecordedDetection[] };
+  /** pose(image, { topK: POSE_KEPT, threshold: 0 }): the best instances, whatever they score, so keypoints are always recorded. */
+  pose?: RecordedPose[];
 }
+
+export const POSE_KEPT = 2;
 
 export interface RecordedAnswers {
   /** The checkpoint directory, relative to the project root. */
@@ -41,13 +53,23 @@ export interface RecordedAnswers {
 export async function decoderResults(model: VisionLLM, image: RgbImage, turns: readonly WorldTurn[]): Promise<RecordedResults> {
   const plain = (detections: readonly { label: string; score: number; box: readonly number[]; mask?: Rle }[]) =>
     detections.map(({ label, score, box, mask }) => ({ label, score, box: [...box], ...(mask ? { mask: { size: mask.size, counts: mask.counts } } : {}) }));
-  const results: RecordedResults = {
-    detect: plain((await model.detect(image)).detections),
-    segment: plain((await model.segment(image)).detections),
-  };
-  const phrase = turns.find((t) => t.type === 'grounding')?.phrases?.[0];
-  if (phrase) results.ground = { phrase, detections: plain((await model.ground(image, phrase)).detections) };
+  const results: RecordedResults = {};
+  if (model.decoderNames.includes('gdino')) {
+    results.detect = plain((await model.detect(image)).detections);
+    results.segment = plain((await model.segment(image)).detections);
+    const phrase = turns.find((t) => t.type === 'grounding')?.phrases?.[0];
+    if (phrase) results.ground = { phrase, detections: plain((await model.ground(image, phrase)).detections) };
+  }
+  if (model.decoderNames.includes('unipose')) {
+    const posed = await model.pose(image, { topK: POSE_KEPT, threshold: 0 });
+    results.pose = posed.instances.map(({ label, score, box, keypoints }) => ({ label, score, box: [...box], keypoints: keypoints.map((k) => [k.x, k.y]) }));
+  }
   return results;
+}
+
+/** Whether the checkpoint has a decoder whose results are recorded. */
+export function recordsResults(model: VisionLLM): boolean {
+  return model.decoderNames.some((name) => name === 'gdino' || name === 'unipose');
 }
 
 export function recordedAnswersFile(root: string): string {

@@ -98,6 +98,31 @@ def warmup_then_drop(step, steps, warmup):
     return min(1.0, (step + 1) / warmup) * (0.1 if step >= 0.8 * steps else 1.0)
 
 
+def scale_learning_rates(opt, base, scale):
+    """Each parameter group's learning rate: its base rate times this step's factor."""
+    for group, lr in zip(opt.param_groups, base):
+        group['lr'] = lr * scale
+
+
+class LossLog:
+    """A part's losses and their terms since the last log line, for lines of their means."""
+
+    def __init__(self):
+        self.losses, self.parts = [], {}
+
+    def add(self, loss, parts):
+        self.losses.append(float(loss))
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
+
+    def line(self):
+        """'loss L (term t, ...)', the means since the last line; then starts again."""
+        n = len(self.losses)
+        text = f'loss {np.mean(self.losses):.3f} (' + ', '.join(f'{k} {v / n:.3f}' for k, v in self.parts.items()) + ')'
+        self.losses, self.parts = [], {}
+        return text
+
+
 def warmup_then_cosine(step, steps, warmup):
     """The learning-rate factor: linear warm-up, then a half cosine down to zero."""
     return min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / steps))
@@ -351,12 +376,10 @@ def train_detector(run, params, tokens, seed, steps):
     if saved:
         opt.load_state_dict(saved['opt'])
     base = [g['lr'] for g in opt.param_groups]
-    step, clock, recent, parts_sum = run.state['step'], time.time(), [], {}
+    step, clock, log = run.state['step'], time.time(), LossLog()
     while step < steps:
         rng = np.random.default_rng([seed, 3, step])
-        scale = warmup_then_drop(step, steps, 100)
-        for g, lr in zip(opt.param_groups, base):
-            g['lr'] = lr * scale
+        scale_learning_rates(opt, base, warmup_then_drop(step, steps, 100))
         opt.zero_grad()
         for index in rng.choice(6000, DETECTOR_BATCH, replace=False):
             example = Example(seed, int(index), detector.IMAGE_SCALE)
@@ -364,17 +387,12 @@ def train_detector(run, params, tokens, seed, steps):
             language = vqa_turns(example.annotation, seed, int(index), step) if LLM_LR else []
             loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
             (loss / DETECTOR_BATCH).backward()
-            recent.append(float(loss))
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            log.add(loss, parts)
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [table] + [params[k] for k in llm], 0.1)
         opt.step()
         step += 1
         if step % 20 == 0:
-            n = len(recent)
-            run.log(f'detector step {step}/{steps}: loss {np.mean(recent):.3f} (' +
-                    ', '.join(f'{k} {v / n:.3f}' for k, v in parts_sum.items()) + ')')
-            recent, parts_sum = [], {}
+            run.log(f'detector step {step}/{steps}: {log.line()}')
         if step % HELD_OUT_EVERY == 0 or step == steps:
             recall, grounding, similar = held_out(params, model, tokens, seed)
             run.log(f'detector step {step}/{steps}: held-out recall in the top 10 {recall:.3f}, grounding box IoU {grounding:.3f}, '

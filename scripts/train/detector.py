@@ -52,34 +52,9 @@ def build(seed):
     """The detector with DINO's initialisation, from a seed."""
     torch.manual_seed(seed)
     model = R.OVGroundingDinoForObjectDetection(CONFIG)
-    g = torch.Generator().manual_seed(seed)
+    initialise(model, seed, layer_scales=('vision_param', 'text_param'),
+               drawn=lambda name: name == 'model.level_embed' or 'query_position_embeddings' in name)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            leaf = name.split('.')[-1]
-            if 'sampling_offsets' in name:
-                # Deformable DETR: each head starts looking along its own direction, n points out.
-                if leaf == 'weight':
-                    p.zero_()
-                else:
-                    heads, levels, points = _deformable_shape(model, name, p)
-                    theta = torch.arange(heads, dtype=torch.float32) * (2 * np.pi / heads)
-                    grid = torch.stack([theta.cos(), theta.sin()], -1)
-                    grid = grid / grid.abs().max(-1, keepdim=True)[0]
-                    grid = grid.view(heads, 1, 1, 2).repeat(1, levels, points, 1)
-                    grid *= torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, -1, 1)
-                    p.copy_(grid.reshape(-1))
-            elif 'attention_weights' in name:
-                p.zero_()
-            elif leaf in ('vision_param', 'text_param'):
-                p.fill_(1e-4)   # the fusion's layer scale (Grounding DINO's init_values)
-            elif leaf == 'relative_position_bias_table':
-                p.copy_((torch.randn(p.shape, generator=g) * 0.02).clamp(-0.04, 0.04))
-            elif name == 'model.level_embed' or 'query_position_embeddings' in name:
-                p.normal_(generator=g)
-            elif p.dim() == 1:
-                p.fill_(1.0 if leaf == 'weight' and ('norm' in name or _is_group_norm(name)) else 0.0)
-            else:
-                p.copy_(_xavier(p.shape, g))
         # DINO: the box heads start at zero, so a query's first box is its reference.
         for head in (model.bbox_embed[0], model.model.encoder_output_bbox_embed):
             head.layers[-1].weight.zero_()
@@ -92,16 +67,41 @@ def build(seed):
     return model
 
 
-def _is_group_norm(name):
-    return '.1.' in name and 'input_proj_vision' in name
-
-
-def _deformable_shape(model, name, p):
-    c = model.config
-    prefix = 'model.decoder' if 'decoder' in name else 'model.encoder'
-    heads = c['decoder_attention_heads'] if prefix == 'model.decoder' else c['encoder_attention_heads']
-    points = c['decoder_n_points'] if prefix == 'model.decoder' else c['encoder_n_points']
-    return heads, c['num_feature_levels'], points
+def initialise(model, seed, layer_scales, drawn):
+    """DINO's initialisation of a deformable detector (Grounding DINO, UniPose): each deformable head
+    starts looking along its own direction with uniform weights, the fusion's layer scales (named
+    `layer_scales`) at Grounding DINO's init_values, the parameters `drawn` picks N(0, 1), norms at one,
+    other biases at zero and every matrix Xavier-uniform."""
+    g = torch.Generator().manual_seed(seed)
+    norms = {n + '.weight' for n, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.split('.')[-1]
+            if 'sampling_offsets' in name:
+                # Deformable DETR: each head starts looking along its own direction, n points out.
+                if leaf == 'weight':
+                    p.zero_()
+                else:
+                    attention = model.get_submodule(name.rsplit('.', 2)[0])
+                    heads, levels, points = attention.n_heads, attention.n_levels, attention.n_points
+                    theta = torch.arange(heads, dtype=torch.float32) * (2 * np.pi / heads)
+                    grid = torch.stack([theta.cos(), theta.sin()], -1)
+                    grid = grid / grid.abs().max(-1, keepdim=True)[0]
+                    grid = grid.view(heads, 1, 1, 2).repeat(1, levels, points, 1)
+                    grid *= torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+                    p.copy_(grid.reshape(-1))
+            elif 'attention_weights' in name:
+                p.zero_()
+            elif leaf in layer_scales:
+                p.fill_(1e-4)   # the fusion's layer scale (Grounding DINO's init_values)
+            elif leaf == 'relative_position_bias_table':
+                p.copy_((torch.randn(p.shape, generator=g) * 0.02).clamp(-0.04, 0.04))
+            elif drawn(name):
+                p.normal_(generator=g)
+            elif p.dim() == 1:
+                p.fill_(1.0 if name in norms else 0.0)
+            else:
+                p.copy_(_xavier(p.shape, g))
 
 
 def _xavier(shape, g):

@@ -19,7 +19,9 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  link (decoders.py), Grounding DINO with its mask head so far
   8. regions     with --decoders only: the region encoder learns region captions through the frozen
                  MLLM (regions.py)
-  9. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+  9. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
+                 (pose.py), its Swin started from the detector's
+ 10. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
 same command again to go on from the last one. The log (train.log) is copied next to the weights.
@@ -45,6 +47,7 @@ from miniature_data import (ROOT, Tokens, pack, picture_entry, pixels, render_pi
 import miniature_model as mm  # noqa: E402
 import decoders  # noqa: E402
 import regions  # noqa: E402
+import pose  # noqa: E402
 import detector  # noqa: E402
 import reference_gdino as R  # noqa: E402
 from common import read_safetensors  # noqa: E402
@@ -298,6 +301,11 @@ def export(run, params, out):
         tensors.update(regions.named_state(encoder))
         # region_encoder_config (our key): the pooling the release hard-codes, so the reader need not guess.
         config.update(use_region_encoder=True, region_encoder_config=regions.CONFIG)
+    if run.state.get('pose'):
+        model = pose.build()
+        model.load_state_dict(run.state['pose']['model'])
+        tensors.update(pose.named_state(model))
+        config.update(use_unipose=True, unipose_config=pose.CONFIG)
     torch.save({k: v.contiguous() for k, v in tensors.items()}, os.path.join(official, 'pytorch_model.bin'))
     with open(os.path.join(official, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2)
@@ -320,7 +328,7 @@ def export(run, params, out):
 def start_from(run, weights):
     """A new run at the link stage, from an exported miniature's weights (f16, widened) and tokenizer."""
     tensors = read_safetensors(os.path.join(weights, 'model.safetensors'))
-    params = {k: v.float() for k, v in tensors.items() if not k.startswith(('gdino.', 'region_encoder.'))}
+    params = {k: v.float() for k, v in tensors.items() if not k.startswith(('gdino.', 'region_encoder.', 'unipose.'))}
     missing = sorted(set(mm.exported(mm.init_params(TRAIN_SEED))) - set(params))
     if missing:
         sys.exit(f'--start-from {weights}: model.safetensors lacks {len(missing)} of the miniature\'s tensors, e.g. {missing[0]}')
@@ -341,9 +349,10 @@ def main():
         parser.error('--start-from begins at the decoders\' stages: give --decoders too')
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, region_steps = \
-        (64, 6, 6, 4, 4, 4, 4) if args.probe else \
-        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS)
+    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, region_steps, pose_steps = \
+        (64, 6, 6, 4, 4, 4, 4, 4) if args.probe else \
+        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS,
+         pose.POSE_STEPS)
     run = Run(args.run)
     if args.start_from and run.load('checkpoint.pt') is None:
         start_from(run, args.start_from)
@@ -383,7 +392,12 @@ def main():
         t = time.time()
         regions.train_regions(run, params, tokens, TRAIN_SEED, region_steps)
         run.log(f'regions done ({(time.time() - t) / max(1, region_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='export', step=0)
+        run.checkpoint(stage='pose', step=0)
+    if run.state['stage'] == 'pose':
+        t = time.time()
+        pose.train_pose(run, params, tokens, TRAIN_SEED, pose_steps)
+        run.log(f'pose done ({(time.time() - t) / max(1, pose_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='export', step=0, params=mm_params(params))
     export(run, params, args.out)
     run.log(f'finished in {run.elapsed() / 60:.1f} min')
 

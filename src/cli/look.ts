@@ -1,13 +1,16 @@
 /**
  * `visionllm look` (what `npm start` runs): the model says what it sees in the picture, then
- * detects the checkpoint's classes in it, prints a line per detection and writes the picture with
- * them drawn, whose path it prints. A checkpoint without a detector only answers.
+ * detects the checkpoint's classes in it and finds people's keypoints, prints a line per detection
+ * and per person and writes the picture with them drawn, whose path it prints. A checkpoint
+ * without a detector or a pose decoder only answers.
  */
 import os from 'node:os';
 import path from 'node:path';
 import { gdino } from '../decoders/gdino/index.js';
+import { unipose } from '../decoders/unipose/index.js';
+import type { DetectResult, PoseResult } from '../model/tasks/results.js';
 import { DEFAULT_THRESHOLD, keptAbove } from '../model/tasks/tasks.js';
-import { annotate } from '../image/annotate.js';
+import { annotate, type Annotations } from '../image/annotate.js';
 import { streamAnswer } from './chat.js';
 import { DEFAULT_PROMPT } from './chat-options.js';
 import { loadModel } from './load-model.js';
@@ -63,21 +66,35 @@ export async function look(args: LookArgs, stdoutClosed: AbortSignal): Promise<v
     const image = await model.readImage(args.image);
     const answer = await streamAnswer(model, { prompt: args.prompt, image, sampling: { maxNewTokens: 64 }, signal: stdoutClosed }, print, progress);
     answer.dispose();
-    if (!model.decoderNames.includes(gdino.name)) {
-      progress.note(`${args.weights} has no detector (use_gdino is false): nothing to draw`);
+    const threshold = args.threshold ?? DEFAULT_THRESHOLD;
+    const drawn: Annotations[] = [];
+    // Every score, so that a picture with nothing above the threshold can say how near the best came.
+    if (model.decoderNames.includes(gdino.name)) {
+      progress.activity('detecting');
+      const scored = await model.detect(image, { classes: args.classes, threshold: 0, signal: stdoutClosed }).finally(() => progress.clear());
+      drawn.push(report(scored, `detections (${scored.classes.join(', ')})`));
+    }
+    if (model.decoderNames.includes(unipose.name)) {
+      progress.activity('finding keypoints');
+      const posed = await model.pose(image, { threshold: 0, signal: stdoutClosed }).finally(() => progress.clear());
+      drawn.push(report(posed, `keypoints (${posed.classes.join(', ')})`));
+    }
+    if (!drawn.length) {
+      progress.note(`${args.weights} has no detector and no pose decoder (use_gdino and use_unipose are false): nothing to draw`);
       return;
     }
-    progress.activity('detecting');
-    // Every score, so that a picture with nothing above the threshold can say how near the best came.
-    const scored = await model.detect(image, { classes: args.classes, threshold: 0, signal: stdoutClosed }).finally(() => progress.clear());
-    const threshold = args.threshold ?? DEFAULT_THRESHOLD;
-    const found = keptAbove(scored, threshold);
-    print(`detections (${found.classes.join(', ')}):\n`);
-    summaryLines(found).forEach((line) => print(`  ${line}\n`));
-    const best = scored.detections[0];
-    if (!found.detections.length && best) print(`  (the best: ${best.label} ${best.score.toFixed(2)}; --threshold ${threshold} is the bar)\n`);
-    await writePicture(args.out, await annotate(image, found));
+    await writePicture(args.out, await annotate(image, drawn));
     print(`wrote ${args.out}\n`);
+
+    function report(scored: DetectResult | PoseResult, title: string): Annotations {
+      const found = keptAbove(scored, threshold);
+      print(`${title}:\n`);
+      summaryLines(found).forEach((line) => print(`  ${line}\n`));
+      const kept = 'instances' in found ? found.instances : found.detections;
+      const best = 'instances' in scored ? scored.instances[0] : scored.detections[0];
+      if (!kept.length && best) print(`  (the best: ${best.label} ${best.score.toFixed(2)}; --threshold ${threshold} is the bar)\n`);
+      return found;
+    }
   } finally {
     model.dispose();
   }

@@ -17,7 +17,7 @@ export const USAGE = `usage: visionllm <command> [options]
 
 commands:
   chat       answer a prompt about an image, streaming the answer (the default command)
-  look       say what is in the picture, then detect and draw it (what npm start runs)
+  look       say what is in the picture, then detect, find keypoints and draw (what npm start runs)
   detect     boxes of the classes asked for
   segment    instance masks, or a semantic map with --mode semantic
   ground     the box and mask of what a phrase names
@@ -57,13 +57,14 @@ examples:
 export const LOOK_USAGE = `usage: visionllm look [--weights DIR] [--image FILE] [--prompt TEXT] [options]
 
 What \`npm start\` runs: the model answers the prompt about the picture, then detects its classes
-in it, prints a line per detection and writes the picture with them drawn.
+in it and finds people's keypoints (where the checkpoint has UniPose), prints a line per detection
+and per person and writes the picture with them drawn.
 
 look options:
 ${IMAGE}
   --prompt TEXT        the question (default: "What is in the picture?")
   --classes a,b        the classes to detect (default: the checkpoint's class_names, else COCO's 80)
-  --threshold T        lowest score kept, in [0, 1] (default 0.3)
+  --threshold T        lowest score kept, detections and people, in [0, 1] (default 0.3)
   --out FILE           where the picture goes (default: visionllm-look-<image>.png in the system's temporary folder)
   --weights DIR        a VisionLLM v2 checkpoint directory (default: weights/miniature)
   --f32                keep weights in f32 (default: f16 matrices where the adapter can)

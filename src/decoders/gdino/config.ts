@@ -130,7 +130,8 @@ export function parseGdinoConfig(r: ConfigReader): GdinoConfig {
   return c;
 }
 
-function scalePair(r: ConfigReader, key: string, fallback: readonly [number, number]): readonly [number, number] {
+/** A (long, short) pair of edge limits under `key` (our config keys `image_scale`, `semantic_image_scale`). */
+export function scalePair(r: ConfigReader, key: string, fallback: readonly [number, number]): readonly [number, number] {
   const v = r.positives(key, [...fallback]);
   if (v.length !== 2) throw new Error(`${r.where(key)} must be [long, short] edge limits, got ${v.length} numbers`);
   return [v[0]!, v[1]!];

@@ -4,13 +4,15 @@
  * VisionLLM v2's train.py, decoders.md B.1). The detector half becomes a GdinoConfig, so that
  * Grounding DINO's encoder, selection and decoder layer read it unchanged.
  *
- * Two keys are this project's, for models smaller than the release (the official code has neither):
- * `num_group` (the pose groups; the official code hard-codes 50) and `backbone_config`
- * ({embed_dim, depths, num_heads, window_size}: a Swin that is not one of build_swin_transformer's).
+ * Three keys are this project's, for models smaller than the release (the official code has none):
+ * `num_group` (the pose groups; the official code hard-codes 50), `backbone_config`
+ * ({embed_dim, depths, num_heads, window_size}: a Swin that is not one of build_swin_transformer's)
+ * and `image_scale` ([max_size, size] of the resize, default [1333, 800]).
  */
 import type { ConfigReader } from '../../io/config-reader.js';
-import type { GdinoConfig, SwinConfig } from '../gdino/config.js';
-import { ADE20K_SCALE, GDINO_SCALE } from '../gdino/image.js';
+import { scalePair, type GdinoConfig, type SwinConfig } from '../gdino/config.js';
+import { ADE20K_SCALE } from '../gdino/image.js';
+import { UNIPOSE_MAX_SIZE, UNIPOSE_SIZE } from './image.js';
 import type { PoseQueryConfig } from './pose-queries.js';
 import { UNIPOSE_SWIN_PRESETS, uniposeSwinConfig, type UniposeSwinConfig } from './swin.js';
 
@@ -55,9 +57,10 @@ export function parseUniposeConfig(r: ConfigReader): UniposeConfig {
     maskDim: d,
     lHiddenSize: r.positive('l_hidden_size', 4096),
     numEmbs: r.positive('num_embs', 4),
-    // Unused: UniPose resizes its input by its own rule (image.ts).
-    imageScale: GDINO_SCALE,
-    semanticImageScale: ADE20K_SCALE,
+    // (max_size, size) of UniPose's own resize rule (image.ts): our key `image_scale`, as the
+    // detector's, defaulting to the release's 1333 and 800; small models trained on small pictures set it lower.
+    imageScale: scalePair(r, 'image_scale', [UNIPOSE_MAX_SIZE, UNIPOSE_SIZE]),
+    semanticImageScale: ADE20K_SCALE, // unused: UniPose has no semantic task
   };
   const pose: PoseQueryConfig = {
     dModel: d,

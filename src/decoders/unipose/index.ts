@@ -96,7 +96,8 @@ export const unipose: Decoder<UniposeConfig, UniposeOptions, UniposeOutput> = {
         };
         if (!image || !o!.phrases.length || !k!.phrases.length) return { ...output, instances: [], timings: NO_TIMINGS };
         try {
-          const input = uniposeImage(engine, image);
+          const [maxSize, size] = config.detector.imageScale;
+          const input = uniposeImage(engine, image, { size, maxSize });
           try {
             const result = await model.detect(input, objectEmbeddings, keypointEmbeddings);
             const start = performance.now();

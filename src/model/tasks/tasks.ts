@@ -195,13 +195,13 @@ function clipBox([x0, y0, x1, y1]: readonly number[], { width, height }: RgbImag
   return [clip(x0!, width), clip(y0!, height), clip(x1!, width), clip(y1!, height)];
 }
 
-function above(detections: readonly Detection[], threshold: number): Detection[] {
-  return detections.filter((d) => d.score >= threshold);
+function above<T extends { score: number }>(found: readonly T[], threshold: number): T[] {
+  return found.filter((d) => d.score >= threshold);
 }
 
 /** A result asked with threshold 0 as if asked with `threshold`: for callers that also want the best score below it. */
-export function keptAbove<R extends { detections: readonly Detection[] }>(result: R, threshold = DEFAULT_THRESHOLD): R {
-  return { ...result, detections: above(result.detections, threshold) };
+export function keptAbove<R extends { detections: readonly Detection[] } | PoseResult>(result: R, threshold = DEFAULT_THRESHOLD): R {
+  return 'instances' in result ? { ...result, instances: above(result.instances, threshold) } : { ...result, detections: above(result.detections, threshold) };
 }
 
 async function runChat(
