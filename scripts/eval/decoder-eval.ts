@@ -7,8 +7,8 @@
  *     ground truth of their class at box IoU >= 0.5, and how many objects were matched;
  *   - referring segmentation: the mean IoU of ground()'s mask with the named object's mask (0 when it
  *     finds nothing), for each picture's grounding expression.
- *   - pose: PCK@0.1 of the person's height of pose()'s instances (scripts/eval/pose-metrics.ts),
- *     where the checkpoint has UniPose.
+ *   - pose: PCK@0.1 of the person's height of pose()'s instances in the pictures with people
+ *     (scripts/eval/pose-metrics.ts), where the checkpoint has UniPose.
  * Masks are the objects' visible pixels, as ShapesWorld annotates them. Each part runs where the
  * checkpoint has its decoder.
  */
@@ -69,8 +69,9 @@ export function emptyTally(model: VisionLLM): DecoderTally | undefined {
 /** Adds one picture's detection, instance-mask, referring and pose results to the tally. */
 export async function scorePicture(model: VisionLLM, image: RgbImage, picture: number, objects: WorldObject[],
                                    turns: readonly WorldTurn[], tally: DecoderTally): Promise<void> {
-  if (tally.pose) {
-    const people = objects.filter((o) => o.class === 'person') as (WorldObject & Person)[];
+  const people = objects.filter((o) => o.class === 'person') as (WorldObject & Person)[];
+  // PCK scores people's keypoints only: a picture without people has nothing to score.
+  if (tally.pose && people.length) {
     const posed = await model.pose(image, { classes: ['person'], threshold: 0 });
     scorePose(posed.instances, people, posed.keypointNames, tally.pose);
   }
@@ -155,7 +156,7 @@ function poseReport(p: PckTally): string[] {
   return [
     `## Pose (goal: PCK@${PCK_FRACTION} >= ${PCK_GOAL})`,
     '',
-    '`pose()` asks for the person\'s 17 COCO keypoints in every picture (no threshold); its instances are matched one to one',
+    '`pose()` asks for the person\'s 17 COCO keypoints in every picture with people (no threshold); its instances are matched one to one',
     'to the people at box IoU >= 0.5, and a keypoint is right within a tenth of the person\'s height (scripts/eval/pose-metrics.ts).',
     '',
     '| measure | value | goal |',
