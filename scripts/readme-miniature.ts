@@ -15,7 +15,7 @@ import { annotate } from '../src/image/annotate.js';
 import { loadSharp } from '../src/image/decode.js';
 import type { RgbImage } from '../src/image/gpu-image.js';
 import type { PoseResult, SegmentResult } from '../src/model/tasks/results.js';
-import { DEFAULT_THRESHOLD, keptAbove } from '../src/model/tasks/tasks.js';
+import { DEFAULT_THRESHOLD, keptAbove, scoredItems } from '../src/model/tasks/tasks.js';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { projectRoot } from '../src/paths.js';
 import { replaceBlock } from './readme-blocks.js';
@@ -83,12 +83,11 @@ async function main(): Promise<void> {
 
 /** The best few detections (or pose instances) above the threshold with their scores and how many more were drawn, or how near the best came. */
 function listFound(scored: SegmentResult | PoseResult): string {
-  const all = 'instances' in scored ? scored.instances : scored.detections;
-  const drawn = all.filter((d) => d.score >= DEFAULT_THRESHOLD);
+  const drawn = scoredItems(keptAbove(scored));
   const named = drawn.slice(0, LISTED).map((d) => `${d.label} ${d.score.toFixed(2)}`);
   const more = drawn.length - named.length;
   if (named.length) return `${named.join(', ')}${more > 0 ? ` and ${more} more` : ''}`;
-  const best = all[0];
+  const best = scoredItems(scored)[0];
   return `nothing above ${DEFAULT_THRESHOLD}${best ? ` (the best: ${best.label} ${best.score.toFixed(2)})` : ''}`;
 }
 

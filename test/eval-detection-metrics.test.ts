@@ -4,7 +4,7 @@
  * envelope read at 101 recall points.
  */
 import { describe, expect, it } from 'vitest';
-import { averagePrecision, boxIou, classAps, maskIou, type Box } from '../scripts/eval/detection-metrics.js';
+import { averagePrecision, boxIou, classAps, maskIou, matchGreedily, type Box } from '../scripts/eval/detection-metrics.js';
 import { Mask } from '../src/image/mask.js';
 
 const det = (image: number, score: number, box: Box, classIndex = 0) => ({ image, score, box, classIndex });
@@ -15,6 +15,15 @@ describe('detection metrics', () => {
     expect(boxIou([0, 0, 10, 10], [0, 0, 10, 10])).toBe(1);
     expect(boxIou([0, 0, 10, 10], [5, 0, 15, 10])).toBeCloseTo(50 / 150, 12);
     expect(boxIou([0, 0, 10, 10], [10, 0, 20, 10])).toBe(0);
+  });
+
+  it('matches one to one, best first, each to the free truth it overlaps most, where the pair fits', () => {
+    const truths = [{ box: [0, 0, 10, 10] as Box }, { box: [2, 0, 12, 10] as Box }, { box: [50, 50, 60, 60] as Box }];
+    // The first takes truth 1 (IoU 1 against 2/3); the second then takes truth 0; the third overlaps nothing at 0.5.
+    const found = [{ box: [2, 0, 12, 10] as Box }, { box: [2, 0, 12, 10] as Box }, { box: [55, 50, 65, 60] as Box }];
+    expect(matchGreedily(found, truths, 0.5)).toEqual([[0, 1], [1, 0]]);
+    // Ruling truth 1 out for the first: it takes truth 0, and the second takes truth 1.
+    expect(matchGreedily(found, truths, 0.5, (f, t) => !(f === 0 && t === 1))).toEqual([[0, 0], [1, 1]]);
   });
 
   it('gives 1 to perfect detections and NaN to a class without ground truth', () => {

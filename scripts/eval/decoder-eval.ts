@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import type { RgbImage } from '../../src/image/gpu-image.js';
 import type { Rle } from '../../src/image/mask.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
-import { boxIou, classAps, maskIou, type Box, type ClassAp, type ScoredBox, type TruthBox } from './detection-metrics.js';
+import { classAps, maskIou, matchGreedily, type Box, type ClassAp, type ScoredBox, type TruthBox } from './detection-metrics.js';
 import { emptyPck, PCK_FRACTION, scorePose, type PckTally, type Person } from './pose-metrics.js';
 import type { WorldTurn } from './scoring.js';
 
@@ -87,22 +87,9 @@ async function scoreDetector(model: VisionLLM, image: RgbImage, picture: number,
   for (const d of found.detections) tally.detections.push({ image: picture, classIndex: d.classIndex, score: d.score, box: d.box });
   // Masks only for what scores MASK_SCORE or more: the same detector, so the same boxes and scores.
   const segmented = await model.segment(image, { classes: WORLD_CLASSES, topK: MASKED_AT_MOST, threshold: MASK_SCORE });
-  const taken = new Set<number>();
-  for (const d of segmented.detections) {
-    let best = -1;
-    let bestIou = MATCH_IOU;
-    objects.forEach((o, i) => {
-      if (taken.has(i) || WORLD_CLASSES.indexOf(o.class) !== d.classIndex) return;
-      const iou = boxIou(d.box, o.box);
-      if (iou >= bestIou) {
-        bestIou = iou;
-        best = i;
-      }
-    });
-    if (best < 0) continue;
-    taken.add(best);
-    tally.maskIous.push(maskIou(d.mask!, objects[best]!.mask));
-  }
+  const detections = segmented.detections;
+  const sameClass = (d: number, o: number) => WORLD_CLASSES.indexOf(objects[o]!.class) === detections[d]!.classIndex;
+  for (const [d, o] of matchGreedily(detections, objects, MATCH_IOU, sameClass)) tally.maskIous.push(maskIou(detections[d]!.mask!, objects[o]!.mask));
 
   for (const turn of turns.filter((t): t is GroundingTurn => t.type === 'grounding')) {
     const target = objects.find((o) => o.id === turn.objects[0])!;

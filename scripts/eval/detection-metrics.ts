@@ -34,6 +34,33 @@ export function boxIou(a: Box, b: Box): number {
   return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter);
 }
 
+/**
+ * One-to-one matching as the evaluation matches masks and poses: each found item, in order (best
+ * first), takes the unmatched truth its box overlaps most at box IoU >= `minIou` (`fits` rules
+ * pairs out, as a class that differs). Returns [found, truth] index pairs, in the found items' order.
+ */
+export function matchGreedily(found: readonly { box: Box }[], truths: readonly { box: Box }[], minIou: number,
+                              fits: (found: number, truth: number) => boolean = () => true): [number, number][] {
+  const taken = new Set<number>();
+  const pairs: [number, number][] = [];
+  found.forEach((f, k) => {
+    let best = -1;
+    let bestIou = minIou;
+    truths.forEach((t, i) => {
+      if (taken.has(i) || !fits(k, i)) return;
+      const iou = boxIou(f.box, t.box);
+      if (iou >= bestIou) {
+        bestIou = iou;
+        best = i;
+      }
+    });
+    if (best < 0) return;
+    taken.add(best);
+    pairs.push([k, best]);
+  });
+  return pairs;
+}
+
 /** Average precision of one class at one IoU threshold; NaN when the class has no ground truth. */
 export function averagePrecision(detections: readonly ScoredBox[], truths: readonly TruthBox[], threshold: number): number {
   if (truths.length === 0) return NaN;

@@ -1,11 +1,12 @@
 /**
  * Pose on ShapesWorld: PCK@0.1 of the person's height. Each picture's pose instances (best first)
- * are matched one to one to its people, greedily as the instance masks are: each instance takes the
- * unmatched person its box overlaps most at box IoU >= 0.5. A matched person's keypoint is right
- * when the instance's keypoint of the same name lies within a tenth of the person's nominal height
- * (ShapesWorld's figure_height) of it; every keypoint of an unmatched person is wrong.
+ * are matched one to one to its people, greedily as the instance masks are (matchGreedily): each
+ * instance takes the unmatched person its box overlaps most at box IoU >= 0.5. A matched person's
+ * keypoint is right when the instance's keypoint of the same name lies within a tenth of the
+ * person's nominal height (ShapesWorld's figure_height) of it; every keypoint of an unmatched person
+ * is wrong.
  */
-import { boxIou, type Box } from './detection-metrics.js';
+import { matchGreedily, type Box } from './detection-metrics.js';
 
 export const PCK_FRACTION = 0.1;
 const MATCH_IOU = 0.5;
@@ -36,20 +37,7 @@ export function emptyPck(): PckTally {
 
 /** Adds one picture's people to the tally; `names` are the keypoints' names in the annotation's order. */
 export function scorePose(instances: readonly PoseInstance[], people: readonly Person[], names: readonly string[], tally: PckTally): void {
-  const owner = new Map<number, PoseInstance>();
-  for (const instance of instances) {
-    let best = -1;
-    let bestIou = MATCH_IOU;
-    people.forEach((p, i) => {
-      if (owner.has(i)) return;
-      const iou = boxIou(instance.box, p.box);
-      if (iou >= bestIou) {
-        bestIou = iou;
-        best = i;
-      }
-    });
-    if (best >= 0) owner.set(best, instance);
-  }
+  const owner = new Map(matchGreedily(instances, people, MATCH_IOU).map(([k, i]) => [i, instances[k]!]));
   people.forEach((person, i) => {
     if (person.keypoints.length !== names.length) throw new Error(`pose eval: a person has ${person.keypoints.length} keypoints, expected ${names.length}`);
     tally.people++;

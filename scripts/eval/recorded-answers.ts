@@ -39,7 +39,7 @@ export interface RecordedResults {
   pose?: RecordedPose[];
 }
 
-export const POSE_KEPT = 2;
+const POSE_KEPT = 2;
 
 export interface RecordedAnswers {
   /** The checkpoint directory, relative to the project root. */

@@ -285,10 +285,8 @@ def task_items(annotation, rng):
     if expressions:
         expression, obj = expressions[int(rng.integers(len(expressions)))]
         turns.append(_turn('grounding', **grounding(expression), objects=[obj['id']], phrases=[expression]))
-    people = [o['id'] for o in objects if o['class'] == 'person']
-    if people:
-        turns.append(_turn('pose', **pose(['person'], POSE_KEYPOINTS), objects=people,
-                           phrases=['person', *POSE_KEYPOINTS]))
+    if any(o['class'] == 'person' for o in objects):
+        turns.append(pose_turn(objects))
     editable = unique_things(objects)
     if editable:
         turns.append(_editing(_pick(rng, editable), objects, rng))
@@ -385,6 +383,12 @@ def region_rng(seed, index):
 
 def conversation_rng(seed, index):
     return np.random.default_rng([seed, index, CONVERSATION_STREAM])
+
+
+def pose_turn(objects):
+    """The pose turn for the person class and COCO's 17 keypoints, naming the picture's people."""
+    people = [o['id'] for o in objects if o['class'] == 'person']
+    return _turn('pose', **pose(['person'], POSE_KEYPOINTS), objects=people, phrases=['person', *POSE_KEYPOINTS])
 
 
 def _turn(kind, question, answer, **facts):

@@ -93,36 +93,28 @@ def named_state(model):
     return {'unipose.' + k: state[k].detach().clone() for k in canonical_names(state)}
 
 
-def pose_turn(annotation):
-    """The official pose prompt for the person class and COCO's 17 keypoints (conversations.py's pose
-    turn)."""
-    people = [o['id'] for o in annotation['objects'] if o['class'] == 'person']
-    return talk._turn('pose', **talk.pose(['person'], talk.POSE_KEYPOINTS), objects=people,
-                      phrases=['person', *talk.POSE_KEYPOINTS])
-
-
 def pictures_with_people(seed, rng, count):
     """`count` training pictures with at least one person: only they teach keypoints, and each has
     groups enough on other shapes and background to learn to score those low."""
     found = []
     for index in rng.permutation(6000):
-        example = PoseExample(seed, int(index))
-        if len(example.boxes):
-            found.append(example)
+        picture = render_picture(seed, int(index))
+        if any(o['class'] == 'person' for o in picture[1]['objects']):
+            found.append(PoseExample(picture))
         if len(found) == count:
             return found
 
 
 class PoseExample:
-    """One picture: its anyres tiles, UniPose's own copy (transform_coco's resize at IMAGE_SCALE with
+    """One rendered picture (image, annotation): its anyres tiles, UniPose's own copy (transform_coco's resize at IMAGE_SCALE with
     Pillow's bilinear, ImageNet's mean and std, zeros to multiples of 32, the mask True on padding)
     and its people's boxes [T, 4] (cx, cy, w, h) and keypoints [T, 17, 2], over the picture's size."""
 
-    def __init__(self, seed, index):
-        image, self.annotation = render_picture(seed, index)
+    def __init__(self, picture):
+        image, self.annotation = picture
         pil = Image.fromarray(image)
         self.tiles = pixels(tile_array(pil))
-        self.turn = pose_turn(self.annotation)
+        self.turn = talk.pose_turn(self.annotation['objects'])
         oh, ow = get_size_with_aspect_ratio(pil.size, IMAGE_SCALE[1], IMAGE_SCALE[0])
         resized = np.asarray(pil.resize((ow, oh), Image.BILINEAR), np.float32) / 255
         chw = torch.from_numpy(((resized - MEAN) / STD).astype(np.float32)).permute(2, 0, 1)
@@ -247,7 +239,7 @@ def held_out(params, model, tokens, seed):
     box the top group finds (IoU >= 0.5): a quick view of learning, not the evaluation."""
     hits, found, people = [], 0, 0
     for index in range(HELD_OUT_FIRST, HELD_OUT_FIRST + HELD_OUT_COUNT):
-        example = PoseExample(seed, index)
+        example = PoseExample(render_picture(seed, index))
         if not len(example.boxes):
             continue
         logits, boxes, keypoints = forward(model, example, *queries(params, tokens, example, np.random.default_rng(0)))['pose_layers'][-1]
@@ -274,7 +266,7 @@ def centre_keypoint_embeddings(model, params, tokens, seed):
     detector's centre_class_embeddings: the architecture is unchanged, only the starting bias differs."""
     embeddings = []
     for index in range(CENTRE_PICTURES):
-        example = PoseExample(seed, index)
+        example = PoseExample(render_picture(seed, index))
         embeddings.append(model.projection_kpt_llava(queries(params, tokens, example, np.random.default_rng(0))[1]).mean(-2))
     model.projection_kpt_llava.layers[-1].bias -= torch.cat(embeddings).mean(0)
 

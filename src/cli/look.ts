@@ -9,7 +9,7 @@ import path from 'node:path';
 import { gdino } from '../decoders/gdino/index.js';
 import { unipose } from '../decoders/unipose/index.js';
 import type { DetectResult, PoseResult } from '../model/tasks/results.js';
-import { DEFAULT_THRESHOLD, keptAbove } from '../model/tasks/tasks.js';
+import { DEFAULT_THRESHOLD, keptAbove, scoredItems } from '../model/tasks/tasks.js';
 import { annotate, type Annotations } from '../image/annotate.js';
 import { streamAnswer } from './chat.js';
 import { DEFAULT_PROMPT } from './chat-options.js';
@@ -90,9 +90,8 @@ export async function look(args: LookArgs, stdoutClosed: AbortSignal): Promise<v
       const found = keptAbove(scored, threshold);
       print(`${title}:\n`);
       summaryLines(found).forEach((line) => print(`  ${line}\n`));
-      const kept = 'instances' in found ? found.instances : found.detections;
-      const best = 'instances' in scored ? scored.instances[0] : scored.detections[0];
-      if (!kept.length && best) print(`  (the best: ${best.label} ${best.score.toFixed(2)}; --threshold ${threshold} is the bar)\n`);
+      const best = scoredItems(scored)[0];
+      if (!scoredItems(found).length && best) print(`  (the best: ${best.label} ${best.score.toFixed(2)}; --threshold ${threshold} is the bar)\n`);
       return found;
     }
   } finally {

@@ -199,6 +199,11 @@ function above<T extends { score: number }>(found: readonly T[], threshold: numb
   return found.filter((d) => d.score >= threshold);
 }
 
+/** What a result found, best first: a pose result's instances, any other's detections. */
+export function scoredItems(result: { detections: readonly Detection[] } | PoseResult): readonly (Detection | PoseResult['instances'][number])[] {
+  return 'instances' in result ? result.instances : result.detections;
+}
+
 /** A result asked with threshold 0 as if asked with `threshold`: for callers that also want the best score below it. */
 export function keptAbove<R extends { detections: readonly Detection[] } | PoseResult>(result: R, threshold = DEFAULT_THRESHOLD): R {
   return 'instances' in result ? { ...result, instances: above(result.instances, threshold) } : { ...result, detections: above(result.detections, threshold) };
