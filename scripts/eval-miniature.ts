@@ -6,8 +6,8 @@
  * training never draws (scripts/train/miniature.py uses seed 1000), each question asked alone with
  * greedy decoding. Reports VQA exact-answer accuracy per question type (goal 90 % each) and the
  * share of task prompts answered with the right routing blocks (goal 95 %) in <weights>/EVAL.md,
- * and, where the checkpoint has Grounding DINO or UniPose, their detection, mask and pose measures
- * through the task API (scripts/eval/decoder-eval.ts). Where it has a region encoder, region captioning: a mostly
+ * and, where the checkpoint has Grounding DINO, UniPose, SD or IP2P, their detection, mask, pose,
+ * generation and editing measures through the task API (scripts/eval/decoder-eval.ts). Where it has a region encoder, region captioning: a mostly
  * visible object's box as the `<region>` of "What is in <region>?" and its paraphrases, right when
  * the answer names the object's colour and class ("I see a red circle."; goal 90 %). Interactive
  * segmentation's region prompts are left out.

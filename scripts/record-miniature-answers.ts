@@ -5,8 +5,8 @@
  * Records what the miniature answers about the committed ShapesWorld pictures
  * (test/fixtures/shapesworld/29-*.png): the first question of each type in each picture's
  * conversation (scripts/shapesworld/conversations.py), asked as the evaluation asks it, with its
- * first region caption where the checkpoint has a region encoder, and, where the checkpoint has a
- * detector, what detect(), segment() and ground() return about each picture.
+ * first region caption where the checkpoint has a region encoder, and what its decoders return about
+ * each picture: detect(), segment(), ground(), pose(), generate() and edit() (recorded-answers.ts).
  * test/miniature.test.ts checks that the checkpoint still gives exactly these answers, so run this
  * again after retraining (npm run train:tiny) and review the difference.
  */

@@ -78,6 +78,15 @@ describe.each(['cpu', 'gpu'] as const)('diffusion through chat() on weights/tiny
     } finally {
       r.dispose();
     }
+    // draw: false gives the same condition and answer, and no image.
+    const bare = await model.chat({ image: image(file('edit_image')), prompt: meta('edit_question'), answer: meta('edit_answer'), decoders: { ip2p: { draw: false } } });
+    try {
+      const [out] = bare.outputsOf(ip2p);
+      expect(out!.images).toHaveLength(0);
+      expectClose(await out!.conditions.toArray(), golden.values('edit.condition'), { rel: TOL.f32, label: 'condition without drawing' });
+    } finally {
+      bare.dispose();
+    }
   });
 
   it('bad options are refused by name; an abort stops between steps', async () => {
@@ -85,6 +94,7 @@ describe.each(['cpu', 'gpu'] as const)('diffusion through chat() on weights/tiny
     await expect(ask({ sd: { steps: 0 } })).rejects.toThrow('chat: decoders.sd.steps must be a positive integer, got 0');
     await expect(ask({ sd: { imageGuidance: 2 } })).rejects.toThrow('chat: decoders.sd has unknown option(s) imageGuidance');
     await expect(ask({ sd: { width: 34 } })).rejects.toThrow("generate: width 34 must be a positive multiple of 4 (the VAE's factor)");
+    await expect(ask({ sd: { draw: 'no' } })).rejects.toThrow('chat: decoders.sd.draw must be a boolean, got "no"');
     await expect(ask({ sd: { scheduler: 'lms' } })).rejects.toThrow('chat: decoders.sd.scheduler must be one of pndm, euler_ancestral, ddim');
     const controller = new AbortController();
     const aborted = model.chat({ prompt: meta('gen_question'), answer: meta('gen_answer'), signal: controller.signal, decoders: { sd: { steps: 20, onStep: (_: number, done: number) => done === 2 && controller.abort() } } });

@@ -4,8 +4,8 @@
  * scripts/record-miniature-answers.ts recorded (greedy decoding, each question alone, as
  * `npm run eval:tiny` asks), right or wrong; which of them are right is in the recording. Where it
  * has a detector, detect(), segment() and ground() give the recorded boxes, scores and masks; where
- * it has UniPose, pose() gives the recorded boxes, scores and keypoints; all within what another
- * CPU's rounding may move them.
+ * it has UniPose, pose() gives the recorded boxes, scores and keypoints; where it has SD and IP2P,
+ * generate() and edit() draw the recorded pictures; all within what another CPU's rounding may move them.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VisionLLM } from '../src/model/vision-llm.js';
 import { askAlone, turnRegions } from '../scripts/eval/ask.js';
 import { maskIou } from '../scripts/eval/detection-metrics.js';
-import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers, type RecordedDetection, type RecordedPose } from '../scripts/eval/recorded-answers.js';
+import { decoderResults, recordedAnswersFile, weightsDigest, type RecordedAnswers, type RecordedDetection, type RecordedImage, type RecordedPose } from '../scripts/eval/recorded-answers.js';
 import { isRight } from '../scripts/eval/scoring.js';
 import { TEST_DIR, testEngine } from './helpers.js';
 
@@ -23,6 +23,27 @@ const WEIGHTS = path.join(ROOT, recorded.weights);
 const BOX_PIXELS = 0.5;
 const SCORE = 2e-3;
 const MASK_IOU = 0.98;
+// A picture's levels: on average within one, and nearly all within a few (denoising carries rounding along).
+const MEAN_LEVELS = 1;
+const MOST_LEVELS = 4;
+const MOST_SHARE = 0.99;
+
+function expectImage(got: RecordedImage | undefined, want: RecordedImage | undefined, what: string): void {
+  expect(got?.text, `${what}: its text`).toBe(want?.text);
+  if (!want) return;
+  expect([got!.width, got!.height], `${what}: its size`).toEqual([want.width, want.height]);
+  const [a, b] = [Buffer.from(got!.rgb, 'base64'), Buffer.from(want.rgb, 'base64')];
+  expect(a.length, `${what}: its bytes`).toBe(b.length);
+  let sum = 0;
+  let most = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    sum += d;
+    if (d <= MOST_LEVELS) most++;
+  }
+  expect(sum / a.length, `${what}: mean level difference`).toBeLessThanOrEqual(MEAN_LEVELS);
+  expect(most / a.length, `${what}: share within ${MOST_LEVELS} levels`).toBeGreaterThanOrEqual(MOST_SHARE);
+}
 
 function expectRecorded(got: (RecordedDetection | RecordedPose)[] = [], want: (RecordedDetection | RecordedPose)[] = [], what: string): void {
   expect(got.map((d) => d.label), what).toEqual(want.map((d) => d.label));
@@ -74,6 +95,8 @@ describe(`the miniature (${recorded.weights}) on the committed ShapesWorld pictu
     const detections = withResults.flatMap((p) => [...(p.results!.detect ?? []), ...(p.results!.segment ?? []), ...(p.results!.ground?.detections ?? [])]);
     if (model.decoderNames.includes('gdino')) expect(detections.some((d) => d.mask)).toBe(true);
     if (model.decoderNames.includes('unipose')) expect(withResults.every((p) => p.results!.pose?.[0]?.keypoints.length === 17)).toBe(true);
+    if (model.decoderNames.includes('sd')) expect(withResults.every((p) => p.results!.generate)).toBe(true);
+    if (model.decoderNames.includes('ip2p')) expect(withResults.some((p) => p.results!.edit)).toBe(true);
   });
 
   it.each(withResults.map((p) => [p.file, p.turns, p.results!] as const))('%s: the task calls give the recorded results', async (file, turns, results) => {
@@ -84,5 +107,7 @@ describe(`the miniature (${recorded.weights}) on the committed ShapesWorld pictu
     expect(got.ground?.phrase).toBe(results.ground?.phrase);
     if (results.ground) expectRecorded(got.ground!.detections, results.ground.detections, 'ground');
     expectRecorded(got.pose, results.pose, 'pose');
-  }, 60_000);
+    expectImage(got.generate, results.generate, 'generate');
+    expectImage(got.edit, results.edit, 'edit');
+  }, 120_000);
 });

@@ -4,9 +4,12 @@ import type { Region } from '../../src/model/regions.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
 import { spokenAnswer, type WorldTurn } from './scoring.js';
 
+/** Only the answer is scored: the diffusion decoders take their queries (as in any chat) but draw nothing. */
+const ANSWER_ONLY = { sd: { draw: false }, ip2p: { draw: false } };
+
 /** `regions`: what the question's `<region>` tokens point at, in order (chat's option). */
 export async function askAlone(model: VisionLLM, image: RgbImage, question: string, regions?: Region[]): Promise<string> {
-  const result = await model.chat({ image, prompt: question, temperature: 0, maxNewTokens: 200, ...(regions && { regions }) });
+  const result = await model.chat({ image, prompt: question, temperature: 0, maxNewTokens: 200, decoders: ANSWER_ONLY, ...(regions && { regions }) });
   try {
     return spokenAnswer(model.tokenizer, result.tokenIds);
   } finally {

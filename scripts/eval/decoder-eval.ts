@@ -8,7 +8,11 @@
  *   - referring segmentation: the mean IoU of ground()'s mask with the named object's mask (0 when it
  *     finds nothing), for each picture's grounding expression.
  *   - pose: PCK@0.1 of the person's height of pose()'s instances in the pictures with people
- *     (scripts/eval/pose-metrics.ts), where the checkpoint has UniPose.
+ *     (scripts/eval/pose-metrics.ts), where the checkpoint has UniPose;
+ *   - generation: generate("a <colour> <class>") of each picture's largest object, right when the
+ *     largest foreground component has that colour and the model's own detect() names its shape;
+ *   - editing: edit() of the picture at IMAGE_SIDE pixels with its editing turn's instruction, right
+ *     when the object takes the asked colour and the other pixels stay (scripts/eval/image-metrics.ts).
  * Masks are the objects' visible pixels, as ShapesWorld annotates them. Each part runs where the
  * checkpoint has its decoder.
  */
@@ -16,7 +20,10 @@ import fs from 'node:fs';
 import type { RgbImage } from '../../src/image/gpu-image.js';
 import type { Rle } from '../../src/image/mask.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
-import { classAps, maskIou, matchGreedily, type Box, type ClassAp, type ScoredBox, type TruthBox } from './detection-metrics.js';
+import { loadSharp } from '../../src/image/decode.js';
+import { expandMask, maskArea } from '../../src/image/mask.js';
+import { boxIou, classAps, maskIou, matchGreedily, type Box, type ClassAp, type ScoredBox, type TruthBox } from './detection-metrics.js';
+import { KEPT_SHARE, largestComponent, resampleMask, scoreEdit } from './image-metrics.js';
 import { emptyPck, PCK_FRACTION, scorePose, type PckTally, type Person } from './pose-metrics.js';
 import type { WorldTurn } from './scoring.js';
 
@@ -24,6 +31,29 @@ export const WORLD_CLASSES = ['circle', 'square', 'triangle', 'star', 'person'];
 export const AP50_GOAL = 0.8;
 export const REFERRING_GOAL = 0.75;
 export const PCK_GOAL = 0.7;
+export const GENERATION_GOAL = 0.7;
+export const EDITING_GOAL = 0.6;
+/** The miniature's diffusion decoders draw and edit pictures of this side (scripts/train/diffusion.py SIDE). */
+export const IMAGE_SIDE = 64;
+/** Denoising steps of generate() and edit() here (their defaults, 50 and 100, take 2 and 4 times as long). */
+export const DIFFUSION_STEPS = 25;
+const GENERATE_PREFIX = 'Generate image with caption: ';
+const EDIT_PREFIX = 'Edit the image according to the caption: ';
+
+/** A world picture as the miniature's editor takes it: IMAGE_SIDE pixels square (sharp's default Lanczos, aspect not kept). */
+export async function editingInput(image: RgbImage): Promise<RgbImage> {
+  const sharp = await loadSharp();
+  const raw = { width: image.width, height: image.height, channels: 3 as const };
+  const resized = await sharp(Buffer.from(image.data), { raw }).resize(IMAGE_SIDE, IMAGE_SIDE, { fit: 'fill' }).raw().toBuffer();
+  return { width: IMAGE_SIDE, height: IMAGE_SIDE, data: new Uint8Array(resized) };
+}
+
+/** The caption of a generation turn and the instruction of an editing turn, as generate() and edit() take them. */
+export function turnText(turn: WorldTurn): string {
+  const prefix = turn.type === 'generation' ? GENERATE_PREFIX : EDIT_PREFIX;
+  if (!turn.question.startsWith(prefix)) throw new Error(`eval: a ${turn.type} turn's question does not start with '${prefix}': ${turn.question}`);
+  return turn.question.slice(prefix.length).replace(/\.$/, '');
+}
 const MASK_SCORE = 0.3;
 const MATCH_IOU = 0.5;
 const MASKED_AT_MOST = 20;
@@ -31,6 +61,7 @@ const MASKED_AT_MOST = 20;
 export interface WorldObject {
   id: number;
   class: string;
+  colour: string;
   box: Box;
   mask: Rle;
   /** People only. */
@@ -43,6 +74,21 @@ export interface GroundingTurn extends WorldTurn {
   objects: number[];
 }
 
+/** An editing turn: the object it recolours and the new colour. */
+export interface EditingTurn extends WorldTurn {
+  objects: number[];
+  colour: string;
+}
+
+export interface ImageTally {
+  asked: number;
+  /** Generation: the colour right; editing: the object's colour right. */
+  colour: number;
+  /** Generation: the detector names the asked shape; editing: the other pixels kept. */
+  other: number;
+  right: number;
+}
+
 export interface DecoderTally {
   detector: boolean;
   pose?: PckTally;
@@ -51,6 +97,8 @@ export interface DecoderTally {
   maskIous: number[];
   instances: number;
   referringIous: number[];
+  generation?: ImageTally;
+  editing?: ImageTally;
 }
 
 export function readAnnotation(file: string): WorldObject[] {
@@ -58,12 +106,17 @@ export function readAnnotation(file: string): WorldObject[] {
   return a.objects;
 }
 
-/** A tally for the decoders the model has (Grounding DINO, UniPose), undefined when it has neither. */
+/** A tally for the decoders the model has (Grounding DINO, UniPose, SD, IP2P), undefined when it has none. */
 export function emptyTally(model: VisionLLM): DecoderTally | undefined {
-  const detector = model.decoderNames.includes('gdino');
-  const pose = model.decoderNames.includes('unipose') ? emptyPck() : undefined;
-  if (!detector && !pose) return undefined;
-  return { detector, pose, detections: [], truths: [], maskIous: [], instances: 0, referringIous: [] };
+  const has = (name: string) => model.decoderNames.includes(name);
+  const images = (): ImageTally => ({ asked: 0, colour: 0, other: 0, right: 0 });
+  const detector = has('gdino');
+  const pose = has('unipose') ? emptyPck() : undefined;
+  // Generation is judged by the model's own detector: without one there is no judge.
+  const generation = has('sd') && detector ? images() : undefined;
+  const editing = has('ip2p') ? images() : undefined;
+  if (!detector && !pose && !generation && !editing) return undefined;
+  return { detector, pose, generation, editing, detections: [], truths: [], maskIous: [], instances: 0, referringIous: [] };
 }
 
 /** Adds one picture's detection, instance-mask, referring and pose results to the tally. */
@@ -76,6 +129,40 @@ export async function scorePicture(model: VisionLLM, image: RgbImage, picture: n
     scorePose(posed.instances, people, posed.keypointNames, tally.pose);
   }
   if (tally.detector) await scoreDetector(model, image, picture, objects, turns, tally);
+  if (tally.generation) await scoreGeneration(model, picture, objects, tally.generation);
+  if (tally.editing) await scoreEditing(model, image, objects, turns, tally.editing);
+}
+
+async function scoreGeneration(model: VisionLLM, picture: number, objects: WorldObject[], tally: ImageTally): Promise<void> {
+  if (!objects.length) return;
+  const asked = objects.reduce((a, b) => (maskArea(b.mask) > maskArea(a.mask) ? b : a));
+  const generated = await model.generate(`a ${asked.colour} ${asked.class}`, { seed: picture, steps: DIFFUSION_STEPS });
+  const component = largestComponent(generated.image);
+  tally.asked++;
+  if (!component) return;
+  const colourRight = component.colour === asked.colour;
+  const found = await model.detect(generated.image, { classes: WORLD_CLASSES, topK: 10, threshold: 0 });
+  const judged = found.detections.find((d) => boxIou(d.box, component.box) >= MATCH_IOU);
+  const shapeRight = judged?.classIndex === WORLD_CLASSES.indexOf(asked.class);
+  tally.colour += Number(colourRight);
+  tally.other += Number(shapeRight);
+  tally.right += Number(colourRight && shapeRight);
+}
+
+async function scoreEditing(model: VisionLLM, image: RgbImage, objects: WorldObject[], turns: readonly WorldTurn[], tally: ImageTally): Promise<void> {
+  const turn = turns.find((t): t is EditingTurn => t.type === 'editing');
+  if (!turn) return;
+  const input = await editingInput(image);
+  const edited = await model.edit(input, turnText(turn), { seed: tally.asked, steps: DIFFUSION_STEPS });
+  const target = objects.find((o) => o.id === turn.objects[0])!;
+  const [h, w] = target.mask.size;
+  const score = scoreEdit(input, edited.image, resampleMask(expandMask(target.mask), w, h, IMAGE_SIDE, IMAGE_SIDE));
+  const colourRight = score.colour === turn.colour;
+  const kept = score.kept >= KEPT_SHARE;
+  tally.asked++;
+  tally.colour += Number(colourRight);
+  tally.other += Number(kept);
+  tally.right += Number(colourRight && kept);
 }
 
 async function scoreDetector(model: VisionLLM, image: RgbImage, picture: number, objects: WorldObject[],
@@ -113,6 +200,8 @@ export interface DecoderSummary {
   referrings: number;
   detector: boolean;
   pose?: PckTally;
+  generation?: ImageTally;
+  editing?: ImageTally;
 }
 
 export function summarise(t: DecoderTally): DecoderSummary {
@@ -128,12 +217,48 @@ export function summarise(t: DecoderTally): DecoderSummary {
     referrings: t.referringIous.length,
     detector: t.detector,
     pose: t.pose,
+    generation: t.generation,
+    editing: t.editing,
   };
 }
 
 /** The report's decoder section (markdown lines). */
 export function decoderReport(s: DecoderSummary): string[] {
-  return [...(s.detector ? detectorReport(s) : []), ...(s.pose ? poseReport(s.pose) : [])];
+  return [...(s.detector ? detectorReport(s) : []), ...(s.pose ? poseReport(s.pose) : []), ...imagesReport(s)];
+}
+
+function imagesReport(s: DecoderSummary): string[] {
+  if (!s.generation && !s.editing) return [];
+  const share = (n: number, t: ImageTally) => (t.asked ? `${fixed(n / t.asked)} (${n} of ${t.asked})` : 'n/a');
+  const g = s.generation;
+  const e = s.editing;
+  return [
+    `## Generation and editing (goals: ${GENERATION_GOAL} and ${EDITING_GOAL} right)`,
+    '',
+    `\`generate("a <colour> <class>")\` asks for each picture's largest object (seed: the picture's index; ${IMAGE_SIDE} x ${IMAGE_SIDE} pixels,`,
+    `${DIFFUSION_STEPS} steps, the default guidance); right when the largest foreground component has that colour (the nearest of the palette) and the best`,
+    `detection of \`detect()\` on the generated picture at box IoU >= ${MATCH_IOU} with the component names its shape. \`edit()\` gets each picture's`,
+    `editing turn on the picture resized to ${IMAGE_SIDE} x ${IMAGE_SIDE} (${DIFFUSION_STEPS} steps, the default guidance); right when the object's pixels take`,
+    `the asked colour and at least ${KEPT_SHARE * 100} % of the pixels more than a pixel away from it stay within 20 levels (scripts/eval/image-metrics.ts).`,
+    '',
+    '| measure | value | goal |',
+    '|---|---:|---|',
+    ...(g
+      ? [
+          `| generation: the asked colour | ${share(g.colour, g)} | |`,
+          `| generation: the asked shape, as detect() judges | ${share(g.other, g)} | |`,
+          `| **generation: both** | ${share(g.right, g)} | ${GENERATION_GOAL}: ${met(g.asked > 0 && g.right / g.asked >= GENERATION_GOAL)} |`,
+        ]
+      : []),
+    ...(e
+      ? [
+          `| editing: the object in the asked colour | ${share(e.colour, e)} | |`,
+          `| editing: the other pixels kept | ${share(e.other, e)} | |`,
+          `| **editing: both** | ${share(e.right, e)} | ${EDITING_GOAL}: ${met(e.asked > 0 && e.right / e.asked >= EDITING_GOAL)} |`,
+        ]
+      : []),
+    '',
+  ];
 }
 
 const met = (ok: boolean) => (ok ? 'met' : '**missed**');

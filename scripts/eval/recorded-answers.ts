@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Rle } from '../../src/image/mask.js';
 import type { RgbImage } from '../../src/image/gpu-image.js';
 import type { VisionLLM } from '../../src/model/vision-llm.js';
+import { DIFFUSION_STEPS, editingInput, turnText } from './decoder-eval.js';
 import type { WorldTurn } from './scoring.js';
 
 /** A detection as recorded: boxes in original pixels, masks as RLE where the call gives them. */
@@ -27,6 +28,14 @@ export interface RecordedPose {
   keypoints: number[][];
 }
 
+/** A generated or edited picture as recorded: its RGB bytes, base64. */
+export interface RecordedImage {
+  text: string;
+  width: number;
+  height: number;
+  rgb: string;
+}
+
 /** What the decoders give for one picture, through the task API, where the checkpoint has them. */
 export interface RecordedResults {
   /** detect(image): the checkpoint's classes, threshold 0.3. */
@@ -37,6 +46,10 @@ export interface RecordedResults {
   ground?: { phrase: string; detections: RecordedDetection[] };
   /** pose(image, { topK: POSE_KEPT, threshold: 0 }): the best instances, whatever they score, so keypoints are always recorded. */
   pose?: RecordedPose[];
+  /** generate(caption) of the picture's generation turn, seed 0, DIFFUSION_STEPS steps. */
+  generate?: RecordedImage;
+  /** edit(the picture at the editor's size, instruction) of its editing turn, when it has one; seed 0, DIFFUSION_STEPS steps. */
+  edit?: RecordedImage;
 }
 
 const POSE_KEPT = 2;
@@ -64,12 +77,23 @@ export async function decoderResults(model: VisionLLM, image: RgbImage, turns: r
     const posed = await model.pose(image, { topK: POSE_KEPT, threshold: 0 });
     results.pose = posed.instances.map(({ label, score, box, keypoints }) => ({ label, score, box: [...box], keypoints: keypoints.map((k) => [k.x, k.y]) }));
   }
+  const recorded = (text: string, { width, height, data }: RgbImage): RecordedImage => ({ text, width, height, rgb: Buffer.from(data).toString('base64') });
+  const generation = turns.find((t) => t.type === 'generation');
+  if (model.decoderNames.includes('sd') && generation) {
+    const caption = turnText(generation);
+    results.generate = recorded(caption, (await model.generate(caption, { seed: 0, steps: DIFFUSION_STEPS })).image);
+  }
+  const editing = turns.find((t) => t.type === 'editing');
+  if (model.decoderNames.includes('ip2p') && editing) {
+    const instruction = turnText(editing);
+    results.edit = recorded(instruction, (await model.edit(await editingInput(image), instruction, { seed: 0, steps: DIFFUSION_STEPS })).image);
+  }
   return results;
 }
 
 /** Whether the checkpoint has a decoder whose results are recorded. */
 export function recordsResults(model: VisionLLM): boolean {
-  return model.decoderNames.some((name) => name === 'gdino' || name === 'unipose');
+  return model.decoderNames.some((name) => ['gdino', 'unipose', 'sd', 'ip2p'].includes(name));
 }
 
 export function recordedAnswersFile(root: string): string {

@@ -182,6 +182,28 @@ def check_determinism():
     return errors
 
 
+def check_recolour():
+    """An edit's ground truth changes that object's pixels alone, to the palette colour."""
+    errors = []
+    for index in (0, 1, 2, 3):
+        image, ann = W.render_picture(SEED, index)
+        target = ann['objects'][0]
+        colour = next(c for c in W.COLOURS if c != target['colour'])
+        edited, edited_ann = W.render_picture(SEED, index, {target['id']: colour})
+        changed = np.argwhere(np.any(image != edited, axis=-1))
+        x0, y0, x1, y1 = target['box']
+        inside = (changed[:, 1] >= np.floor(x0) - 1) & (changed[:, 1] < np.ceil(x1) + 1) & \
+                 (changed[:, 0] >= np.floor(y0) - 1) & (changed[:, 0] < np.ceil(y1) + 1)
+        shown = W.decode_rle(target['mask'])
+        if not inside.all():
+            errors.append(f'recolouring {SEED}-{index} object 0 changed {int((~inside).sum())} pixels outside its box')
+        if shown.any() and list(np.median(edited[shown], axis=0)) != list(W.COLOURS[colour]):
+            errors.append(f'recolouring {SEED}-{index} object 0: its pixels are not {colour} {W.COLOURS[colour]}')
+        if edited_ann['objects'][0]['colour'] != colour or edited_ann['objects'][1:] != ann['objects'][1:]:
+            errors.append(f'recolouring {SEED}-{index}: the annotation should change object 0\'s colour only')
+    return errors
+
+
 def check_fixtures():
     """The committed fixtures are still what the generator draws."""
     errors = []
@@ -208,7 +230,7 @@ def main():
     for c in CLASSES:
         if classes.get(c, 0) < PICTURES // 10:
             errors.append(f'class {c} drawn only {classes.get(c, 0)} times')
-    errors += check_rle() + check_determinism() + check_fixtures()
+    errors += check_rle() + check_determinism() + check_recolour() + check_fixtures()
     total = time.perf_counter() - start
 
     for e in errors[:50]:

@@ -59,8 +59,10 @@ _SEGMENTS = (('elbow', 'shoulder', 0.17, 15.0), ('wrist', 'elbow', 0.15, 15.0),
              ('knee', 'hip', 0.22, 4.0), ('ankle', 'knee', 0.22, 4.0))
 
 
-def render_picture(seed, index):
-    """The picture (seed, index): (image as uint8 [h, w, 3], annotation dict)."""
+def render_picture(seed, index, recolour=None):
+    """The picture (seed, index): (image as uint8 [h, w, 3], annotation dict). `recolour` {object id:
+    colour name} paints those objects that palette colour exactly instead (an edit's ground truth): the
+    same draws otherwise, so every other pixel, noise included, stays as it was."""
     rng = np.random.default_rng([seed, index])
     width, height = _sample_size(rng)
     background = _sample_background(rng)
@@ -77,6 +79,8 @@ def render_picture(seed, index):
                 _place(candidate, placed, owner)
                 break
 
+    for k, name in (recolour or {}).items():
+        placed[k] = dict(placed[k], colour=name, rgb=list(COLOURS[name]))
     image = _compose(rng, width, height, background, placed)
     objects = [_annotate(k, obj, owner, width, height) for k, obj in enumerate(placed)]
     annotation = {

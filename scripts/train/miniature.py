@@ -21,7 +21,9 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  MLLM (regions.py)
   9. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
                  (pose.py), its Swin started from the detector's
- 10. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+ 10. diffusion   with --decoders only: generation and editing, Stable Diffusion's and InstructPix2Pix's
+                 U-Nets with their VAE, through the super link's [GEN] and [EDIT] queries (diffusion.py)
+ 11. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
 same command again to go on from the last one. The log (train.log) is copied next to the weights.
@@ -48,6 +50,7 @@ import miniature_model as mm  # noqa: E402
 import decoders  # noqa: E402
 import regions  # noqa: E402
 import pose  # noqa: E402
+import diffusion  # noqa: E402
 import detector  # noqa: E402
 import reference_gdino as R  # noqa: E402
 from common import read_safetensors  # noqa: E402
@@ -306,6 +309,10 @@ def export(run, params, out):
         model.load_state_dict(run.state['pose']['model'])
         tensors.update(pose.named_state(model))
         config.update(use_unipose=True, unipose_config=pose.CONFIG)
+    if run.state.get('diffusion', {}).get('ip2p'):
+        added, sections = diffusion.exported(run.state['diffusion'])
+        tensors.update(added)
+        config.update(use_sd=True, use_ip2p=True, **sections)
     torch.save({k: v.contiguous() for k, v in tensors.items()}, os.path.join(official, 'pytorch_model.bin'))
     with open(os.path.join(official, 'config.json'), 'w') as f:
         json.dump(config, f, indent=2)
@@ -328,7 +335,7 @@ def export(run, params, out):
 def start_from(run, weights):
     """A new run at the link stage, from an exported miniature's weights (f16, widened) and tokenizer."""
     tensors = read_safetensors(os.path.join(weights, 'model.safetensors'))
-    params = {k: v.float() for k, v in tensors.items() if not k.startswith(('gdino.', 'region_encoder.', 'unipose.'))}
+    params = {k: v.float() for k, v in tensors.items() if not k.startswith(('gdino.', 'region_encoder.', 'unipose.', 'sd.', 'ip2p.'))}
     missing = sorted(set(mm.exported(mm.init_params(TRAIN_SEED))) - set(params))
     if missing:
         sys.exit(f'--start-from {weights}: model.safetensors lacks {len(missing)} of the miniature\'s tensors, e.g. {missing[0]}')
@@ -353,6 +360,7 @@ def main():
         (64, 6, 6, 4, 4, 4, 4, 4) if args.probe else \
         (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS,
          pose.POSE_STEPS)
+    diffusion_steps = (4, 4, 4) if args.probe else (diffusion.VAE_STEPS, diffusion.SD_STEPS, diffusion.IP2P_STEPS)
     run = Run(args.run)
     if args.start_from and run.load('checkpoint.pt') is None:
         start_from(run, args.start_from)
@@ -397,6 +405,11 @@ def main():
         t = time.time()
         pose.train_pose(run, params, tokens, TRAIN_SEED, pose_steps)
         run.log(f'pose done ({(time.time() - t) / max(1, pose_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='diffusion', step=0, params=mm_params(params))
+    if run.state['stage'] == 'diffusion':
+        t = time.time()
+        diffusion.train_diffusion(run, params, tokens, TRAIN_SEED, *diffusion_steps)
+        run.log(f'diffusion done ({(time.time() - t) / 60:.1f} min this session)')
         run.checkpoint(stage='export', step=0, params=mm_params(params))
     export(run, params, args.out)
     run.log(f'finished in {run.elapsed() / 60:.1f} min')

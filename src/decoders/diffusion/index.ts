@@ -40,6 +40,11 @@ export interface DiffusionOptions {
   guidance?: number;
   /** Editing only. */
   imageGuidance?: number;
+  /**
+   * false: the conditions alone, no image drawn (another pipeline's input, or a chat read for its
+   * answer, as the evaluation reads one); default true.
+   */
+  draw?: boolean;
   /** Seeds the latents and (Euler ancestral) each step's noise (default 0). */
   seed?: number;
   /** Generation only: the image size in pixels, multiples of the VAE's factor (default 512: the U-Net's sample_size × 8). */
@@ -61,7 +66,7 @@ export interface DiffusionOutput extends DecoderOutput {
   task: 'generation' | 'editing';
   /** One condition per block, [blocks, queries, d]: the U-Net's encoder_hidden_states. */
   conditions: Tensor;
-  /** One image per block (none when editing without an image). */
+  /** One image per block (none when editing without an image, or with `draw: false`). */
   images: GeneratedImage[];
   timings: { pipelineMs: number };
 }
@@ -99,7 +104,7 @@ function parseDiffusionConfig(c: ConfigReader, name: 'sd' | 'ip2p'): DiffusionCo
 }
 
 function parseDiffusionOptions(name: 'sd' | 'ip2p', raw: unknown): DiffusionOptions {
-  const keys: (keyof DiffusionOptions)[] = ['steps', 'guidance', 'seed', 'scheduler', 'onStep', 'latents', 'noise', ...(name === 'sd' ? (['width', 'height'] as const) : (['imageGuidance'] as const))];
+  const keys: (keyof DiffusionOptions)[] = ['draw', 'steps', 'guidance', 'seed', 'scheduler', 'onStep', 'latents', 'noise', ...(name === 'sd' ? (['width', 'height'] as const) : (['imageGuidance'] as const))];
   const o = optionsObject<DiffusionOptions>(name, raw, keys);
   const where = (key: string) => `chat: decoders.${name}.${key}`;
   for (const key of ['steps', 'width', 'height'] as const) {
@@ -109,6 +114,7 @@ function parseDiffusionOptions(name: 'sd' | 'ip2p', raw: unknown): DiffusionOpti
   for (const key of ['guidance', 'imageGuidance'] as const) {
     if (o[key] !== undefined && !(typeof o[key] === 'number' && Number.isFinite(o[key]))) throw new RangeError(`${where(key)} must be a finite number, got ${JSON.stringify(o[key])}`);
   }
+  if (o.draw !== undefined && typeof o.draw !== 'boolean') throw new TypeError(`${where('draw')} must be a boolean, got ${JSON.stringify(o.draw)}`);
   if (o.scheduler !== undefined && !SCHEDULERS.includes(o.scheduler)) throw new TypeError(`${where('scheduler')} must be one of ${SCHEDULERS.join(', ')}, got ${JSON.stringify(o.scheduler)}`);
   for (const key of ['onStep', 'noise'] as const) if (o[key] !== undefined && typeof o[key] !== 'function') throw new TypeError(`${where(key)} must be a function`);
   if (o.latents !== undefined && !(o.latents instanceof Float32Array)) throw new TypeError(`${where('latents')} must be a Float32Array`);
@@ -159,7 +165,7 @@ function diffusionDecoder(name: 'sd' | 'ip2p', token: string, task: DiffusionOut
           });
           const images: GeneratedImage[] = [];
           try {
-            if (task === 'generation' || image) {
+            if (options.draw !== false && (task === 'generation' || image)) {
               for (let b = 0; b < group.blocks.length; b++) {
                 const run: DiffusionRunOptions = {
                   steps: options.steps ?? config.defaults.steps,
