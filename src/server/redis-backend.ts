@@ -93,11 +93,14 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
   const watch = (id: string, entry: PendingAnswer): (() => void) => {
     let reading = false;
     const read = async () => {
+      // The state first: BullMQ writes a job's return value in the same step that completes it, so a
+      // job read after its state says completed has the value; one read before could still lack it.
+      const state = await queue.getJobState(id);
+      if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
       const job: Job<CompletionRequest, CompletionResult> | undefined = await queue.getJob(id);
-      if (!job) return entry.fail(new Error(`job ${id} is no longer in the queue`));
-      const state = await job.getState();
+      if (!job || state === 'unknown') return entry.fail(new Error(`job ${id} is no longer in the queue`));
       if (state === 'completed') entry.complete(job.returnvalue);
-      if (state === 'failed') entry.fail(failedJobError(job.failedReason));
+      else entry.fail(failedJobError(job.failedReason));
     };
     const poll = setInterval(() => {
       if (reading || entry.done) return;
