@@ -144,9 +144,7 @@ async function scoreGeneration(model: VisionLLM, picture: number, objects: World
   const found = await model.detect(generated.image, { classes: WORLD_CLASSES, topK: 10, threshold: 0 });
   const judged = found.detections.find((d) => boxIou(d.box, component.box) >= MATCH_IOU);
   const shapeRight = judged?.classIndex === WORLD_CLASSES.indexOf(asked.class);
-  tally.colour += Number(colourRight);
-  tally.other += Number(shapeRight);
-  tally.right += Number(colourRight && shapeRight);
+  count(tally, colourRight, shapeRight);
 }
 
 async function scoreEditing(model: VisionLLM, image: RgbImage, objects: WorldObject[], turns: readonly WorldTurn[], tally: ImageTally): Promise<void> {
@@ -160,9 +158,14 @@ async function scoreEditing(model: VisionLLM, image: RgbImage, objects: WorldObj
   const colourRight = score.colour === turn.colour;
   const kept = score.kept >= KEPT_SHARE;
   tally.asked++;
+  count(tally, colourRight, kept);
+}
+
+/** One generation's or edit's outcome, already counted as asked. */
+function count(tally: ImageTally, colourRight: boolean, otherRight: boolean): void {
   tally.colour += Number(colourRight);
-  tally.other += Number(kept);
-  tally.right += Number(colourRight && kept);
+  tally.other += Number(otherRight);
+  tally.right += Number(colourRight && otherRight);
 }
 
 async function scoreDetector(model: VisionLLM, image: RgbImage, picture: number, objects: WorldObject[],

@@ -222,16 +222,14 @@ def train_vae(run, images, steps):
 
 
 @torch.no_grad()
-def set_scaling_factor(vae, images):
-    """1 / the std of the latents' means, as SD-1.5's scaling_factor was set (unit-variance latents for the U-Net)."""
-    means = torch.cat([vae.encode_mean(to_unit(images[i:i + 64])) for i in range(0, min(len(images), 512), 64)])
-    vae.config['scaling_factor'] = round(float(1 / means.std()), 5)
-    return vae.config['scaling_factor']
-
-
-@torch.no_grad()
 def latents_of(vae, images):
     return torch.cat([vae.encode_mean(to_unit(images[i:i + 64])) for i in range(0, len(images), 64)])
+
+
+def set_scaling_factor(vae, images):
+    """1 / the std of the latents' means, as SD-1.5's scaling_factor was set (unit-variance latents for the U-Net)."""
+    vae.config['scaling_factor'] = round(float(1 / latents_of(vae, images[:512]).std()), 5)
+    return vae.config['scaling_factor']
 
 
 def alphas_cumprod():
