@@ -15,14 +15,15 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  block's query states name its class (decoders.train_link); the LLM keeps its weights
   6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's objects first, from
                  crops around them (decoders.train_backbone), as the release's starts from ImageNet weights
-  7. decoders    with --decoders only (work in progress): the task decoders learn through the super
-                 link (decoders.py), Grounding DINO with its mask head so far
-  8. regions     with --decoders only: the region encoder learns region captions through the frozen
-                 MLLM (regions.py)
-  9. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
+  7. decoders    with --decoders only: Grounding DINO with its mask head learns through the super
+                 link (decoders.py)
+  8. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
                  (pose.py), its Swin started from the detector's
- 10. diffusion   with --decoders only: generation and editing, Stable Diffusion's and InstructPix2Pix's
-                 U-Nets with their VAE, through the super link's [GEN] and [EDIT] queries (diffusion.py)
+  9. regions     with --decoders only, in a second process beside stages 5-8 (SIDE_STAGES): the region
+                 encoder learns region captions through the frozen MLLM (regions.py)
+ 10. diffusion   with --decoders only, in the second process after regions: generation and editing,
+                 Stable Diffusion's and InstructPix2Pix's U-Nets with their VAE, through the super
+                 link's [GEN] and [EDIT] queries (diffusion.py); the main process joins its results
  11. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
@@ -69,13 +70,24 @@ DENSE_WEIGHT, COMMON_WEIGHT, WORD_WEIGHT, SEEN_WEIGHT = 0.5, 1.0, 1.0, 4.0
 BINDING_PICTURES, BINDING_EVERY = 16, 100
 STANDARDISE_PICTURES = 200
 CHECKPOINT_SECONDS = 240
+# The decoders stage runs one thread a process: its operations are small, and with two threads PyTorch's
+# and OpenBLAS's own fight over the two cores (a detector step 6.0 s against 4.0 s with one;
+# docs/miniature.md), so the second core runs the parts beside (SIDE_STAGES). The vision and language
+# stages keep the two threads run G was trained with: sums in another order would make another run.
+LANGUAGE_THREADS, DECODER_THREADS = 2, 1
+# The decoders stage's parts in the main process, in order; the parts beside read only the language
+# stage's MLLM (frozen there, and no other part's results), so a second process started from it gives
+# what the same parts would give in sequence.
+MAIN_STAGES = ('link', 'backbone', 'decoders', 'pose', 'join')
+SIDE_STAGES = ('regions', 'diffusion')
 # The picture the CLI shows the model when given none (seed, index): test/fixtures/shapesworld/29-1.png.
 EXAMPLE_PICTURE = (29, 1)
 
 
 class Run:
-    def __init__(self, folder):
+    def __init__(self, folder, log_to_console=True):
         self.folder = folder
+        self.log_to_console = log_to_console
         os.makedirs(folder, exist_ok=True)
         self.log_file = open(os.path.join(folder, 'train.log'), 'a')
         self.state = self.load('checkpoint.pt') or {'stage': 'vision', 'step': 0, 'elapsed': 0.0}
@@ -96,7 +108,8 @@ class Run:
 
     def log(self, line):
         text = f'[{self.elapsed() / 60:6.2f} min] {line}'
-        print(text, flush=True)
+        if self.log_to_console:
+            print(text, flush=True)
         self.log_file.write(text + '\n')
         self.log_file.flush()
 
@@ -344,6 +357,46 @@ def start_from(run, weights):
     run.log(f'started from {weights} at the link stage')
 
 
+def start_side(run, params, probe):
+    """The parts beside (SIDE_STAGES) in a second process and run folder, from the language stage's MLLM;
+    a side process still running from before the last restart is waited for instead of started again."""
+    side = Run(run.path('side'), log_to_console=False)
+    if side.load('checkpoint.pt') is None:
+        shutil.copy(run.path('tokenizer.model'), side.path('tokenizer.model'))
+        side.checkpoint(stage=SIDE_STAGES[0], step=0, params=params)
+    if side.state['stage'] == 'done' or process_alive(side.load('pid')):
+        return None
+    command = [sys.executable, '-P', os.path.abspath(__file__), '--side', '--run', side.folder] + (['--probe'] if probe else [])
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(side.path('stderr.log'), 'a'))
+    run.log(f'{" and ".join(SIDE_STAGES)} run beside the other parts, in {side.folder} (its log: train.log there)')
+    return process
+
+
+def process_alive(pid):
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def join_side(run, process):
+    """Waits for the parts beside, then takes their results and log into this run."""
+    side = Run(run.path('side'), log_to_console=False)
+    while side.state['stage'] != 'done':
+        stopped = process.poll() is not None if process else not process_alive(side.load('pid'))
+        side.state = side.load('checkpoint.pt')
+        if stopped and side.state['stage'] != 'done':
+            sys.exit(f'the parts beside stopped before they were done: see {side.path("stderr.log")} and {side.path("train.log")}')
+        time.sleep(0 if stopped else 10)
+    with open(side.path('train.log')) as f:
+        run.log_file.writelines('beside ' + line for line in f)
+    run.checkpoint(stage='export', step=0, **{k: side.state[k] for k in SIDE_STAGES})
+    run.log(f'{" and ".join(SIDE_STAGES)} joined from {side.folder}, which finished at {side.state["elapsed"] / 60:.1f} min of its own')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--run', default=os.path.join(ROOT, 'runs', 'miniature'), help='run folder (resumes from it)')
@@ -351,17 +404,20 @@ def main():
     parser.add_argument('--probe', action='store_true', help='a few steps of each stage on a small pool, timed')
     parser.add_argument('--decoders', action='store_true', help='after the language stage, train the decoders (decoders.py)')
     parser.add_argument('--start-from', metavar='WEIGHTS', help='a new run begins at the link stage from these exported weights')
+    parser.add_argument('--side', action='store_true', help=argparse.SUPPRESS)   # the second process of the decoders stage
     args = parser.parse_args()
     if args.start_from and not args.decoders:
         parser.error('--start-from begins at the decoders\' stages: give --decoders too')
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(LANGUAGE_THREADS)
     pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, region_steps, pose_steps = \
         (64, 6, 6, 4, 4, 4, 4, 4) if args.probe else \
         (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS,
          pose.POSE_STEPS)
     diffusion_steps = (4, 4, 4) if args.probe else (diffusion.VAE_STEPS, diffusion.SD_STEPS, diffusion.IP2P_STEPS)
     run = Run(args.run)
+    if args.side:
+        run.save('pid', os.getpid())
     if args.start_from and run.load('checkpoint.pt') is None:
         start_from(run, args.start_from)
     run.log(f'run {args.run}: stage {run.state["stage"]}, step {run.state["step"]}')
@@ -381,6 +437,8 @@ def main():
         train_language(run, params, pool, tokens, language_steps)
         run.log(f'language done ({(time.time() - t) / max(1, language_steps) * 1000:.0f} ms/step this session)')
         run.checkpoint(stage='link' if args.decoders else 'export', step=0, opt=None, params=mm_params(params))
+    torch.set_num_threads(DECODER_THREADS)
+    side = start_side(run, mm_params(params), args.probe) if run.state['stage'] in MAIN_STAGES else None
     if run.state['stage'] == 'link':
         t = time.time()
         decoders.train_link(run, params, tokens, TRAIN_SEED, link_steps)
@@ -395,22 +453,27 @@ def main():
         t = time.time()
         decoders.train_detector(run, params, tokens, TRAIN_SEED, detector_steps)
         run.log(f'detector done ({(time.time() - t) / max(1, detector_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='regions', step=0, opt=None, params=mm_params(params))
-    if run.state['stage'] == 'regions':
-        t = time.time()
-        regions.train_regions(run, params, tokens, TRAIN_SEED, region_steps)
-        run.log(f'regions done ({(time.time() - t) / max(1, region_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='pose', step=0)
+        run.checkpoint(stage='pose', step=0, opt=None, params=mm_params(params))
     if run.state['stage'] == 'pose':
         t = time.time()
         pose.train_pose(run, params, tokens, TRAIN_SEED, pose_steps)
         run.log(f'pose done ({(time.time() - t) / max(1, pose_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='diffusion', step=0, params=mm_params(params))
+        run.checkpoint(stage='join', step=0, params=mm_params(params))
+    if run.state['stage'] == 'join':
+        join_side(run, side)
+    if run.state['stage'] == 'regions':
+        t = time.time()
+        regions.train_regions(run, params, tokens, TRAIN_SEED, region_steps)
+        run.log(f'regions done ({(time.time() - t) / max(1, region_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='diffusion', step=0)
     if run.state['stage'] == 'diffusion':
         t = time.time()
         diffusion.train_diffusion(run, params, tokens, TRAIN_SEED, *diffusion_steps)
         run.log(f'diffusion done ({(time.time() - t) / 60:.1f} min this session)')
-        run.checkpoint(stage='export', step=0, params=mm_params(params))
+        run.checkpoint(stage='done', step=0)
+    if args.side:
+        os.remove(run.path('pid'))
+        return
     export(run, params, args.out)
     run.log(f'finished in {run.elapsed() / 60:.1f} min')
 
