@@ -367,7 +367,8 @@ def start_side(run, params, probe):
     if side.state['stage'] == 'done' or process_alive(side.load('pid')):
         return None
     command = [sys.executable, '-P', os.path.abspath(__file__), '--side', '--run', side.folder] + (['--probe'] if probe else [])
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(side.path('stderr.log'), 'a'))
+    with open(side.path('stderr.log'), 'a') as errors:   # the child keeps its own copy of the handle
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
     run.log(f'{" and ".join(SIDE_STAGES)} run beside the other parts, in {side.folder} (its log: train.log there)')
     return process
 
