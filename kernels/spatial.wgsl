@@ -1,9 +1,13 @@
-// Spatial remapping of NCHW planes, one output element per invocation:
+// Spatial remapping of NCHW planes, one output element per invocation (`remap`):
 //   y[plane, oy, ox] = x[plane, fy(oy), fx(ox)]   with f(o) = (o - before) / factor (integer division)
 // where out-of-range source coordinates follow MODE: 0 constant `value`, 1 reflect (PyTorch's
 // 'reflect', edge not repeated), 2 replicate. factor > 1 with before = 0 is nearest upsampling by
 // an integer factor; factor 1 is padding (negative `before` crops).
+// `max_pool` reuses the same parameters: y[plane, oy, ox] is the largest x[plane, y, x] over the
+// factor x factor window at (oy, ox) * STRIDE - before; the padding is never the maximum
+// (F.max_pool2d's implicit -inf).
 override MODE: u32 = 0u;
+override STRIDE: u32 = 1u;
 
 struct Params {
   count: u32,       // output elements in this dispatch
@@ -51,4 +55,29 @@ fn remap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let inside = sy >= 0 && sx >= 0;
   let at = plane * p.h * p.w + u32(max(sy, 0)) * p.w + u32(max(sx, 0));
   y_st(i, select(p.value, x_ld(select(0u, at, inside)), inside));
+}
+
+@compute @workgroup_size(64)
+fn max_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+  if (i >= p.count) { return; }
+  let per_plane = p.oh * p.ow;
+  let plane = i / per_plane;
+  let rest = i % per_plane;
+  let y0 = i32((rest / p.ow) * STRIDE) - p.before_y;
+  let x0 = i32((rest % p.ow) * STRIDE) - p.before_x;
+  let k = i32(p.factor);
+  // The window always holds an input element (padding <= kernel / 2): start from its first one.
+  let first_y = max(0, -y0);
+  let first_x = max(0, -x0);
+  let base = plane * p.h * p.w;
+  var best = x_ld(base + u32(y0 + first_y) * p.w + u32(x0 + first_x));
+  for (var dy = first_y; dy < min(k, i32(p.h) - y0); dy++) {
+    let row = base + u32(y0 + dy) * p.w;
+    for (var dx = first_x; dx < min(k, i32(p.w) - x0); dx++) {
+      best = max(best, x_ld(row + u32(x0 + dx)));
+    }
+  }
+  y_st(i, best);
 }

@@ -5,6 +5,7 @@ import { TOL, expectClose, loadGolden, randomArray, testEngine } from './helpers
 
 const golden = loadGolden('elementwise');
 const SCALE = Number(golden.metadata.scale);
+const RSQRT_SHIFT = Number(golden.metadata.rsqrt_shift);
 
 let engine: Engine;
 beforeAll(async () => {
@@ -19,6 +20,7 @@ const unary = {
   silu: ops.silu,
   sigmoid: ops.sigmoid,
   scale: (x: Parameters<typeof ops.relu>[0]) => ops.scale(x, SCALE),
+  rsqrt: (x: Parameters<typeof ops.relu>[0]) => ops.rsqrt(x, RSQRT_SHIFT),
 };
 const binary = { add: ops.add, sub: ops.sub, mul: ops.mul, div: ops.div };
 

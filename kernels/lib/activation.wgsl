@@ -9,6 +9,7 @@ const ACT_GELU_TANH: u32 = 3u;   // tanh approximation (approximate='tanh')
 const ACT_QUICK_GELU: u32 = 4u;  // x sigmoid(1.702 x), CLIP's
 const ACT_SILU: u32 = 5u;
 const ACT_SIGMOID: u32 = 6u;
+const ACT_RSQRT: u32 = 7u;       // 1 / sqrt(v): with unary's beta, a frozen batch norm's 1 / sqrt(var + eps)
 
 fn sigmoid_f32(v: f32) -> f32 {
   return 1.0 / (1.0 + exp(-v));
@@ -37,6 +38,7 @@ fn activate(v: f32, act: u32) -> f32 {
     case ACT_QUICK_GELU: { return v * sigmoid_f32(1.702 * v); }
     case ACT_SILU: { return v * sigmoid_f32(v); }
     case ACT_SIGMOID: { return sigmoid_f32(v); }
+    case ACT_RSQRT: { return inverseSqrt(v); }
     default: { return v; }
   }
 }

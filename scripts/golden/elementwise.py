@@ -12,6 +12,7 @@ UNARY = {
     'silu': F.silu,
     'sigmoid': torch.sigmoid,
     'scale': lambda x: x * 0.37,
+    'rsqrt': lambda x: torch.rsqrt(x + 60),   # the shift (unary's beta) keeps every input positive
 }
 
 BINARY = {'add': torch.add, 'sub': torch.sub, 'mul': torch.mul, 'div': torch.div}
@@ -43,4 +44,4 @@ def generate():
         xg = exact(gu, dt)
         out[f'swiglu.{dt}'] = F.silu(xg[..., :43]) * xg[..., 43:]
         out[f'geglu.{dt}'] = F.gelu(xg[..., :43]) * xg[..., 43:]
-    return {'elementwise': (out, {'scale': 0.37, 'cases': len(BROADCASTS)})}
+    return {'elementwise': (out, {'scale': 0.37, 'rsqrt_shift': 60, 'cases': len(BROADCASTS)})}

@@ -1,4 +1,5 @@
-"""Goldens for the whole Grounding DINO detector (test/golden/gdino.safetensors): a tiny config with
+"""Goldens for the whole Grounding DINO detector (test/golden/gdino.safetensors, and
+gdino_resnet_detector.safetensors with a ResNet backbone instead of the release's Swin): a tiny config with
 seeded random weights (rounded to f16, stored as F16) under the release's names (`gdino.` + the module tree, decoders.md A.5,
 aliases and Swin's relative_position_index buffers included), the mmdet input of a fixture image
 (cv2, reference_gdino.mmdet_input) and reference_gdino.OVGroundingDinoForObjectDetection in float64
@@ -32,6 +33,7 @@ import torch
 import reference_gdino as R
 import reference_gdino_decoder as decoder_ref
 import reference_gdino_encoder as encoder_ref
+import reference_gdino_resnet as resnet_ref
 import reference_gdino_swin as swin_ref
 import reference_superlink as superlink_ref
 from hashed import sample_indices
@@ -45,6 +47,9 @@ TINY = dict(
     d_model=32, num_queries=30, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
     encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_n_points=2, decoder_n_points=2, mask_dim=32, l_hidden_size=48,
 )
+# The same detector on GroundingDinoConfig's default kind of backbone (the miniature's): stage widths as the Swin's.
+TINY_RESNET = dict(TINY, backbone_config=resnet_ref.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 2, 1],
+                                                                  layer_type='basic').to_json())
 WEIGHT_SEED = 4242
 CASES = [('det', 3, 10), ('grd', 1, 1), ('sem', 4, None)]  # (name, K, top k)
 SELECT_GAP, SELECT_BOUNDARY, TOPK_GAP, NEAR, SEM_NEAR = 1e-4, 1e-3, 2e-3, 1e-3, 1e-4
@@ -64,8 +69,8 @@ def score_gap(logits, k):
     return (top[:-1] - top[1:]).min().item()
 
 
-def separated(out, topk, classes_seen):
-    inner, boundary = gaps(out['decoder']['scores'][0], TINY['num_queries'])
+def separated(out, topk, classes_seen, config):
+    inner, boundary = gaps(out['decoder']['scores'][0], config['num_queries'])
     ok = inner > SELECT_GAP and boundary > SELECT_BOUNDARY
     if topk is not None:
         ok = ok and gaps(out['logits'], topk)[0] > TOPK_GAP
@@ -109,9 +114,9 @@ def slices_one_after_another(model, pixel_values, pixel_mask, text):
     c = model.config
     state = model.state_dict()
     flat = SimpleNamespace(**{k: v for k, v in c.items() if k != 'backbone_config'})
-    backbone = swin_ref.SwinBackbone(R.swin_config(c)).double()
+    backbone, channels = R.build_backbone(c)
+    backbone = backbone.double()
     backbone.load_state_dict(substate(state, [('model.backbone.conv_encoder.model.', '')]), strict=True)
-    channels = [backbone.config.embed_dim * 2 ** i for i in range(len(backbone.config.depths))]
     encoder_side = encoder_ref.GroundingDinoEncoderSide(flat, channels).double()
     encoder_side.load_state_dict(substate(state, [('model.input_proj_vision.', 'input_proj_vision.'), ('model.level_embed', 'level_embed'),
                                                   ('model.encoder.', 'encoder.')]), strict=True)
@@ -164,19 +169,26 @@ def semantic_stats(sem):
     return sem.argmax(0).unique().numel(), semantic_near(sem).double().mean().item()
 
 
-def build_model():
-    model = R.OVGroundingDinoForObjectDetection(TINY).double().eval()
+def build_model(config):
+    model = R.OVGroundingDinoForObjectDetection(config).double().eval()
     R.randomize(model, torch.Generator().manual_seed(WEIGHT_SEED))
+    backbone = model.slices[0]
+    if isinstance(backbone, resnet_ref.ResNetBackbone):
+        resnet_ref.randomize(backbone, WEIGHT_SEED)   # running statistics too, as a trained one has them
     # Weights are stored as f16 (f32 and f16 uploads hold the same values): compute from those values.
     with torch.no_grad():
-        for p in model.parameters():
+        for p in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
             p.copy_(p.half().double())
     return model
 
 
 def generate():
+    return {**golden('gdino', TINY), **golden('gdino_resnet_detector', TINY_RESNET)}
+
+
+def golden(stem, TINY):
     start = time.time()
-    model = build_model()
+    model = build_model(TINY)
     tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in R.named_state(model).items()}
     ori, img, padded, mask = load_image()
     pixel_values = torch.from_numpy(padded)[None].double()
@@ -190,7 +202,7 @@ def generate():
             hidden = torch.randn(K, E, L, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).float().double()
             with torch.no_grad():
                 out = model(pixel_values, pixel_mask, text_query=hidden)
-            if separated(out, topk, lambda o: semantic_stats(semantic(o, img, ori))):
+            if separated(out, topk, lambda o: semantic_stats(semantic(o, img, ori)), TINY):
                 break
         else:
             raise RuntimeError(f'{name}: no text seed without near-ties')
@@ -242,9 +254,9 @@ def generate():
                           valid_ratios=enc['valid_ratios'][0].tolist(), stages=[list(m.shape) for m in out['stages']],
                           mask_features=list(mf.shape))
         cases[name] = case
-        print(f'gdino {name}: K={K}, seed {seed}, selection gaps {case["select_gaps"][0]:.2e}/{case["select_gaps"][1]:.2e}'
+        print(f'{stem} {name}: K={K}, seed {seed}, selection gaps {case["select_gaps"][0]:.2e}/{case["select_gaps"][1]:.2e}'
               + (f', top-{topk} gap {case["topk_gap"]:.2e}' if topk else ''))
-    print(f'gdino cross-checks: {checks}')
+    print(f'{stem} cross-checks: {checks}')
     metadata = {
         'config': json.dumps(TINY),
         'image': json.dumps(dict(file=IMAGE, scale=list(SCALE), ori=list(ori), img=list(img), pad=list(padded.shape[1:]))),
@@ -253,5 +265,5 @@ def generate():
         'gaps': json.dumps(dict(select=SELECT_GAP, select_boundary=SELECT_BOUNDARY, topk=TOPK_GAP, near=NEAR, sem_near=SEM_NEAR)),
         'cross_checks': checks,
     }
-    print(f'gdino: generated in {time.time() - start:.1f} s')
-    return {'gdino': (tensors, metadata)}
+    print(f'{stem}: generated in {time.time() - start:.1f} s')
+    return {stem: (tensors, metadata)}

@@ -7,7 +7,7 @@ process_seg_result; A.4).
 The detector is composed from the slice references, the same module objects attached under the
 official attribute names, so `state_dict()` holds the release's names after `gdino.` (A.5),
 aliases included (bbox_embed.{i}, model.decoder.bbox_embed.{i}, mask_embed.{i}):
-  model.backbone.conv_encoder.model             reference_gdino_swin.SwinBackbone
+  model.backbone.conv_encoder.model             reference_gdino_swin.SwinBackbone or reference_gdino_resnet.ResNetBackbone
   model.input_proj_vision, model.level_embed,
   model.encoder                                 reference_gdino_encoder.GroundingDinoEncoderSide
   model.* (mask head, query embeddings, decoder,
@@ -39,6 +39,7 @@ if HERE not in (os.path.realpath(p or os.curdir) for p in sys.path):
 
 import reference_gdino_decoder as decoder_ref  # noqa: E402
 import reference_gdino_encoder as encoder_ref  # noqa: E402
+import reference_gdino_resnet as resnet_ref  # noqa: E402
 import reference_gdino_swin as swin_ref  # noqa: E402
 
 # G:2044 `MLP` is the same module as GroundingDinoMLPPredictionHead (Linear `layers.{i}`, ReLU between).
@@ -69,6 +70,26 @@ def swin_config(config):
                                out_features=b.get('out_features'))
 
 
+def backbone_channels(backbone_config):
+    """The channels of the backbone's four stage maps (strides 4 to 32)."""
+    if backbone_config.get('model_type', 'swin') == 'resnet':
+        return list(resnet_ref.ResNetConfig.from_json(backbone_config).hidden_sizes)
+    return [backbone_config['embed_dim'] * 2 ** i for i in range(len(backbone_config['depths']))]
+
+
+def build_backbone(config):
+    """The backbone AutoBackbone builds from `backbone_config` (its model_type: the release's swin, or
+    GroundingDinoConfig's default resnet) and the channels of its four stage maps."""
+    kind = config['backbone_config'].get('model_type', 'swin')
+    if kind == 'resnet':
+        backbone = resnet_ref.ResNetBackbone(resnet_ref.ResNetConfig.from_json(config['backbone_config']))
+    elif kind == 'swin':
+        backbone = swin_ref.SwinBackbone(swin_config(config))
+    else:
+        raise ValueError(f'backbone_config model_type {kind!r}: swin or resnet')
+    return backbone, backbone_channels(config['backbone_config'])
+
+
 # ---- the detector ----
 
 class OVGroundingDinoForObjectDetection(nn.Module):
@@ -78,8 +99,7 @@ class OVGroundingDinoForObjectDetection(nn.Module):
         super().__init__()
         self.config = config
         flat = SimpleNamespace(**{k: v for k, v in config.items() if k != 'backbone_config'})
-        backbone = swin_ref.SwinBackbone(swin_config(config))
-        channels = [backbone.config.embed_dim * 2 ** i for i in range(len(backbone.config.depths))]
+        backbone, channels = build_backbone(config)
         encoder_side = encoder_ref.GroundingDinoEncoderSide(flat, channels)
         decoder_side = decoder_ref.GdinoDecoderReference(SimpleNamespace(**vars(flat), stage1_channels=channels[0]))
         # OVGroundingDinoModel: the decoder side's module, with the backbone and the encoder side attached.
@@ -149,8 +169,9 @@ def randomize(model, g):
 
 
 def named_state(model, prefix='gdino.'):
-    """The checkpoint's tensors: every state_dict entry (aliases and Swin's relative_position_index included)."""
-    return {prefix + k: v for k, v in model.state_dict().items()}
+    """The checkpoint's tensors: every state_dict entry (aliases and Swin's relative_position_index included)
+    but a batch norm's num_batches_tracked, which the release's frozen batch norms do not keep."""
+    return {prefix + k: v for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
 
 
 # ---- image input (A.2: mmdet's test pipeline with cv2) ----

@@ -12,4 +12,5 @@ export { MultiheadAttention, type AttendOptions, type SplitNames } from './atten
 export { Mlp } from './mlp.js';
 export { ClipEncoderLayer, parseClipEncoderConfig, type ClipLayerConfig } from './clip-layer.js';
 export { MultiscaleDeformableAttention, type MsDeformAttnConfig, type MsDeformAttnInputs, type MsDeformAttnModuleOptions, type MsDeformAttnParams } from './ms-deform-attn.js';
+export { ResNet, type ResNetConfig } from './resnet.js';
 export { PatchMerging, SwinBlock, SwinStage, SwinTransformer, WindowAttention, WindowPlan, relativePositionIndex, tokensToNCHW, windowGeometry, type StageTokens, type SwinOptions, type WindowGeometry } from './swin.js';

@@ -88,6 +88,8 @@ export const quickGelu = (x: Tensor) => unary(x, 'quick_gelu');
 export const silu = (x: Tensor) => unary(x, 'silu');
 export const sigmoid = (x: Tensor) => unary(x, 'sigmoid');
 export const scale = (x: Tensor, factor: number) => unary(x, 'none', { alpha: factor });
+/** 1 / sqrt(x + shift): a batch norm's scale from its variance and eps. */
+export const rsqrt = (x: Tensor, shift = 0) => unary(x, 'rsqrt', { beta: shift });
 
 const BINARY_OPS = { add: 0, sub: 1, mul: 2, div: 3 } as const;
 type BinaryOp = keyof typeof BINARY_OPS;

@@ -1,7 +1,7 @@
 /**
  * Spatial remapping of NCHW tensors through one kernel (kernels/spatial.wgsl): nearest upsampling
- * by an integer factor, and padding (constant, reflect, replicate; negative amounts crop) as in
- * torch.nn.functional.pad over the last two dimensions.
+ * by an integer factor, padding (constant, reflect, replicate; negative amounts crop) as in
+ * torch.nn.functional.pad over the last two dimensions, and max pooling (F.max_pool2d).
  */
 import { DTYPE_BYTES } from '../engine/dtype.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
@@ -13,6 +13,9 @@ export type PadMode = keyof typeof MODES;
 
 interface Remap {
   op: string;
+  /** 'remap' (upsampling, padding) or 'max_pool' (factor: the window, stride: its step). */
+  entry?: 'remap' | 'max_pool';
+  stride?: number;
   oh: number;
   ow: number;
   beforeY: number;
@@ -40,7 +43,7 @@ function remap(x: Tensor, r: Remap): Tensor {
     const ys = y2.rows(p0, p1);
     const count = (p1 - p0) * r.oh * r.ow;
     engine.run(
-      { file: 'spatial.wgsl', entry: 'remap', dtypes: { x: x.dtype, y: x.dtype }, overrides: { MODE: MODES[r.mode] } },
+      { file: 'spatial.wgsl', entry: r.entry ?? 'remap', dtypes: { x: x.dtype, y: x.dtype }, overrides: { MODE: MODES[r.mode], STRIDE: r.stride ?? 1 } },
       { x: xs, y: ys },
       { count, h, w, oh: r.oh, ow: r.ow, before_y: r.beforeY, before_x: r.beforeX, factor: r.factor, value: r.value },
       Math.ceil(count / 64),
@@ -78,4 +81,29 @@ export function pad(x: Tensor, amounts: readonly [number, number, number, number
     throw new RangeError(`${op}: reflect padding ${JSON.stringify(amounts)} must be smaller than the input's ${h}x${w}`);
   }
   return remap(x, { op, oh: h + top + bottom, ow: w + left + right, beforeY: top, beforeX: left, factor: 1, mode, value: options.value ?? 0 });
+}
+
+export interface MaxPoolOptions {
+  /** The window's side (default 3). */
+  kernel?: number;
+  /** Its step (default: the kernel). */
+  stride?: number;
+  /** Implicit -inf padding on every side (default 0; at most half the kernel, as PyTorch requires). */
+  padding?: number;
+}
+
+/** F.max_pool2d over the last two dimensions with a square window (floor mode, no dilation). */
+export function maxPool2d(x: Tensor, options: MaxPoolOptions = {}): Tensor {
+  const op = 'maxPool2d';
+  const kernel = options.kernel ?? 3;
+  const stride = options.stride ?? kernel;
+  const padding = options.padding ?? 0;
+  for (const [name, v, least] of [['kernel', kernel, 1], ['stride', stride, 1], ['padding', padding, 0]] as const) {
+    if (!Number.isInteger(v) || v < least) throw new RangeError(`${op}: ${name} must be an integer >= ${least}, got ${v}`);
+  }
+  if (2 * padding > kernel) throw new RangeError(`${op}: padding ${padding} must be at most half the kernel ${kernel}`);
+  const [h, w] = x.shape.slice(-2) as [number, number];
+  const out = (n: number) => Math.floor((n + 2 * padding - kernel) / stride) + 1;
+  if (h + 2 * padding < kernel || w + 2 * padding < kernel) throw new RangeError(`${op}: input ${formatShape(x.shape)} padded by ${padding} is smaller than the ${kernel}x${kernel} window`);
+  return remap(x, { op, entry: 'max_pool', stride, oh: out(h), ow: out(w), beforeY: padding, beforeX: padding, factor: kernel, mode: 'constant', value: 0 });
 }

@@ -1,13 +1,16 @@
 /**
  * Grounding DINO's configuration, read from config.json's `gdino_config` (a Hugging Face
- * GroundingDinoConfig with VisionLLM v2's additions) and its `backbone_config` (a SwinConfig).
+ * GroundingDinoConfig with VisionLLM v2's additions) and its `backbone_config`: a SwinConfig (the
+ * release's) or a ResNetConfig (`model_type: resnet`, GroundingDinoConfig's own default backbone).
  * Defaults are the classes' own defaults, which are the release's values (decoders.md A.1).
  */
 import { ConfigReader } from '../../io/config-reader.js';
+import type { ResNetConfig } from '../../nn/resnet.js';
 import { ADE20K_SCALE, GDINO_SCALE } from './image.js';
 
 /** Hugging Face SwinConfig: what SwinBackbone reads. */
 export interface SwinConfig {
+  modelType: 'swin';
   embedDim: number;
   /** Blocks per stage, and attention heads per stage. */
   depths: number[];
@@ -24,8 +27,10 @@ export interface SwinConfig {
   outStages: number[];
 }
 
+export type BackboneConfig = SwinConfig | ResNetConfig;
+
 export interface GdinoConfig {
-  backbone: SwinConfig;
+  backbone: BackboneConfig;
   /** The transformer's width: the text tokens' width. */
   dModel: number;
   numQueries: number;
@@ -56,18 +61,23 @@ export interface GdinoConfig {
   semanticImageScale: readonly [number, number];
 }
 
+/** `out_features` ('stage1'.. names; default: every stage) as 1-based stage indices. */
+function outStages(r: ConfigReader, stages: number): number[] {
+  const outFeatures = r.strings('out_features', Array.from({ length: stages }, (_, i) => `stage${i + 1}`));
+  return outFeatures.map((name) => {
+    const stage = /^stage(\d+)$/.exec(name) ? Number(name.slice(5)) : NaN;
+    if (!(stage >= 1 && stage <= stages)) throw new Error(`${r.where('out_features')} names '${name}'; expected stage1..stage${stages}`);
+    return stage;
+  });
+}
+
 export function parseSwinConfig(r: ConfigReader): SwinConfig {
   const depths = r.positives('depths', [2, 2, 6, 2]);
   const numHeads = r.positives('num_heads', [3, 6, 12, 24]);
   if (numHeads.length !== depths.length) throw new Error(`${r.where('num_heads')} has ${numHeads.length} entries for ${depths.length} stages (depths)`);
   if (r.bool('use_absolute_embeddings', false)) throw new Error(`${r.where('use_absolute_embeddings')} true is not supported (Grounding DINO's Swin has none)`);
-  const outFeatures = r.strings('out_features', depths.map((_, i) => `stage${i + 1}`));
-  const outStages = outFeatures.map((name) => {
-    const stage = /^stage(\d+)$/.exec(name) ? Number(name.slice(5)) : NaN;
-    if (!(stage >= 1 && stage <= depths.length)) throw new Error(`${r.where('out_features')} names '${name}'; expected stage1..stage${depths.length}`);
-    return stage;
-  });
   const c: SwinConfig = {
+    modelType: 'swin',
     embedDim: r.positive('embed_dim', 96),
     depths,
     numHeads,
@@ -79,7 +89,7 @@ export function parseSwinConfig(r: ConfigReader): SwinConfig {
     layerNormEps: r.positiveNumber('layer_norm_eps', 1e-5),
     hiddenAct: r.str('hidden_act', ['gelu'] as const, 'gelu'),
     useAbsoluteEmbeddings: false,
-    outStages,
+    outStages: outStages(r, depths.length),
   };
   c.numHeads.forEach((h, i) => {
     const width = c.embedDim * 2 ** i;
@@ -88,10 +98,39 @@ export function parseSwinConfig(r: ConfigReader): SwinConfig {
   return c;
 }
 
+/** Hugging Face ResNetConfig (`model_type: resnet`), with its defaults (ResNet-50). */
+export function parseResNetConfig(r: ConfigReader): ResNetConfig {
+  const depths = r.positives('depths', [3, 4, 6, 3]);
+  const hiddenSizes = r.positives('hidden_sizes', [256, 512, 1024, 2048]);
+  if (hiddenSizes.length !== depths.length) throw new Error(`${r.where('hidden_sizes')} has ${hiddenSizes.length} entries for ${depths.length} stages (depths)`);
+  r.str('hidden_act', ['relu'] as const, 'relu');
+  if (r.bool('downsample_in_bottleneck', false)) throw new Error(`${r.where('downsample_in_bottleneck')} true is not supported (the stride is in the 3x3 convolution)`);
+  return {
+    modelType: 'resnet',
+    embeddingSize: r.positive('embedding_size', 64),
+    hiddenSizes,
+    depths,
+    layerType: r.str('layer_type', ['basic', 'bottleneck'] as const, 'bottleneck'),
+    numChannels: r.positive('num_channels', 3),
+    downsampleInFirstStage: r.bool('downsample_in_first_stage', false),
+    outStages: outStages(r, depths.length),
+  };
+}
+
+/** `backbone_config` by its model_type (swin when absent, as the release's). */
+export function parseBackboneConfig(r: ConfigReader): BackboneConfig {
+  return r.str('model_type', ['swin', 'resnet'] as const, 'swin') === 'resnet' ? parseResNetConfig(r) : parseSwinConfig(r);
+}
+
+/** Channels of each map the backbone returns, in order. */
+export function backboneChannels(b: BackboneConfig): number[] {
+  return b.modelType === 'resnet' ? b.outStages.map((s) => b.hiddenSizes[s - 1]!) : b.outStages.map((s) => b.embedDim * 2 ** (s - 1));
+}
+
 /** `gdino_config` of config.json. */
 export function parseGdinoConfig(r: ConfigReader): GdinoConfig {
   const c: GdinoConfig = {
-    backbone: parseSwinConfig(r.has('backbone_config') ? r.sub('backbone_config') : new ConfigReader(r.file, {}, r.at ? `${r.at}.backbone_config` : 'backbone_config')),
+    backbone: parseBackboneConfig(r.has('backbone_config') ? r.sub('backbone_config') : new ConfigReader(r.file, {}, r.at ? `${r.at}.backbone_config` : 'backbone_config')),
     dModel: r.positive('d_model', 256),
     numQueries: r.positive('num_queries', 900),
     encoderLayers: r.positive('encoder_layers', 6),

@@ -25,7 +25,7 @@ import { add } from '../../ops/elementwise.js';
 import { embedding } from '../../ops/gather.js';
 import { matmul } from '../../ops/matmul.js';
 import { resize } from '../../ops/resize.js';
-import type { GdinoConfig } from './config.js';
+import { backboneChannels, type GdinoConfig } from './config.js';
 
 /** detectron2 get_norm('GN', C). */
 const GN_GROUPS = 32;
@@ -41,10 +41,10 @@ export class GdinoMaskHead {
     readonly maskEmbed: Mlp,
   ) {}
 
-  /** `p`: the `gdino` scope. Stage 1 of the backbone has `embedDim` channels. */
+  /** `p`: the `gdino` scope. The mask features read the backbone's first returned map. */
   static load(p: Params, config: GdinoConfig): GdinoMaskHead {
     const d = config.dModel;
-    const c1 = config.backbone.embedDim;
+    const c1 = backboneChannels(config.backbone)[0]!;
     const m = p.at('model');
     const lateral = {
       conv: m.conv2d('lateral_convs.0', c1, d, 1, { bias: 'optional' }),

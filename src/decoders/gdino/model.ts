@@ -3,7 +3,7 @@
  * decoders.md A.3), one stage after another:
  *
  *   text        patch2query(block queries).mean -> one d_model token per block (class k = block k)
- *   backbone    Swin, four stage maps at strides 4..32
+ *   backbone    Swin (the release's) or ResNet (backbone_config.model_type), four stage maps at strides 4..32
  *   encoder     input projections, position embeddings, fusion + text enhancer + deformable layers
  *   decoder     two-stage selection of the queries, the decoder layers with box refinement, the heads
  *   masks       mask features at stride 4, mask logits only for the queries post-processing keeps
@@ -21,7 +21,15 @@ import type { GdinoImage } from './image.js';
 import { GdinoMaskHead } from './mask-head.js';
 import type { DetectorOutputs, HostMatrix } from './postprocess.js';
 import type { Selection } from './selection.js';
+import { ResNet } from '../../nn/resnet.js';
 import { SwinBackbone } from './swin.js';
+
+/** What the detector needs of its backbone. */
+export interface GdinoBackbone {
+  readonly channels: number[];
+  forward(pixels: Tensor): Tensor[];
+  dispose(): void;
+}
 
 /** Milliseconds per stage of one detect() (each stage synced, so the split is the GPU's). */
 export interface GdinoTimings {
@@ -47,7 +55,7 @@ export class GroundingDino {
   private constructor(
     readonly config: GdinoConfig,
     readonly patch2query: Mlp,
-    readonly backbone: SwinBackbone,
+    readonly backbone: GdinoBackbone,
     readonly encoder: GdinoEncoder,
     readonly decoder: GdinoDecoder,
     readonly maskHead: GdinoMaskHead,
@@ -58,7 +66,8 @@ export class GroundingDino {
     const d = config.dModel;
     const g = p.at('gdino');
     const patch2query = Mlp.gdino(g.at('patch2query'), [lHiddenSize, d, d, d]);
-    const backbone = SwinBackbone.load(g.at('model.backbone.conv_encoder.model'), config.backbone);
+    const scope = g.at('model.backbone.conv_encoder.model');
+    const backbone: GdinoBackbone = config.backbone.modelType === 'resnet' ? ResNet.load(scope, config.backbone) : SwinBackbone.load(scope, config.backbone);
     let decoder: GdinoDecoder | null = null;
     try {
       const encoder = GdinoEncoder.load(g.at('model'), config, backbone.channels);

@@ -120,7 +120,7 @@ function parseBackbone(r: ConfigReader): UniposeSwinConfig {
 /** GdinoConfig wants a Hugging Face SwinConfig; UniPose's encoder never reads it (MicrosoftSwin does the backbone). */
 function unusedSwin(s: UniposeSwinConfig): SwinConfig {
   return {
-    embedDim: s.embedDim, depths: s.depths, numHeads: s.numHeads, windowSize: s.windowSize, patchSize: s.patchSize, numChannels: s.numChannels,
+    modelType: 'swin', embedDim: s.embedDim, depths: s.depths, numHeads: s.numHeads, windowSize: s.windowSize, patchSize: s.patchSize, numChannels: s.numChannels,
     mlpRatio: s.mlpRatio, qkvBias: s.qkvBias, layerNormEps: 1e-5, hiddenAct: 'gelu', useAbsoluteEmbeddings: false,
     outStages: s.returnIntermIndices.map((i) => i + 1),
   };

@@ -7,6 +7,8 @@ export const ACTIVATIONS = {
   quick_gelu: 4,
   silu: 5,
   sigmoid: 6,
+  /** 1 / sqrt(x): unary(v, 'rsqrt', { beta: eps }) is a batch norm's 1 / sqrt(var + eps). */
+  rsqrt: 7,
 } as const;
 
 export type Activation = keyof typeof ACTIVATIONS;
