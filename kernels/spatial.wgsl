@@ -42,36 +42,39 @@ fn source(o: u32, before: i32, size: u32) -> i32 {
   return -1;
 }
 
+// The output element this invocation writes: its flat index (>= p.count: none), its plane, row and column.
+struct Element { i: u32, plane: u32, oy: u32, ox: u32 }
+
+fn element(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Element {
+  let i = (wg.x + wg.y * nwg.x) * 64u + lid;
+  let rest = i % (p.oh * p.ow);
+  return Element(i, i / (p.oh * p.ow), rest / p.ow, rest % p.ow);
+}
+
 @compute @workgroup_size(64)
 fn remap(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.x + wg.y * nwg.x) * 64u + lid;
-  if (i >= p.count) { return; }
-  let per_plane = p.oh * p.ow;
-  let plane = i / per_plane;
-  let rest = i % per_plane;
-  let sy = source(rest / p.ow, p.before_y, p.h);
-  let sx = source(rest % p.ow, p.before_x, p.w);
+  let e = element(wg, nwg, lid);
+  if (e.i >= p.count) { return; }
+  let sy = source(e.oy, p.before_y, p.h);
+  let sx = source(e.ox, p.before_x, p.w);
   let inside = sy >= 0 && sx >= 0;
-  let at = plane * p.h * p.w + u32(max(sy, 0)) * p.w + u32(max(sx, 0));
-  y_st(i, select(p.value, x_ld(select(0u, at, inside)), inside));
+  let at = e.plane * p.h * p.w + u32(max(sy, 0)) * p.w + u32(max(sx, 0));
+  y_st(e.i, select(p.value, x_ld(select(0u, at, inside)), inside));
 }
 
 @compute @workgroup_size(64)
 fn max_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-  let i = (wg.x + wg.y * nwg.x) * 64u + lid;
-  if (i >= p.count) { return; }
-  let per_plane = p.oh * p.ow;
-  let plane = i / per_plane;
-  let rest = i % per_plane;
-  let y0 = i32((rest / p.ow) * STRIDE) - p.before_y;
-  let x0 = i32((rest % p.ow) * STRIDE) - p.before_x;
+  let e = element(wg, nwg, lid);
+  if (e.i >= p.count) { return; }
+  let y0 = i32(e.oy * STRIDE) - p.before_y;
+  let x0 = i32(e.ox * STRIDE) - p.before_x;
   let k = i32(p.factor);
   // The window always holds an input element (padding <= kernel / 2): start from its first one.
   let first_y = max(0, -y0);
   let first_x = max(0, -x0);
-  let base = plane * p.h * p.w;
+  let base = e.plane * p.h * p.w;
   var best = x_ld(base + u32(y0 + first_y) * p.w + u32(x0 + first_x));
   for (var dy = first_y; dy < min(k, i32(p.h) - y0); dy++) {
     let row = base + u32(y0 + dy) * p.w;
@@ -79,5 +82,5 @@ fn max_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
       best = max(best, x_ld(row + u32(x0 + dx)));
     }
   }
-  y_st(i, best);
+  y_st(e.i, best);
 }

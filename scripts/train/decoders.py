@@ -11,8 +11,9 @@ link's query table (emb_embeddings_det), which learns with the decoder; with LLM
 too, its answers held by their language loss.
 
   link       the det query table learns to make each routing block's query states name its class (train_link)
-  backbone   the detector's Swin learns ShapesWorld's objects from crops around them (train_backbone)
+  backbone   the detector's ResNet learns ShapesWorld's objects from crops around them (train_backbone)
   detector   Grounding DINO with the mask head (detector.py), DINO's matching losses
+  pose_backbone  UniPose's Swin learns the same from crops (train_backbone; pose.py trains UniPose)
 """
 import time
 
@@ -26,7 +27,7 @@ from miniature_data import pack, ref, training_turns
 import detector
 import miniature_model as mm
 
-DETECTOR_STEPS, DETECTOR_BATCH, DETECTOR_LR, QUERY_LR = 600, 2, 4e-4, 1e-4
+DETECTOR_STEPS, DETECTOR_BATCH, DETECTOR_LR, QUERY_LR = 500, 2, 4e-4, 1e-4
 DETECTOR_SEED = 23
 # The LLM learns with the detector at this rate (0: frozen), its own answers kept by the language
 # loss on each picture's VQA turns, weighted so it stays as large as the detector's.
@@ -42,11 +43,15 @@ LLM_LR, LANGUAGE_WEIGHT = 0.0, 20.0
 # LLM learn too named 99 to 100 %, but cost a third of the count answers (docs/miniature.md).
 DET_TABLE = 'emb_embeddings_det.weight'
 LINK_STEPS, LINK_BATCH, LINK_LR, PROBE_LR = 180, 4, 3e-2, 1e-2
-# The detector's Swin first learns ShapesWorld's objects on its own (detector.backbone_loss), as the
-# release's starts from ImageNet weights: steps of BACKBONE_BATCH crops of BACKBONE_CROP pixels, each
-# around one object, whose class it must name. Whole pictures taught colour but not shape (a quarter
-# of held-out objects' classes after 600 steps); crops teach 72 % in 2000 (docs/miniature.md).
-BACKBONE_STEPS, BACKBONE_BATCH, BACKBONE_CROP, BACKBONE_LR, BACKBONE_HELD_OUT = 2000, 32, 128, 1e-3, 256
+# The backbones first learn ShapesWorld's objects on their own (detector.backbone_loss), as the
+# release's start from ImageNet weights: steps of BACKBONE_BATCH crops of BACKBONE_CROP pixels, each
+# around one object, whose class they must name. Whole pictures taught colour but not shape (a quarter
+# of held-out objects' classes after 600 steps); crops teach the detector's ResNet 88 % in 300 steps,
+# the Swin 72 % in 2000. UniPose's Swin gets 1000: the stage's two hours hold no more beside the
+# detector (docs/miniature.md). BACKBONES: each one's config, by its run-state key.
+BACKBONE_BATCH, BACKBONE_CROP, BACKBONE_LR, BACKBONE_HELD_OUT = 32, 128, 1e-3, 256
+BACKBONE_STEPS, SWIN_STEPS = 600, 1000
+BACKBONES = {'backbone': detector.CONFIG['backbone_config'], 'pose_backbone': detector.SWIN.to_json()}
 # Held-out pictures of the training seed (past the language stage's pool and its binding set).
 HELD_OUT_FIRST, HELD_OUT_COUNT, HELD_OUT_EVERY = 6100, 24, 200
 # Training pictures whose prompts' class embeddings centre_class_embeddings averages.
@@ -262,12 +267,14 @@ def crop_batch(seed, indices, count, rng):
     return [torch.cat(part)[:count] for part in zip(*parts)]
 
 
-def train_backbone(run, seed, steps):
-    """The detector's Swin and training-only heads learn ShapesWorld's objects from crops (BACKBONE_STEPS)."""
-    model, heads = detector.build(DETECTOR_SEED), detector.backbone_heads()
+def train_backbone(run, seed, steps, key='backbone'):
+    """A backbone (BACKBONES[key]: the detector's, or UniPose's) and training-only heads learn ShapesWorld's
+    objects from crops; the run's state keeps them under `key` (resumable)."""
+    config = BACKBONES[key]
+    model, heads = detector.build(DETECTOR_SEED, config), detector.backbone_heads(config)
     learning = [p for n, p in model.named_parameters() if '.backbone.' in n] + list(heads.parameters())
     opt = torch.optim.AdamW(learning, lr=BACKBONE_LR, weight_decay=0.05)
-    saved = run.state.get('backbone')
+    saved = run.state.get(key)
     if saved:
         model.load_state_dict(saved['model'])
         heads.load_state_dict(saved['heads'])
@@ -279,6 +286,7 @@ def train_backbone(run, seed, steps):
         for g in opt.param_groups:
             g['lr'] = BACKBONE_LR * warmup_then_cosine(step, steps, 100)
         crops = crop_batch(seed, rng.permutation(6000), BACKBONE_BATCH, rng)
+        detector.learning_statistics(model.slices[0], True)
         loss, named = detector.backbone_loss(heads, detector.backbone(model, crops[0]), *crops[1:])
         opt.zero_grad()
         loss.backward()
@@ -288,22 +296,26 @@ def train_backbone(run, seed, steps):
         right.append(named)
         step += 1
         if step % 50 == 0 or step == steps:
-            line = f'backbone step {step}/{steps}: loss {np.mean(losses):.3f}, crops\' classes named right at strides 8/16/32 ' + \
+            line = f'{key.replace("_", " ")} step {step}/{steps}: loss {np.mean(losses):.3f}, crops\' classes named right at strides 8/16/32 ' + \
                 '/'.join(f'{x:.2f}' for x in np.mean(right, 0))
             if step % 250 == 0 or step == steps:
                 line += ', held-out ' + '/'.join(f'{x:.2f}' for x in backbone_held_out(model, heads, held))
             run.log(line)
             losses, right = [], []
         if time.time() - clock > 240 or step == steps:
-            run.checkpoint(step=step, backbone={'model': model.state_dict(), 'heads': heads.state_dict(), 'opt': opt.state_dict()})
+            run.checkpoint(step=step, **{key: {'model': model.state_dict(), 'heads': heads.state_dict(), 'opt': opt.state_dict()}})
             clock = time.time()
+    detector.learning_statistics(model.slices[0], False)
 
 
 @torch.no_grad()
 def backbone_held_out(model, heads, held):
-    """Per stage, the share of held-out crops whose object's class the pooled logits name right."""
+    """Per stage, the share of held-out crops whose object's class the pooled logits name right (a ResNet
+    with its running statistics, as the detector runs it)."""
+    detector.learning_statistics(model.slices[0], False)
     chunks = list(zip(*(t.split(64) for t in held)))
     parts = [detector.backbone_loss(heads, detector.backbone(model, chunk[0]), *chunk[1:])[1] for chunk in chunks]
+    detector.learning_statistics(model.slices[0], True)
     return np.average(parts, axis=0, weights=[len(chunk[0]) for chunk in chunks])
 
 
@@ -368,7 +380,10 @@ def train_detector(run, params, tokens, seed, steps):
         v.requires_grad_(False)
     table = params[DET_TABLE].requires_grad_(True)
     llm = [k for k in mm.language_names(params) if k != DET_TABLE] if LLM_LR else []
-    groups = [{'params': list(model.parameters()), 'lr': DETECTOR_LR},
+    # A ResNet's frozen batch norms keep their scales and shifts too (GroundingDinoFrozenBatchNorm2d's buffers).
+    frozen = {n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    learning = [p for n, p in model.named_parameters() if n.rsplit('.', 1)[0] not in frozen]
+    groups = [{'params': learning, 'lr': DETECTOR_LR},
               {'params': [table], 'lr': QUERY_LR}]
     if llm:
         groups.append({'params': [params[k].requires_grad_(True) for k in llm], 'lr': LLM_LR, 'weight_decay': 0.0})
@@ -388,7 +403,7 @@ def train_detector(run, params, tokens, seed, steps):
             loss, parts = picture_loss(params, model, tokens, example, turns, rng, language)
             (loss / DETECTOR_BATCH).backward()
             log.add(loss, parts)
-        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + [table] + [params[k] for k in llm], 0.1)
+        torch.nn.utils.clip_grad_norm_(learning + [table] + [params[k] for k in llm], 0.1)
         opt.step()
         step += 1
         if step % 20 == 0:

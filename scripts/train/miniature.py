@@ -13,18 +13,19 @@ Stages, all from fixed seeds (TRAIN_SEED's pictures only; evaluation uses anothe
                  more slowly, with its dense targets
   5. link        with --decoders only: the super link's det query table learns to make each routing
                  block's query states name its class (decoders.train_link); the LLM keeps its weights
-  6. backbone    with --decoders only: the detector's Swin learns ShapesWorld's objects first, from
+  6. backbone    with --decoders only: the detector's ResNet learns ShapesWorld's objects first, from
                  crops around them (decoders.train_backbone), as the release's starts from ImageNet weights
   7. decoders    with --decoders only: Grounding DINO with its mask head learns through the super
                  link (decoders.py)
-  8. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
-                 (pose.py), its Swin started from the detector's
-  9. regions     with --decoders only, in a second process beside stages 5-8 (SIDE_STAGES): the region
+  8. pose_backbone  with --decoders only: UniPose's Swin learns the same from crops
+  9. pose        with --decoders only: UniPose learns ShapesWorld's people through the super link
+                 (pose.py), its Swin kept as stage 8 left it
+ 10. regions     with --decoders only, in a second process beside stages 5-9 (SIDE_STAGES): the region
                  encoder learns region captions through the frozen MLLM (regions.py)
- 10. diffusion   with --decoders only, in the second process after regions: generation and editing,
+ 11. diffusion   with --decoders only, in the second process after regions: generation and editing,
                  Stable Diffusion's and InstructPix2Pix's U-Nets with their VAE, through the super
                  link's [GEN] and [EDIT] queries (diffusion.py); the main process joins its results
- 11. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
+ 12. export      an official-layout checkpoint, converted to f16 safetensors by scripts/convert.ts
 
 Resumable: the run folder keeps the tokenizer and a checkpoint every few minutes; run the
 same command again to go on from the last one. The log (train.log) is copied next to the weights.
@@ -78,7 +79,7 @@ LANGUAGE_THREADS, DECODER_THREADS = 2, 1
 # The decoders stage's parts in the main process, in order; the parts beside read only the language
 # stage's MLLM (frozen there, and no other part's results), so a second process started from it gives
 # what the same parts would give in sequence.
-MAIN_STAGES = ('link', 'backbone', 'decoders', 'pose', 'join')
+MAIN_STAGES = ('link', 'backbone', 'decoders', 'pose_backbone', 'pose', 'join')
 SIDE_STAGES = ('regions', 'diffusion')
 # The picture the CLI shows the model when given none (seed, index): test/fixtures/shapesworld/29-1.png.
 EXAMPLE_PICTURE = (29, 1)
@@ -374,8 +375,18 @@ def start_side(run, params, probe):
 
 
 def process_alive(pid):
+    """Whether the side process `pid` still runs. Where /proc shows command lines (Linux) it must be this
+    script's --side: after a crash its pid may since belong to another program, which a restarted main
+    process would otherwise wait on. Elsewhere any live process with that pid counts."""
     if pid is None:
         return False
+    if os.path.isdir('/proc'):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                words = f.read().split(b'\0')
+            return b'--side' in words and any(w.endswith(b'miniature.py') for w in words)
+        except OSError:
+            return False
     try:
         os.kill(pid, 0)
         return True
@@ -411,10 +422,10 @@ def main():
         parser.error('--start-from begins at the decoders\' stages: give --decoders too')
     torch.manual_seed(0)
     torch.set_num_threads(LANGUAGE_THREADS)
-    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, region_steps, pose_steps = \
-        (64, 6, 6, 4, 4, 4, 4, 4) if args.probe else \
-        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, regions.REGION_STEPS,
-         pose.POSE_STEPS)
+    pool_size, vision_steps, language_steps, link_steps, backbone_steps, detector_steps, swin_steps, region_steps, pose_steps = \
+        (64, 6, 6, 4, 4, 4, 4, 4, 4) if args.probe else \
+        (POOL, VISION_STEPS, LANGUAGE_STEPS, decoders.LINK_STEPS, decoders.BACKBONE_STEPS, decoders.DETECTOR_STEPS, decoders.SWIN_STEPS,
+         regions.REGION_STEPS, pose.POSE_STEPS)
     diffusion_steps = (4, 4, 4) if args.probe else (diffusion.VAE_STEPS, diffusion.SD_STEPS, diffusion.IP2P_STEPS)
     run = Run(args.run)
     if args.side:
@@ -454,7 +465,12 @@ def main():
         t = time.time()
         decoders.train_detector(run, params, tokens, TRAIN_SEED, detector_steps)
         run.log(f'detector done ({(time.time() - t) / max(1, detector_steps) * 1000:.0f} ms/step this session)')
-        run.checkpoint(stage='pose', step=0, opt=None, params=mm_params(params))
+        run.checkpoint(stage='pose_backbone', step=0, opt=None, params=mm_params(params))
+    if run.state['stage'] == 'pose_backbone':
+        t = time.time()
+        decoders.train_backbone(run, TRAIN_SEED, swin_steps, 'pose_backbone')
+        run.log(f'pose backbone done ({(time.time() - t) / max(1, swin_steps) * 1000:.0f} ms/step this session)')
+        run.checkpoint(stage='pose', step=0)
     if run.state['stage'] == 'pose':
         t = time.time()
         pose.train_pose(run, params, tokens, TRAIN_SEED, pose_steps)

@@ -13,9 +13,9 @@ adds what inference leaves out, as ED-Pose (UniPose's base) trains:
   - each box layer's boxes and scores are matched to the people and scored (detector.box_losses);
   - each pose layer's groups are matched on ED-Pose's cost (focal class 2, box L1 5, GIoU 2,
     keypoint L1 10, OKS 4) and get those losses; references are detached between layers.
-The Swin is the detector's (microsoft_state maps the names), as the release's starts from ImageNet
-weights, and keeps its weights here: it has learnt ShapesWorld's objects in the backbone part, and the
-part's dozen minutes go further without its backward pass. The keypoint embeddings start centred
+The Swin learnt ShapesWorld's objects from crops in the pose_backbone part (decoders.train_backbone;
+microsoft_state maps the names), as the release's starts from ImageNet weights, and keeps its weights
+here: the part's dozen minutes go further without its backward pass. The keypoint embeddings start centred
 (centre_keypoint_embeddings).
 """
 import time
@@ -43,11 +43,11 @@ POSE_STEPS, POSE_BATCH, POSE_LR, POSE_QUERY_LR, POSE_SEED = 240, 2, 4e-4, 1e-4, 
 POSE_TABLE = 'emb_embeddings_pose.weight'
 # (max_size, size) of UniPose's own copy of the picture (our config key `image_scale`, as the detector's;
 # the release resizes the short side to 800, the long one at most 1333): the detector's scale, at which
-# its Swin, which this one starts from, learnt ShapesWorld.
+# the Swin learnt ShapesWorld's objects.
 IMAGE_SCALE = detector.IMAGE_SCALE
 CONFIG = dict(
     R.release_config(),
-    backbone_config={k: detector.CONFIG['backbone_config'][k] for k in ('embed_dim', 'depths', 'num_heads', 'window_size')},
+    backbone_config={k: detector.SWIN.to_json()[k] for k in ('embed_dim', 'depths', 'num_heads', 'window_size')},
     hidden_dim=128, nheads=8, enc_layers=2, dec_layers=4, num_box_decoder_layers=2, dim_feedforward=256,
     num_queries=30, num_group=6, l_hidden_size=256, image_scale=IMAGE_SCALE,
 )
@@ -62,8 +62,8 @@ CENTRE_PICTURES = 16
 
 
 def build(seed=POSE_SEED, swin=None):
-    """UniPose with DINO's initialisation (detector.initialise) from a seed, its Swin from the detector's
-    (an HF-named SwinBackbone) when given; the box and pose heads start at zero, so a query's first box
+    """UniPose with DINO's initialisation (detector.initialise) from a seed, its Swin from the pose_backbone
+    part's (an HF-named SwinBackbone) when given; the box and pose heads start at zero, so a query's first box
     is its reference and every keypoint starts where select_groups puts it."""
     torch.manual_seed(seed)
     model = R.UniPose(CONFIG)
@@ -148,7 +148,7 @@ def forward(model, example, obj_queries, kpt_queries):
     nb, nbp, G = c['num_box_decoder_layers'], c['num_body_points'], c['num_group']
     obj, kpt, kpt_mask = model.text_queries(obj_queries, kpt_queries)
     with torch.no_grad():
-        maps = model.backbone[0](example.pixel_values)   # the detector's Swin, kept (see the top)
+        maps = model.backbone[0](example.pixel_values)   # the pose_backbone part's Swin, kept (see the top)
     enc = model.encode(maps, example.pad_mask, obj)
     t = model.transformer
     memory, proposals, valid = gdino_decoder.OVGroundingDinoModel.gen_encoder_output_proposals(
@@ -276,8 +276,8 @@ def train_pose(run, params, tokens, seed, steps):
     saved = run.state.get('pose')
     swin = None
     if not saved:
-        swin = detector.build(DETECTOR_SEED).slices[0]
-        swin_state = {k[len('model.backbone.conv_encoder.model.'):]: v for k, v in run.state['detector']['model'].items()
+        swin = detector.build(DETECTOR_SEED, detector.SWIN.to_json()).slices[0]
+        swin_state = {k[len('model.backbone.conv_encoder.model.'):]: v for k, v in run.state['pose_backbone']['model'].items()
                       if k.startswith('model.backbone.conv_encoder.model.')}
         swin.load_state_dict(swin_state)
     model = build(swin=swin)
