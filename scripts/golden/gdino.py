@@ -36,7 +36,7 @@ import reference_gdino_encoder as encoder_ref
 import reference_gdino_resnet as resnet_ref
 import reference_gdino_swin as swin_ref
 import reference_superlink as superlink_ref
-from hashed import sample_indices
+from hashed import sample_indices, store_sampled
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'test', 'fixtures', 'images')
 IMAGE = 'wide.png'            # 520 x 260
@@ -237,17 +237,13 @@ def golden(stem, TINY):
         if ci == 0:
             # Sampled intermediates of the first case, to localise a difference.
             for i, m in enumerate(out['stages']):
-                idx = sample_indices(m.numel(), SAMPLES, 10 + i)
-                tensors[f'stage{i + 1}.index'] = torch.from_numpy(idx.astype(np.int32))
-                tensors[f'stage{i + 1}.values'] = m.reshape(-1)[torch.from_numpy(idx)].float()
+                store_sampled(tensors, f'stage{i + 1}', m, SAMPLES, 10 + i)
             memory = out['encoder']['memory'][0]
             rows = torch.from_numpy(sample_indices(memory.shape[0], 64, 20))
             tensors[f'{name}.memory_rows'] = rows.to(torch.int32)
             tensors[f'{name}.memory'] = memory[rows].float()
             mf = dec['mask_features'][0]
-            idx = torch.from_numpy(sample_indices(mf.numel(), SAMPLES, 21))
-            tensors['mask_features.index'] = idx.to(torch.int32)
-            tensors['mask_features.values'] = mf.reshape(-1)[idx].float()
+            store_sampled(tensors, 'mask_features', mf, SAMPLES, 21)
             checks = cross_checks(model, pixel_values, pixel_mask, hidden, out, det)
             enc = out['encoder']
             shapes = dict(spatial_shapes=enc['spatial_shapes'].tolist(), level_start_index=enc['level_start_index'].tolist(),

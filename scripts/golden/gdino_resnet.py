@@ -12,11 +12,10 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.append(os.path.dirname(__file__))
-from hashed import hashed, sample_indices  # noqa: E402
+from hashed import hashed, store_sampled  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('reference_gdino_resnet', os.path.join(os.path.dirname(__file__), 'reference_gdino_resnet.py'))
 reference = importlib.util.module_from_spec(_spec)
@@ -48,10 +47,7 @@ def generate():
                 x = hashed([1, 3, h, w], seed, scale=2.0)
                 maps = model(x)
                 for i, m in enumerate(maps):
-                    flat = m.reshape(-1)
-                    idx = sample_indices(flat.numel(), SAMPLES, seed * 10 + i)
-                    tensors[f'{variant}.{name}.map{i}.index'] = torch.from_numpy(idx.astype(np.int32))
-                    tensors[f'{variant}.{name}.map{i}.values'] = flat[torch.from_numpy(idx)].float()
+                    store_sampled(tensors, f'{variant}.{name}.map{i}', m, SAMPLES, seed * 10 + i)
                 cases.append({'name': name, 'height': h, 'width': w, 'seed': seed, 'scale': 2.0, 'shapes': [list(m.shape) for m in maps]})
         variants.append({'name': variant, 'config': config.to_json(), 'channels': model.channels, 'cases': cases})
     return {'gdino_resnet': (tensors, {'prefix': PREFIX, 'variants': json.dumps(variants)})}

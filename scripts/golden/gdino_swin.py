@@ -11,11 +11,10 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.append(os.path.dirname(__file__))
-from hashed import hashed, sample_indices  # noqa: E402
+from hashed import hashed, store_sampled  # noqa: E402
 import importlib.util  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location('reference_gdino_swin', os.path.join(os.path.dirname(__file__), 'reference_gdino_swin.py'))
@@ -59,10 +58,7 @@ def generate():
             x = hashed([1, CONFIG.num_channels, h, w], seed, scale=2.0)
             maps = model(x)
             for i, m in enumerate(maps):
-                flat = m.reshape(-1)
-                idx = sample_indices(flat.numel(), SAMPLES, seed * 10 + i)
-                tensors[f'{name}.stage{i + 1}.index'] = torch.from_numpy(idx.astype(np.int32))
-                tensors[f'{name}.stage{i + 1}.values'] = flat[torch.from_numpy(idx)].float()
+                store_sampled(tensors, f'{name}.stage{i + 1}', m, SAMPLES, seed * 10 + i)
             cases.append({'name': name, 'height': h, 'width': w, 'seed': seed, 'scale': 2.0, 'beyond_hf': beyond_hf(h, w),
                           'shapes': [list(m.shape) for m in maps]})
     metadata = {'config': json.dumps(CONFIG.to_json()), 'prefix': PREFIX.rstrip('.'), 'cases': json.dumps(cases)}

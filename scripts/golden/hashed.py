@@ -25,6 +25,15 @@ def hashed(shape, seed, scale=1.0):
     return torch.from_numpy(v * scale).reshape(shape)
 
 
+def store_sampled(tensors, key, value, count, seed):
+    """A large output's sample for a golden: `count` flat indices of `value` (sample_indices with `seed`) as
+    key.index (int32) and the values there as key.values (f32)."""
+    flat = value.reshape(-1)
+    idx = sample_indices(flat.numel(), count, seed)
+    tensors[f'{key}.index'] = torch.from_numpy(idx.astype(np.int32))
+    tensors[f'{key}.values'] = flat[torch.from_numpy(idx)].float()
+
+
 def sample_indices(n, count, seed):
     """`count` distinct flat indices of an n-element output (all of them when n <= count), sorted."""
     if n <= count:

@@ -213,6 +213,18 @@ export class Engine {
   }
 
   /**
+   * Moves a tensor into an exact-size buffer of its own that no scope() frees, as a weight's, and
+   * disposes the original: for what a module computes once from scoped operations and keeps until
+   * its dispose() (folded weights, cached tables).
+   */
+  persist(t: Tensor): Tensor {
+    const kept = this.empty(t.shape, t.dtype, { persistent: true });
+    this.copyBytes(t, 0, kept, 0, Math.ceil(t.byteLength / 4) * 4);
+    t.dispose();
+    return kept;
+  }
+
+  /**
    * Runs `fn` and disposes every tensor created inside it (views included) except those it returns
    * (a tensor, or arrays, maps, sets and plain objects of them) and those passed to keep(); those move to the
    * enclosing scope. Keeps model code free of manual dispose() calls for intermediates.

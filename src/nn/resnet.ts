@@ -13,7 +13,6 @@
  * Names (under the backbone's scope): embedder.embedder.{convolution,normalization},
  * encoder.stages.{i}.layers.{j}.{layer.{k},shortcut}.{convolution,normalization}.
  */
-import type { Engine } from '../engine/engine.js';
 import { formatShape, type Tensor } from '../engine/tensor.js';
 import { binary, rsqrt } from '../ops/elementwise.js';
 import { maxPool2d } from '../ops/spatial.js';
@@ -54,15 +53,7 @@ function convWithNorm(p: Params, cin: number, cout: number, kernel: number, stri
   });
   // The folded copies replace the checkpoint's tensors, which nothing else reads.
   [p.name('convolution.weight'), ...['weight', 'bias', 'running_mean', 'running_var'].map((leaf) => n.name(leaf))].forEach((name) => p.weights.release(name));
-  return new Conv2d(persist(engine, folded), persist(engine, shift), { stride, padding: Math.floor(kernel / 2), act });
-}
-
-/** A long-lived copy of a tensor made inside scope(): the module owns it until dispose(). */
-function persist(engine: Engine, made: Tensor): Tensor {
-  const kept = engine.empty(made.shape, made.dtype, { persistent: true });
-  engine.copyBytes(made, 0, kept, 0, kept.byteLength);
-  made.dispose();
-  return kept;
+  return new Conv2d(engine.persist(folded), engine.persist(shift), { stride, padding: Math.floor(kernel / 2), act });
 }
 
 class ResNetLayer {

@@ -164,10 +164,7 @@ export class WindowAttention {
     if (!b) {
       const engine = this.table.engine;
       const area = n * n;
-      b = engine.empty([this.heads, area, area], 'f32', { persistent: true });
-      const made = engine.scope(() => permute(embedding(this.table, relativePositionIndex(n, this.tableWindow), 'f32').reshape([area, area, this.heads]), [2, 0, 1]));
-      engine.copyBytes(made, 0, b, 0, b.byteLength);
-      made.dispose();
+      b = engine.persist(engine.scope(() => permute(embedding(this.table, relativePositionIndex(n, this.tableWindow), 'f32').reshape([area, area, this.heads]), [2, 0, 1])));
       this.biases.set(n, b);
     }
     return b;

@@ -64,9 +64,7 @@ export class Weights {
     const converted = parts.map((t) => (t.dtype === type ? t : cast(t, type)));
     const joined = concat(converted, 0);
     // concat's output comes from the pool; weights live in exact-size buffers of their own.
-    const fused = this.engine.empty(joined.shape, type, { persistent: true });
-    this.engine.copyBytes(joined, 0, fused, 0, Math.ceil(joined.byteLength / 4) * 4);
-    joined.dispose();
+    const fused = this.engine.persist(joined);
     converted.forEach((t, i) => t !== parts[i] && t.dispose());
     for (const n of names) this.release(n);
     const name = names.join('+');

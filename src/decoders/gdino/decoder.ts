@@ -331,11 +331,5 @@ export function scaledReference(ref: Float32Array, validRatios: readonly (readon
 
 /** An f32 copy that no enclosing scope frees (like a weight): the content queries of an f16 checkpoint. */
 export function persistentF32(t: Tensor): Tensor {
-  const engine = t.engine;
-  const out = engine.empty(t.shape, 'f32', { persistent: true });
-  engine.scope(() => {
-    const c = cast(t, 'f32');
-    engine.copyBytes(c, 0, out, 0, c.byteLength);
-  });
-  return out;
+  return t.engine.persist(t.engine.scope(() => cast(t, 'f32')));
 }
