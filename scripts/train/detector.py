@@ -136,7 +136,8 @@ def learning_statistics(backbone, learning):
 def forward(model, stages, pixel_mask, class_embeddings):
     """The training forward for one image and one prompt's K class embeddings [K, d]: per decoder layer
     logits [Q, K] and boxes [Q, 4] (cx, cy, w, h in the unpadded image), the selected proposals'
-    logits and boxes, and the last layer's hidden states with the mask features (masks on demand)."""
+    logits and boxes, the last layer's hidden states with the mask features (masks on demand), and the
+    encoder's text features [K, d] (what the logits compare queries with)."""
     _, encoder_side, decoder_side = model.slices
     m = decoder_side.model
     K = class_embeddings.shape[0]
@@ -159,7 +160,7 @@ def forward(model, stages, pixel_mask, class_embeddings):
     dec = m.decode(memory, flat_mask, shapes, enc['valid_ratios'], enc['text'], text_mask, reference)
     logits, boxes = decoder_side.heads(dec['hs'], reference, dec['refs'], enc['text'], text_mask)
     return dict(logits=[x[0, :, :K] for x in logits], boxes=[b[0] for b in boxes], interm_logits=interm_logits,
-                interm_boxes=interm_boxes, invalid_logits=enc_class[0][~valid[0]], hidden=dec['hs'][:, -1],
+                interm_boxes=interm_boxes, invalid_logits=enc_class[0][~valid[0]], hidden=dec['hs'][:, -1], text=enc['text'][0],
                 mask_features=mask_features, decoder_side=decoder_side,
                 dense=dict(centres=proposals[0][valid[0], :2].sigmoid(), logits=enc_class[0][valid[0]],
                            boxes=coord_logits[0][valid[0]].sigmoid()))

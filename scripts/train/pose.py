@@ -262,8 +262,9 @@ def centre_keypoint_embeddings(model, params, tokens, seed):
     """Moves projection_kpt_llava's last bias so that the keypoint embeddings of CENTRE_PICTURES training
     pictures average to zero. The 17 [POSE] blocks' query states share most of their direction (mean
     cosine 0.85 after the projection): every keypoint query then starts nearly the same, at the same
-    reference, and only their small differences can tell the pose head which keypoint each is. As the
-    detector's centre_class_embeddings: the architecture is unchanged, only the starting bias differs."""
+    reference, and only their small differences can tell the pose head which keypoint each is. The
+    detector's discriminant_start centres its class embeddings too: the architecture is unchanged, only
+    the starting bias differs."""
     embeddings = []
     for index in range(CENTRE_PICTURES):
         example = PoseExample(render_picture(seed, index))
