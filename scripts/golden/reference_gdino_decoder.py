@@ -42,10 +42,14 @@ class GroundingDinoMLPPredictionHead(nn.Module):
         h = [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip([input_dim] + h, h + [output_dim]))
 
-    def forward(self, x):
-        for i, layer in enumerate(self.layers):
-            x = F.relu(layer(x)) if i < self.num_layers - 1 else layer(x)
+    def hidden(self, x):
+        """What the last layer reads (the ReLU of every layer before it)."""
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
         return x
+
+    def forward(self, x):
+        return self.layers[-1](self.hidden(x))
 
 
 class D2Conv2d(nn.Conv2d):
